@@ -1,0 +1,1 @@
+"""Connector contracts and one package per external system (see DESIGN.md §6)."""

@@ -1,0 +1,241 @@
+"""A single-producer / single-consumer byte ring in one shared-memory segment.
+
+Roles and call order::
+
+    ring = Ring.create(capacity)        # owner (coordinator): creates, later unlinks
+    ring = Ring.attach(name)            # any process: maps an existing ring
+    w = ring.writer()                   # at most one live producer per ring
+    r = ring.reader()                   # at most one live consumer per ring
+    ...                                 # see RingWriter / RingReader
+    w.close(); r.close(); ring.close()  # the owner's close unlinks the segment
+
+Invariants:
+
+* ``tail <= head <= tail + capacity`` at all times; only the producer stores
+  ``head`` and only the consumer stores ``tail``.
+* Bytes in ``[tail, head)`` are published frames; the producer writes only in
+  ``[head, tail + capacity)``, and stores ``head`` after the frame's bytes
+  (x86-64 TSO keeps that order, see ``atomics``), so a reader never sees a
+  frame part-way through writing.
+* A frame never wraps: the producer pads to the end of the data area first.
+* Nothing is ever dropped: a full ring makes ``offer``/``try_claim`` return
+  False/None and ``put``/``claim``/``write_batch`` wait.
+
+Parking handshake (lost wake-ups are impossible, not just unlikely): the
+waiting side reads the wake word, stores its *waiting* flag, fences, re-checks
+its condition and only then sleeps on the wake word (the kernel re-compares
+it). The other side stores its position, fences, and if the flag is set bumps
+the wake word and wakes. With both fences, one of the two always sees the
+other's store. A bounded park timeout also bounds the cost of any bug here.
+
+Not guaranteed: two processes attaching as producer at the same instant are
+not arbitrated (the coordinator assigns roles); frames a dead producer had
+claimed but not committed are simply never published.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from engine.errors import PeerDiedError, RingClosedError, RingRoleError
+from engine.shm import atomics, futex, layout
+from engine.shm.peer import PeerWatch
+from engine.shm.segment import Segment
+from engine.shm.wait import DEFAULT, WaitStrategy
+
+if TYPE_CHECKING:
+    from engine.shm.reader import RingReader
+    from engine.shm.writer import RingWriter
+
+_U32 = 0xFFFFFFFF
+
+
+class Ring:
+    """A mapped ring segment; hands out its writer and reader sides."""
+
+    def __init__(self, segment: Segment) -> None:
+        self.segment = segment
+        self.name = segment.name
+        self.capacity = segment.capacity
+
+    @classmethod
+    def create(cls, capacity: int, name: str | None = None) -> Ring:
+        """Create a new ring of ``capacity`` bytes (a power of two); the caller owns it."""
+        return cls(Segment.create(capacity, name))
+
+    @classmethod
+    def attach(cls, name: str, capacity: int | None = None) -> Ring:
+        """Map the existing ring ``name``; raises RingFormatError if it is not one."""
+        return cls(Segment.attach(name, capacity))
+
+    def writer(self, wait: WaitStrategy = DEFAULT) -> RingWriter:
+        from engine.shm.writer import RingWriter
+
+        return RingWriter(self, wait)
+
+    def reader(self, wait: WaitStrategy = DEFAULT) -> RingReader:
+        from engine.shm.reader import RingReader
+
+        return RingReader(self, wait)
+
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the header: positions, occupancy, pids, heartbeats."""
+        q, i = self.segment.q, self.segment.i
+        head, tail = int(q[layout.Q_HEAD]), int(q[layout.Q_TAIL])
+        return {
+            "capacity": self.capacity,
+            "head": head,
+            "tail": tail,
+            "occupancy": head - tail,
+            "owner_pid": int(q[layout.Q_OWNER_PID]),
+            "producer_pid": int(q[layout.Q_PRODUCER_PID]),
+            "consumer_pid": int(q[layout.Q_CONSUMER_PID]),
+            "producer_closed": int(i[layout.I_PRODUCER_CLOSED]),
+            "consumer_closed": int(i[layout.I_CONSUMER_CLOSED]),
+            "producer_heartbeat_ns": int(q[layout.Q_PRODUCER_HEARTBEAT]),
+            "consumer_heartbeat_ns": int(q[layout.Q_CONSUMER_HEARTBEAT]),
+        }
+
+    def close(self) -> None:
+        """Unmap; if this process created the ring, also unlink it."""
+        self.segment.close()
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Side:
+    """What the producer and the consumer share: role claim, liveness, the wait loop."""
+
+    _role = ""
+    _peer_role = ""
+    _Q_MY_PID = _Q_PEER_PID = _Q_MY_HEARTBEAT = 0
+    _I_MY_WAITING = _I_MY_CLOSED = _I_PEER_CLOSED = 0
+    _I_MY_WAKE = _I_PEER_WAKE = 0  # the word I park on / the word I bump to wake the peer
+    _I_PEER_WAITING = 0
+
+    def __init__(self, ring: Ring, wait: WaitStrategy) -> None:
+        seg = ring.segment
+        self.ring = ring
+        self._q = seg.q
+        self._i = seg.i
+        self._data = seg.data()
+        self._cap = ring.capacity
+        self._mask = ring.capacity - 1
+        self._wait_strategy = wait
+        self._peer = PeerWatch()
+        self._my_wake_addr = seg.address(self._I_MY_WAKE * 4)
+        self._peer_wake_addr = seg.address(self._I_PEER_WAKE * 4)
+        self._closed = False
+        me = os.getpid()
+        holder = int(self._q[self._Q_MY_PID])
+        if holder not in (0, me) and not self._i[self._I_MY_CLOSED]:
+            if PeerWatch().alive(holder):
+                raise RingRoleError(
+                    f"ring {ring.name} already has a live {self._role} (pid {holder})"
+                )
+        self._i[self._I_MY_CLOSED] = 0
+        self._q[self._Q_MY_PID] = me
+        self._q[self._Q_MY_HEARTBEAT] = time.monotonic_ns()
+
+    # -- waking the peer -------------------------------------------------------
+    def _signal_peer(self) -> None:
+        """After storing my position: wake the peer if it parked (fence first)."""
+        atomics.full_fence()
+        if self._i[self._I_PEER_WAITING]:
+            i = self._i
+            i[self._I_PEER_WAKE] = (i[self._I_PEER_WAKE] + 1) & _U32
+            futex.wake(self._peer_wake_addr)
+
+    # -- waiting -------------------------------------------------------------
+    def _wait(self, ready: Callable[[], bool], deadline_ns: int | None) -> bool:
+        """Wait until ``ready()``; False once ``deadline_ns`` (monotonic) passes."""
+        if ready():
+            return True
+        ws = self._wait_strategy
+        now = time.monotonic_ns()
+        spin_end = now + ws.spin_ns
+        yield_end = spin_end + ws.yield_ns
+        liveness_ns = int(ws.liveness_ms * 1e6)
+        next_check = now + liveness_ns
+        park_ns = int(ws.park_timeout_ms * 1e6)
+        i = self._i
+        while True:
+            if self._closed:
+                raise RingClosedError(f"the {self._role} side of ring {self.ring.name} is closed")
+            if i[self._I_PEER_CLOSED] or now >= next_check:
+                self._check_peer(ready)
+                next_check = now + liveness_ns
+            if deadline_ns is not None and now >= deadline_ns:
+                return False
+            if now < spin_end:
+                pass
+            elif now < yield_end:
+                os.sched_yield()
+            else:
+                timeout = park_ns
+                if deadline_ns is not None:
+                    timeout = max(0, min(timeout, deadline_ns - now))
+                self._park(ready, timeout)
+            if ready():
+                return True
+            now = time.monotonic_ns()
+
+    def _park(self, ready: Callable[[], bool], timeout_ns: int) -> None:
+        i = self._i
+        seq = i[self._I_MY_WAKE]
+        i[self._I_MY_WAITING] = 1
+        atomics.full_fence()
+        try:
+            if not ready():
+                futex.wait(self._my_wake_addr, seq, timeout_ns / 1e9)
+        finally:
+            i[self._I_MY_WAITING] = 0
+
+    def _check_peer(self, ready: Callable[[], bool]) -> None:
+        """Raise if the peer is gone and ``ready()`` still fails; update my heartbeat."""
+        self._q[self._Q_MY_HEARTBEAT] = time.monotonic_ns()
+        if self._i[self._I_PEER_CLOSED]:
+            if not ready():  # re-check: the peer stores its last position before closing
+                self._peer_closed()
+            return
+        pid = int(self._q[self._Q_PEER_PID])
+        if not self._peer.alive(pid) and not ready():
+            raise PeerDiedError(
+                f"ring {self.ring.name}: the {self._peer_role} (pid {pid}) died without "
+                f"closing the ring; this {self._role} (pid {os.getpid()}) cannot make progress"
+            )
+
+    def _peer_closed(self) -> None:
+        raise NotImplementedError
+
+    def heartbeat(self) -> None:
+        """Record that this side is alive (the wait loop does it while waiting)."""
+        self._q[self._Q_MY_HEARTBEAT] = time.monotonic_ns()
+
+    def close(self) -> None:
+        """Detach from the ring (the peer sees it); the ring itself stays mapped. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._peer.close()
+        self._i[self._I_MY_CLOSED] = 1
+        atomics.full_fence()
+        i = self._i
+        i[self._I_PEER_WAKE] = (i[self._I_PEER_WAKE] + 1) & _U32
+        futex.wake(self._peer_wake_addr)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def deadline(timeout: float | None) -> int | None:
+    """Monotonic-ns deadline for a timeout in seconds (None = wait forever)."""
+    return None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)

@@ -1,0 +1,261 @@
+"""The producer side of a ring: claim space, write in place, commit.
+
+Call order::
+
+    w = ring.writer()
+    c = w.try_claim(n) or w.claim(n)    # a span of n payload bytes (None: ring full)
+    c.buf[...] = ...                    # write the payload in place
+    w.commit(c)  /  w.abort(c)          # publish it (optionally shorter) / give it back
+    w.offer(kind, payload) -> bool      # copy-in convenience; put() waits instead
+    w.write_schema(schema); w.write_batch(batch)   # Arrow, serialised in place
+    w.write_watermark(t); w.write_barrier(n); w.write_eos()
+    w.close()
+
+At most one claim is outstanding. Non-blocking calls (``try_claim``,
+``offer``, ``offer_batch``) return None/False on a full ring; blocking calls
+(``claim``, ``put``, ``write_batch``) wait with the ring's wait strategy and
+return None/False only when their ``timeout`` expires. Blocking calls raise
+:class:`PeerDiedError` if the consumer dies and :class:`PeerClosedError` if it
+closes while the ring is too full to continue. A frame that can never fit
+raises :class:`FrameTooLargeError` naming both sizes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from engine.errors import FrameTooLargeError, PeerClosedError, RingClosedError, RingError
+from engine.shm import layout
+from engine.shm.arrow_codec import BatchEncoder
+from engine.shm.layout import FRAME_HEADER, FRAME_HEADER_SIZE, PAD_HEADER, FrameKind
+from engine.shm.ring import Ring, _Side, deadline
+from engine.shm.wait import WaitStrategy
+
+_DATA = int(FrameKind.DATA)
+_PAD = int(FrameKind.PAD)
+
+
+class Claim:
+    """A span of the ring reserved for one frame; ``buf`` is its payload."""
+
+    __slots__ = ("position", "index", "length", "kind", "flags", "value", "buf")
+
+    def __init__(
+        self, position: int, index: int, length: int, kind: int, flags: int, value: int, buf: memoryview
+    ) -> None:
+        self.position = position
+        self.index = index
+        self.length = length
+        self.kind = kind
+        self.flags = flags
+        self.value = value
+        self.buf = buf
+
+
+class RingWriter(_Side):
+    """Producer side. Not thread-safe: one thread of one process writes."""
+
+    _role, _peer_role = "producer", "consumer"
+    _Q_MY_PID, _Q_PEER_PID = layout.Q_PRODUCER_PID, layout.Q_CONSUMER_PID
+    _Q_MY_HEARTBEAT = layout.Q_PRODUCER_HEARTBEAT
+    _I_MY_WAITING, _I_PEER_WAITING = layout.I_PRODUCER_WAITING, layout.I_CONSUMER_WAITING
+    _I_MY_CLOSED, _I_PEER_CLOSED = layout.I_PRODUCER_CLOSED, layout.I_CONSUMER_CLOSED
+    _I_MY_WAKE, _I_PEER_WAKE = layout.I_SPACE_SEQ, layout.I_DATA_SEQ
+
+    def __init__(self, ring: Ring, wait: WaitStrategy) -> None:
+        super().__init__(ring, wait)
+        self._head = int(self._q[layout.Q_HEAD])
+        self._tail = int(self._q[layout.Q_TAIL])
+        self._claim: Claim | None = None
+        self._encoder: BatchEncoder | None = None
+        self.frames = 0
+        self.bytes = 0
+
+    @property
+    def max_payload(self) -> int:
+        """The largest payload a single frame can carry in this ring."""
+        return self._cap - FRAME_HEADER_SIZE
+
+    # -- claim / commit ----------------------------------------------------------
+    def _free_for(self, head: int, size: int) -> bool:
+        if head + size - self._tail <= self._cap:
+            return True
+        self._tail = int(self._q[layout.Q_TAIL])
+        return head + size - self._tail <= self._cap
+
+    def try_claim(self, length: int, kind: int = _DATA, flags: int = 0, value: int = 0) -> Claim | None:
+        """Reserve a frame with ``length`` payload bytes; None if the ring is full now."""
+        if self._claim is not None:
+            raise RingError("a claim is already outstanding: commit or abort it first")
+        if self._closed:
+            raise RingClosedError(f"the producer side of ring {self.ring.name} is closed")
+        size = (FRAME_HEADER_SIZE + length + 7) & ~7
+        cap = self._cap
+        if size > cap or length < 0:
+            raise FrameTooLargeError(
+                f"a frame of {size} bytes (payload {length} bytes) can never fit in ring "
+                f"{self.ring.name} of capacity {cap} bytes"
+            )
+        head = self._head
+        index = head & self._mask
+        if index + size > cap:  # never wrap: pad to the end, start again at index 0
+            pad = cap - index
+            if not self._free_for(head, pad):
+                return None
+            PAD_HEADER.pack_into(self._data, index, 0, _PAD, 0)
+            head += pad
+            self._head = head
+            self._q[layout.Q_HEAD] = head
+            self._signal_peer()
+            index = 0
+        if not self._free_for(head, size):
+            return None
+        start = index + FRAME_HEADER_SIZE
+        claim = Claim(head, index, length, kind, flags, value, self._data[start : start + length])
+        self._claim = claim
+        return claim
+
+    def claim(
+        self, length: int, kind: int = _DATA, flags: int = 0, value: int = 0, timeout: float | None = None
+    ) -> Claim | None:
+        """Like :meth:`try_claim` but waits for space; None only if ``timeout`` expires."""
+        c = self.try_claim(length, kind, flags, value)
+        if c is not None:
+            return c
+        size = layout.frame_size(length)
+        cap, mask = self._cap, self._mask
+
+        def fits() -> bool:
+            # Room for the frame, or, if it must wrap, for the PAD that try_claim writes first.
+            head = self._head
+            index = head & mask
+            return self._free_for(head, size if index + size <= cap else cap - index)
+
+        end = deadline(timeout)
+        while True:
+            if not self._wait(fits, end):
+                return self.try_claim(length, kind, flags, value)
+            c = self.try_claim(length, kind, flags, value)
+            if c is not None:
+                return c
+
+    def commit(self, claim: Claim, length: int | None = None) -> None:
+        """Publish the claimed frame, ``length`` bytes of payload (default: all)."""
+        if claim is not self._claim:
+            raise RingError("commit of a claim that is not the outstanding one")
+        if length is None:
+            length = claim.length
+        elif not 0 <= length <= claim.length:
+            raise RingError(f"commit length={length} outside the claimed 0..{claim.length}")
+        claim.buf.release()
+        self._claim = None
+        FRAME_HEADER.pack_into(self._data, claim.index, length, claim.kind, claim.flags, claim.value)
+        head = claim.position + ((FRAME_HEADER_SIZE + length + 7) & ~7)
+        self._head = head
+        self._q[layout.Q_HEAD] = head
+        self.frames += 1
+        self.bytes += length
+        self._signal_peer()
+
+    def abort(self, claim: Claim) -> None:
+        """Give the claimed span back unpublished."""
+        if claim is self._claim:
+            claim.buf.release()
+            self._claim = None
+
+    # -- copy-in conveniences ------------------------------------------------------
+    def offer(self, kind: int, payload: bytes | bytearray | memoryview = b"", value: int = 0, flags: int = 0) -> bool:
+        """Write one frame if it fits now; False (nothing written) if the ring is full."""
+        c = self.try_claim(len(payload), kind, flags, value)
+        if c is None:
+            return False
+        c.buf[:] = payload if type(payload) is bytes else memoryview(payload).cast("B")
+        self.commit(c)
+        return True
+
+    def put(
+        self,
+        kind: int,
+        payload: bytes | bytearray | memoryview = b"",
+        value: int = 0,
+        flags: int = 0,
+        timeout: float | None = None,
+    ) -> bool:
+        """Write one frame, waiting for space; False only if ``timeout`` expires."""
+        c = self.claim(len(payload), kind, flags, value, timeout)
+        if c is None:
+            return False
+        c.buf[:] = payload if type(payload) is bytes else memoryview(payload).cast("B")
+        self.commit(c)
+        return True
+
+    def write_watermark(self, event_time: int, timeout: float | None = None) -> bool:
+        return self.put(FrameKind.WATERMARK, b"", event_time, timeout=timeout)
+
+    def write_barrier(self, epoch: int, timeout: float | None = None) -> bool:
+        return self.put(FrameKind.BARRIER, b"", epoch, timeout=timeout)
+
+    def write_eos(self, timeout: float | None = None) -> bool:
+        return self.put(FrameKind.EOS, b"", 0, timeout=timeout)
+
+    # -- Arrow ---------------------------------------------------------------------
+    def write_schema(self, schema: pa.Schema, timeout: float | None = None) -> bool:
+        """Send ``schema`` as a SCHEMA frame; later batches must match it."""
+        encoder = BatchEncoder(schema)
+        if not self.put(FrameKind.SCHEMA, encoder.schema_message, timeout=timeout):
+            return False
+        self._encoder = encoder
+        return True
+
+    def write_batch(self, batch: pa.RecordBatch, timeout: float | None = None) -> bool:
+        """Serialise ``batch`` straight into the ring (sends its schema first if none was)."""
+        encoder = self._encoder
+        if encoder is None:
+            if not self.write_schema(batch.schema, timeout):
+                return False
+            encoder = self._encoder
+            assert encoder is not None
+        else:
+            encoder.check(batch)
+        end = deadline(timeout)
+        size = encoder.size_bound(batch)
+        while True:
+            if size > self.max_payload:
+                raise FrameTooLargeError(
+                    f"a batch of {batch.num_rows} rows needs a frame of {size} bytes; ring "
+                    f"{self.ring.name} has capacity {self._cap} bytes (split the batch or "
+                    "give the ring more capacity)"
+                )
+            remaining = None if end is None else max(0.0, (end - time.monotonic_ns()) / 1e9)
+            c = self.claim(size, FrameKind.DATA, timeout=remaining)
+            if c is None:
+                return False
+            written = encoder.encode_into(batch, c.buf)
+            if written is not None:
+                self.commit(c, written)
+                return True
+            self.abort(c)  # the bound was wrong: measure exactly and try again
+            size = encoder.exact_size(batch) + 8
+
+    def offer_batch(self, batch: pa.RecordBatch) -> bool:
+        """:meth:`write_batch` without waiting: False if the ring has no room now."""
+        return self.write_batch(batch, timeout=0)
+
+    def close(self) -> None:
+        if self._claim is not None:
+            self.abort(self._claim)
+        super().close()
+
+    def _peer_closed(self) -> None:
+        raise PeerClosedError(
+            f"ring {self.ring.name}: the consumer closed the ring; "
+            f"{self._head - self._tail} bytes are still unread"
+        )
+
+    def __enter__(self) -> RingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
