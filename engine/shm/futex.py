@@ -21,7 +21,9 @@ import platform
 import sys
 import time
 
-_SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower())
+_SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(
+    platform.machine().lower()
+)
 _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
 _INT_MAX = 2**31 - 1

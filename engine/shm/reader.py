@@ -38,6 +38,8 @@ _PAD = int(FrameKind.PAD)
 _SCHEMA = int(FrameKind.SCHEMA)
 _DATA = int(FrameKind.DATA)
 _EOS = int(FrameKind.EOS)
+_Q_HEAD = layout.Q_HEAD
+_unpack_header = FRAME_HEADER.unpack_from
 
 
 class Frame:
@@ -75,26 +77,23 @@ class RingReader(_Side):
         self._pos = self._released = int(self._q[layout.Q_TAIL])
         self._head = int(self._q[layout.Q_HEAD])
         self.schema: pa.Schema | None = None
-        self.frames = 0
-        self.bytes = 0
 
     def _available(self) -> bool:
         if self._pos < self._head:
             return True
-        self._head = int(self._q[layout.Q_HEAD])
+        self._head = self._q[_Q_HEAD]
         return self._pos < self._head
 
     def poll(self) -> Frame | None:
         """The next frame, or None if none is published yet. Never waits."""
-        data = self._data
         while True:
             pos = self._pos
             if pos >= self._head:
-                self._head = int(self._q[layout.Q_HEAD])
+                self._head = self._q[_Q_HEAD]
                 if pos >= self._head:
                     return None
             index = pos & self._mask
-            length, kind, flags, value = FRAME_HEADER.unpack_from(data, index)
+            length, kind, flags, value = _unpack_header(self._data, index)
             if kind == _PAD:
                 end = pos + self._cap - index
                 self._pos = end
@@ -102,28 +101,28 @@ class RingReader(_Side):
                     self._store_tail(end)
                 continue
             start = index + FRAME_HEADER_SIZE
-            end = pos + ((FRAME_HEADER_SIZE + length + 7) & ~7)
+            end = pos + ((FRAME_HEADER_SIZE + 7 + length) & ~7)
             if kind > MAX_KIND or end > self._head or start + length > self._cap:
                 raise CorruptFrameError(
                     f"ring {self.ring.name}: impossible frame at position {pos} "
                     f"(kind={kind}, length={length}, head={self._head}, capacity={self._cap})"
                 )
             self._pos = end
-            payload = data[start : start + length]
+            payload = self._data[start : start + length]
             if kind == _SCHEMA:
                 self.schema = arrow_codec.decode_schema(payload)
-            self.frames += 1
-            self.bytes += length
             return Frame(kind, flags, value, payload, pos, end)
 
     def read(self, timeout: float | None = None) -> Frame | None:
         """The next frame, waiting for one; None only if ``timeout`` expires."""
-        f = self.poll()
-        if f is not None:
-            return f
-        if not self._wait(self._available, deadline(timeout)):
-            return None
-        return self.poll() or self.read(timeout=0)
+        end = deadline(timeout)
+        while True:
+            f = self.poll()
+            if f is not None:
+                return f
+            # What became available may have been only a PAD: poll again, wait again.
+            if not self._wait(self._available, end):
+                return None
 
     def release(self, frame: Frame | None = None) -> None:
         """Give back ``frame`` and every frame read before it (default: all read so far)."""

@@ -135,11 +135,9 @@ class _Side:
         self._closed = False
         me = os.getpid()
         holder = int(self._q[self._Q_MY_PID])
-        if holder not in (0, me) and not self._i[self._I_MY_CLOSED]:
-            if PeerWatch().alive(holder):
-                raise RingRoleError(
-                    f"ring {ring.name} already has a live {self._role} (pid {holder})"
-                )
+        live_holder = holder not in (0, me) and not self._i[self._I_MY_CLOSED]
+        if live_holder and PeerWatch().alive(holder):
+            raise RingRoleError(f"ring {ring.name} already has a live {self._role} (pid {holder})")
         self._i[self._I_MY_CLOSED] = 0
         self._q[self._Q_MY_PID] = me
         self._q[self._Q_MY_HEARTBEAT] = time.monotonic_ns()

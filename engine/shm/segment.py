@@ -21,14 +21,13 @@ unlinks it; producers and consumers *attach* by name. Contract:
 
 from __future__ import annotations
 
+import _posixshmem
 import contextlib
 import mmap
 import os
 import secrets
 import time
 from pathlib import Path
-
-import _posixshmem
 
 from engine.errors import ConfigError, RingFormatError
 from engine.shm import atomics, layout

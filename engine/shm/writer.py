@@ -35,6 +35,14 @@ from engine.shm.wait import WaitStrategy
 
 _DATA = int(FrameKind.DATA)
 _PAD = int(FrameKind.PAD)
+_Q_HEAD = layout.Q_HEAD
+_Q_TAIL = layout.Q_TAIL
+_pack_header = FRAME_HEADER.pack_into
+
+
+def _as_bytes(payload: object) -> memoryview:
+    """A flat unsigned-byte view of any buffer (pa.Buffer exports signed bytes)."""
+    return memoryview(payload).cast("B")  # type: ignore[arg-type]
 
 
 class Claim:
@@ -43,7 +51,14 @@ class Claim:
     __slots__ = ("position", "index", "length", "kind", "flags", "value", "buf")
 
     def __init__(
-        self, position: int, index: int, length: int, kind: int, flags: int, value: int, buf: memoryview
+        self,
+        position: int,
+        index: int,
+        length: int,
+        kind: int,
+        flags: int,
+        value: int,
+        buf: memoryview,
     ) -> None:
         self.position = position
         self.index = index
@@ -70,8 +85,6 @@ class RingWriter(_Side):
         self._tail = int(self._q[layout.Q_TAIL])
         self._claim: Claim | None = None
         self._encoder: BatchEncoder | None = None
-        self.frames = 0
-        self.bytes = 0
 
     @property
     def max_payload(self) -> int:
@@ -85,7 +98,9 @@ class RingWriter(_Side):
         self._tail = int(self._q[layout.Q_TAIL])
         return head + size - self._tail <= self._cap
 
-    def try_claim(self, length: int, kind: int = _DATA, flags: int = 0, value: int = 0) -> Claim | None:
+    def try_claim(
+        self, length: int, kind: int = _DATA, flags: int = 0, value: int = 0
+    ) -> Claim | None:
         """Reserve a frame with ``length`` payload bytes; None if the ring is full now."""
         if self._claim is not None:
             raise RingError("a claim is already outstanding: commit or abort it first")
@@ -118,7 +133,12 @@ class RingWriter(_Side):
         return claim
 
     def claim(
-        self, length: int, kind: int = _DATA, flags: int = 0, value: int = 0, timeout: float | None = None
+        self,
+        length: int,
+        kind: int = _DATA,
+        flags: int = 0,
+        value: int = 0,
+        timeout: float | None = None,
     ) -> Claim | None:
         """Like :meth:`try_claim` but waits for space; None only if ``timeout`` expires."""
         c = self.try_claim(length, kind, flags, value)
@@ -151,12 +171,12 @@ class RingWriter(_Side):
             raise RingError(f"commit length={length} outside the claimed 0..{claim.length}")
         claim.buf.release()
         self._claim = None
-        FRAME_HEADER.pack_into(self._data, claim.index, length, claim.kind, claim.flags, claim.value)
+        FRAME_HEADER.pack_into(
+            self._data, claim.index, length, claim.kind, claim.flags, claim.value
+        )
         head = claim.position + ((FRAME_HEADER_SIZE + length + 7) & ~7)
         self._head = head
         self._q[layout.Q_HEAD] = head
-        self.frames += 1
-        self.bytes += length
         self._signal_peer()
 
     def abort(self, claim: Claim) -> None:
@@ -166,12 +186,38 @@ class RingWriter(_Side):
             self._claim = None
 
     # -- copy-in conveniences ------------------------------------------------------
-    def offer(self, kind: int, payload: bytes | bytearray | memoryview = b"", value: int = 0, flags: int = 0) -> bool:
+    def offer(
+        self,
+        kind: int,
+        payload: bytes | bytearray | memoryview = b"",
+        value: int = 0,
+        flags: int = 0,
+    ) -> bool:
         """Write one frame if it fits now; False (nothing written) if the ring is full."""
-        c = self.try_claim(len(payload), kind, flags, value)
+        # Fast path (no Claim object): the frame fits before the end of the data area.
+        n = len(payload)
+        size = (FRAME_HEADER_SIZE + 7 + n) & ~7
+        head = self._head
+        index = head & self._mask
+        cap = self._cap
+        if index + size <= cap and self._claim is None and not self._closed:
+            if head + size - self._tail > cap:
+                self._tail = self._q[_Q_TAIL]
+                if head + size - self._tail > cap:
+                    return False
+            data = self._data
+            _pack_header(data, index, n, kind, flags, value)
+            start = index + FRAME_HEADER_SIZE
+            data[start : start + n] = payload if type(payload) is bytes else _as_bytes(payload)
+            head += size
+            self._head = head
+            self._q[_Q_HEAD] = head
+            self._signal_peer()
+            return True
+        c = self.try_claim(n, kind, flags, value)
         if c is None:
             return False
-        c.buf[:] = payload if type(payload) is bytes else memoryview(payload).cast("B")
+        c.buf[:] = payload if type(payload) is bytes else _as_bytes(payload)
         self.commit(c)
         return True
 
@@ -184,10 +230,12 @@ class RingWriter(_Side):
         timeout: float | None = None,
     ) -> bool:
         """Write one frame, waiting for space; False only if ``timeout`` expires."""
+        if self.offer(kind, payload, value, flags):
+            return True
         c = self.claim(len(payload), kind, flags, value, timeout)
         if c is None:
             return False
-        c.buf[:] = payload if type(payload) is bytes else memoryview(payload).cast("B")
+        c.buf[:] = payload if type(payload) is bytes else _as_bytes(payload)
         self.commit(c)
         return True
 

@@ -1,0 +1,188 @@
+"""The ring and its baselines, each as a producer/consumer pair run in two processes.
+
+Every producer gets a ``go`` time and a duration, sends batches from a small
+pre-built set until the duration is over, then an end marker; it returns
+its start time. Every consumer touches the data (sums the ``value`` column)
+and returns (rows, frames, end time, checksum). Rows/s = rows / (end - start).
+The clock is CLOCK_MONOTONIC, shared by all processes of the machine.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from bench.harness import wait_for_go
+from bench.machine import pin
+
+PIPE_SIZE = 1 << 20  # the largest pipe buffer an unprivileged process may ask for
+# Every transport gets backpressure: a bounded queue, bounded ZMQ high-water marks
+# (otherwise put/send only append to an unbounded buffer and memory explodes).
+QUEUE_SIZE = 8
+HWM = 8
+
+
+def make_batches(rows: int, count: int = 4, seed: int = 1) -> list[pa.RecordBatch]:
+    rng = np.random.default_rng(seed)
+    return [
+        pa.record_batch(
+            {
+                "ts": np.arange(i * rows, (i + 1) * rows, dtype=np.int64),
+                "key": rng.integers(0, 100_000, rows, dtype=np.int64),
+                "value": rng.random(rows),
+            }
+        )
+        for i in range(count)
+    ]
+
+
+# -- ring ----------------------------------------------------------------------------
+def ring_producer(cpu, name, rows, go, duration):  # type: ignore[no-untyped-def]
+    from engine.shm import Ring
+
+    pin(cpu)
+    batches = make_batches(rows)
+    ring = Ring.attach(name)
+    w = ring.writer()
+    w.write_schema(batches[0].schema)
+    start = wait_for_go(go)
+    stop = start + duration
+    i = 0
+    while time.monotonic() < stop:
+        w.write_batch(batches[i & 3])
+        i += 1
+    w.write_eos()
+    w.close()
+    ring.close()
+    return start
+
+
+def ring_consumer(cpu, name, ready):  # type: ignore[no-untyped-def]
+    from engine.shm import Ring
+
+    pin(cpu)
+    ring = Ring.attach(name)
+    r = ring.reader()
+    ready.put(os.getpid())
+    rows = frames = 0
+    total = 0.0
+    for b in r.batches():
+        total += float(np.sum(b.column(2).to_numpy()))
+        rows += b.num_rows
+        frames += 1
+    end = time.monotonic()
+    r.close()
+    ring.close()
+    return rows, frames, end, total
+
+
+# -- multiprocessing.Queue (pickled batches) -------------------------------------------------
+def queue_producer(cpu, q, rows, go, duration):  # type: ignore[no-untyped-def]
+    pin(cpu)
+    batches = make_batches(rows)
+    start = wait_for_go(go)
+    stop = start + duration
+    i = 0
+    while time.monotonic() < stop:
+        q.put(batches[i & 3])
+        i += 1
+    q.put(None)
+    q.close()
+    q.join_thread()
+    return start
+
+
+def queue_consumer(cpu, q, ready):  # type: ignore[no-untyped-def]
+    pin(cpu)
+    ready.put(os.getpid())
+    rows = frames = 0
+    total = 0.0
+    while (b := q.get()) is not None:
+        total += float(np.sum(b.column(2).to_numpy()))
+        rows += b.num_rows
+        frames += 1
+    return rows, frames, time.monotonic(), total
+
+
+# -- os.pipe carrying an Arrow IPC stream (a named FIFO: spawn does not inherit fds) ---------
+def pipe_producer(cpu, path, rows, go, duration):  # type: ignore[no-untyped-def]
+    pin(cpu)
+    batches = make_batches(rows)
+    # pa.OSFile seeks, which a FIFO refuses: use Python files (buffered on the read side,
+    # so read(n) returns n bytes).
+    with open(path, "wb", buffering=0) as sink:
+        fcntl.fcntl(sink.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        w = pa.ipc.new_stream(sink, batches[0].schema)
+        start = wait_for_go(go)
+        stop = start + duration
+        i = 0
+        while time.monotonic() < stop:
+            w.write_batch(batches[i & 3])
+            i += 1
+        w.close()
+    return start
+
+
+def pipe_consumer(cpu, path, ready):  # type: ignore[no-untyped-def]
+    pin(cpu)
+    ready.put(os.getpid())
+    rows = frames = 0
+    total = 0.0
+    with open(path, "rb") as src:
+        for b in pa.ipc.open_stream(src):
+            total += float(np.sum(b.column(2).to_numpy()))
+            rows += b.num_rows
+            frames += 1
+    return rows, frames, time.monotonic(), total
+
+
+# -- pyzmq PUSH/PULL over ipc://, zero-copy send of the serialised batch ----------------------
+def zmq_producer(cpu, addr, rows, go, duration):  # type: ignore[no-untyped-def]
+    import zmq
+
+    pin(cpu)
+    batches = make_batches(rows)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, HWM)
+    sock.connect(addr)
+    start = wait_for_go(go)
+    stop = start + duration
+    i = 0
+    while time.monotonic() < stop:
+        sock.send(batches[i & 3].serialize(), copy=False)
+        i += 1
+    sock.send(b"")
+    sock.close(linger=-1)
+    ctx.term()
+    return start
+
+
+def zmq_consumer(cpu, addr, ready):  # type: ignore[no-untyped-def]
+    import zmq
+
+    pin(cpu)
+    schema = make_batches(1, 1)[0].schema
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVHWM, HWM)
+    sock.bind(addr)
+    ready.put(os.getpid())
+    rows = frames = 0
+    total = 0.0
+    while True:
+        msg = sock.recv(copy=False)
+        if len(msg) == 0:
+            break
+        b = pa.ipc.read_record_batch(pa.py_buffer(msg.buffer), schema)
+        total += float(np.sum(b.column(2).to_numpy()))
+        rows += b.num_rows
+        frames += 1
+    end = time.monotonic()
+    sock.close()
+    ctx.term()
+    return rows, frames, end, total
