@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import multiprocess as mp
+import psutil
 import pytest
 
 from engine.shm import segment
@@ -35,10 +37,16 @@ def spawn():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(autouse=True)
 def no_leaked_segments() -> Iterator[None]:
-    """Fail a test that leaves a ringstream segment of its own in /dev/shm."""
+    """Fail a test that leaves behind a segment owned by this process or by a dead one.
+
+    Segments of other live processes (another test run, a benchmark) are not ours to judge.
+    """
     before = set(segment.list_segments())
     yield
-    leaked = set(segment.list_segments()) - before
-    for name in leaked:
-        segment.unlink(name)
+    leaked = []
+    for name in set(segment.list_segments()) - before:
+        owner = segment.owner_pid(name)
+        if owner == os.getpid() or (owner is not None and not psutil.pid_exists(owner)):
+            segment.unlink(name)
+            leaked.append(name)
     assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"

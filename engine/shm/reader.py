@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from engine.errors import CorruptFrameError, PeerClosedError, RingError
+from engine.errors import CorruptFrameError, PeerClosedError, RingClosedError, RingError
 from engine.shm import arrow_codec, layout
 from engine.shm.layout import FRAME_HEADER, FRAME_HEADER_SIZE, MAX_KIND, FrameKind
 from engine.shm.ring import Ring, _Side, deadline
@@ -77,6 +77,7 @@ class RingReader(_Side):
         self._pos = self._released = int(self._q[layout.Q_TAIL])
         self._head = int(self._q[layout.Q_HEAD])
         self.schema: pa.Schema | None = None
+        self._pad_start = self._pad_end = -1  # a skipped PAD not yet released
 
     def _available(self) -> bool:
         if self._pos < self._head:
@@ -86,6 +87,8 @@ class RingReader(_Side):
 
     def poll(self) -> Frame | None:
         """The next frame, or None if none is published yet. Never waits."""
+        if self._closed:
+            raise RingClosedError(f"the consumer side of ring {self.ring.name} is closed")
         while True:
             pos = self._pos
             if pos >= self._head:
@@ -99,6 +102,8 @@ class RingReader(_Side):
                 self._pos = end
                 if self._released == pos:  # nothing held before the pad: give it back now
                     self._store_tail(end)
+                else:  # released together with the frame just before it
+                    self._pad_start, self._pad_end = pos, end
                 continue
             start = index + FRAME_HEADER_SIZE
             end = pos + ((FRAME_HEADER_SIZE + 7 + length) & ~7)
@@ -127,6 +132,8 @@ class RingReader(_Side):
     def release(self, frame: Frame | None = None) -> None:
         """Give back ``frame`` and every frame read before it (default: all read so far)."""
         end = self._pos if frame is None else frame.end
+        if end == self._pad_start:  # a PAD already skipped follows this frame: give it back too
+            end = self._pad_end
         if end > self._released:
             self._store_tail(end)
 

@@ -135,9 +135,15 @@ class _Side:
         self._closed = False
         me = os.getpid()
         holder = int(self._q[self._Q_MY_PID])
-        live_holder = holder not in (0, me) and not self._i[self._I_MY_CLOSED]
-        if live_holder and PeerWatch().alive(holder):
-            raise RingRoleError(f"ring {ring.name} already has a live {self._role} (pid {holder})")
+        if holder not in (0, me) and not self._i[self._I_MY_CLOSED]:
+            watch = PeerWatch()
+            try:
+                if watch.alive(holder):
+                    raise RingRoleError(
+                        f"ring {ring.name} already has a live {self._role} (pid {holder})"
+                    )
+            finally:
+                watch.close()
         self._i[self._I_MY_CLOSED] = 0
         self._q[self._Q_MY_PID] = me
         self._q[self._Q_MY_HEARTBEAT] = time.monotonic_ns()

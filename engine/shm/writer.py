@@ -22,6 +22,7 @@ raises :class:`FrameTooLargeError` naming both sizes.
 
 from __future__ import annotations
 
+import struct
 import time
 
 import pyarrow as pa
@@ -29,7 +30,7 @@ import pyarrow as pa
 from engine.errors import FrameTooLargeError, PeerClosedError, RingClosedError, RingError
 from engine.shm import layout
 from engine.shm.arrow_codec import BatchEncoder
-from engine.shm.layout import FRAME_HEADER, FRAME_HEADER_SIZE, PAD_HEADER, FrameKind
+from engine.shm.layout import FRAME_HEADER, FRAME_HEADER_SIZE, MAX_KIND, PAD_HEADER, FrameKind
 from engine.shm.ring import Ring, _Side, deadline
 from engine.shm.wait import WaitStrategy
 
@@ -38,6 +39,15 @@ _PAD = int(FrameKind.PAD)
 _Q_HEAD = layout.Q_HEAD
 _Q_TAIL = layout.Q_TAIL
 _pack_header = FRAME_HEADER.pack_into
+_MAX = int(MAX_KIND)
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _bad_header(kind: int, flags: int, value: int) -> str:
+    return (
+        f"cannot write frame kind={kind} flags={flags} value={value}: kind must be one of "
+        f"SCHEMA..EOS (1..{_MAX}), flags a u16, value a signed 64-bit integer"
+    )
 
 
 def _as_bytes(payload: object) -> memoryview:
@@ -106,6 +116,8 @@ class RingWriter(_Side):
             raise RingError("a claim is already outstanding: commit or abort it first")
         if self._closed:
             raise RingClosedError(f"the producer side of ring {self.ring.name} is closed")
+        if not (0 < kind <= _MAX and 0 <= flags <= 0xFFFF and _I64_MIN <= value <= _I64_MAX):
+            raise RingError(_bad_header(kind, flags, value))
         size = (FRAME_HEADER_SIZE + length + 7) & ~7
         cap = self._cap
         if size > cap or length < 0:
@@ -194,21 +206,26 @@ class RingWriter(_Side):
         flags: int = 0,
     ) -> bool:
         """Write one frame if it fits now; False (nothing written) if the ring is full."""
+        if type(payload) is not bytes:
+            payload = _as_bytes(payload)  # count bytes, not items
         # Fast path (no Claim object): the frame fits before the end of the data area.
         n = len(payload)
         size = (FRAME_HEADER_SIZE + 7 + n) & ~7
         head = self._head
         index = head & self._mask
         cap = self._cap
-        if index + size <= cap and self._claim is None and not self._closed:
+        if index + size <= cap and self._claim is None and not self._closed and 0 < kind <= _MAX:
             if head + size - self._tail > cap:
                 self._tail = self._q[_Q_TAIL]
                 if head + size - self._tail > cap:
                     return False
             data = self._data
-            _pack_header(data, index, n, kind, flags, value)
+            try:
+                _pack_header(data, index, n, kind, flags, value)
+            except struct.error:
+                raise RingError(_bad_header(kind, flags, value)) from None
             start = index + FRAME_HEADER_SIZE
-            data[start : start + n] = payload if type(payload) is bytes else _as_bytes(payload)
+            data[start : start + n] = payload
             head += size
             self._head = head
             self._q[_Q_HEAD] = head
@@ -217,7 +234,7 @@ class RingWriter(_Side):
         c = self.try_claim(n, kind, flags, value)
         if c is None:
             return False
-        c.buf[:] = payload if type(payload) is bytes else _as_bytes(payload)
+        c.buf[:] = payload
         self.commit(c)
         return True
 
@@ -230,12 +247,14 @@ class RingWriter(_Side):
         timeout: float | None = None,
     ) -> bool:
         """Write one frame, waiting for space; False only if ``timeout`` expires."""
+        if type(payload) is not bytes:
+            payload = _as_bytes(payload)
         if self.offer(kind, payload, value, flags):
             return True
         c = self.claim(len(payload), kind, flags, value, timeout)
         if c is None:
             return False
-        c.buf[:] = payload if type(payload) is bytes else _as_bytes(payload)
+        c.buf[:] = payload
         self.commit(c)
         return True
 
@@ -260,6 +279,8 @@ class RingWriter(_Side):
     def write_batch(self, batch: pa.RecordBatch, timeout: float | None = None) -> bool:
         """Serialise ``batch`` straight into the ring (sends its schema first if none was)."""
         encoder = self._encoder
+        size = BatchEncoder.size_bound(batch)
+        self._check_batch_fits(batch, size)
         if encoder is None:
             if not self.write_schema(batch.schema, timeout):
                 return False
@@ -268,14 +289,8 @@ class RingWriter(_Side):
         else:
             encoder.check(batch)
         end = deadline(timeout)
-        size = encoder.size_bound(batch)
         while True:
-            if size > self.max_payload:
-                raise FrameTooLargeError(
-                    f"a batch of {batch.num_rows} rows needs a frame of {size} bytes; ring "
-                    f"{self.ring.name} has capacity {self._cap} bytes (split the batch or "
-                    "give the ring more capacity)"
-                )
+            self._check_batch_fits(batch, size)
             remaining = None if end is None else max(0.0, (end - time.monotonic_ns()) / 1e9)
             c = self.claim(size, FrameKind.DATA, timeout=remaining)
             if c is None:
@@ -286,6 +301,14 @@ class RingWriter(_Side):
                 return True
             self.abort(c)  # the bound was wrong: measure exactly and try again
             size = encoder.exact_size(batch) + 8
+
+    def _check_batch_fits(self, batch: pa.RecordBatch, size: int) -> None:
+        if size > self.max_payload:
+            raise FrameTooLargeError(
+                f"a batch of {batch.num_rows} rows needs a frame of {size} bytes; ring "
+                f"{self.ring.name} has capacity {self._cap} bytes (split the batch or "
+                "give the ring more capacity)"
+            )
 
     def offer_batch(self, batch: pa.RecordBatch) -> bool:
         """:meth:`write_batch` without waiting: False if the ring has no room now."""
