@@ -150,3 +150,16 @@ def create_ring_and_sleep(result) -> None:  # type: ignore[no-untyped-def]
     ring = Ring.create(1 << 12)
     result.put((ring.name, os.getpid()))
     time.sleep(600)
+
+
+def read_one_then_report(name: str, result) -> None:  # type: ignore[no-untyped-def]
+    """Wait (default strategy) for one frame; report the CPU seconds this process spent."""
+    ring = Ring.attach(name)
+    r = ring.reader()
+    before = time.process_time()
+    f = r.read()
+    assert f is not None
+    result.put(time.process_time() - before)
+    r.release(f)
+    r.close()
+    ring.close()
