@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from bench import frames, machine, transports
-from bench.harness import _CTX, run_pair
+from bench.harness import CTX, run_pair
 from engine.shm import Ring
 
 ROW_BYTES = 24
@@ -75,7 +75,7 @@ def measure_batches(transport: str, rows: int, duration: float, pins: dict) -> d
                 )
             return {**_rates(n, f, end - start), "ring_capacity": cap}
         if transport == "mp_queue":
-            q = _CTX.Queue(maxsize=transports.QUEUE_SIZE)
+            q = CTX.Queue(maxsize=transports.QUEUE_SIZE)
             start, (n, f, end, _) = run_pair(
                 transports.queue_producer,
                 (p, q, rows, duration),
@@ -169,7 +169,7 @@ def run(duration: float, sizes: list[str], latency_count: int, progress) -> dict
     pins = machine.pair_pinning()
     result: dict[str, object] = {"cpus": machine.describe(pins)}
     progress(f"cpus: {result['cpus']}")
-    with _CTX.Pool(1, machine.pin, (pins["producer"],)) as pool:
+    with CTX.Pool(1, machine.pin, (pins["producer"],)) as pool:
         result["memcpy_gbps"] = pool.apply(measure_memcpy)
     progress(f"memcpy: {result['memcpy_gbps']} GB/s")
     ring: dict[str, dict] = {}

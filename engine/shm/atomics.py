@@ -17,9 +17,18 @@ Assumptions, stated once (x86-64, CPython):
   and releasing a ``threading.Lock`` executes ``lock cmpxchg``/``lock xadd``
   (glibc semaphores), a full barrier on x86. It costs ~150 ns from Python.
 
-On a weakly ordered CPU (ARM64) the first two points do not hold: this module
-is the single place to swap in real acquire/release atomics (e.g. a small C
-extension); nothing else in the ring touches shared counters directly.
+Where the accesses are: this module defines the views and the fence; the ring
+modules index the views directly (``self._q[...]``, ``self._i[...]`` in
+``ring.py``, ``writer.py``, ``reader.py``, and header initialisation in
+``segment.py``), because a function call per access would cost more than the
+access itself on the hot path. Every shared access is such an index
+expression — there is no other way in.
+
+On a weakly ordered CPU (ARM64) the first two points do not hold: the
+publishing stores (head, tail) need release semantics and the loads of the
+other side's position acquire semantics. Porting means replacing these views
+with a small extension type whose ``__getitem__``/``__setitem__`` are
+acquire-loads/release-stores; the index expressions stay as they are.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ signal or a spurious wake-up; the caller always re-checks its condition.
 they work across processes that map the same segment. The syscall is itself
 a full barrier on the waker's side.
 
-Where futexes are unavailable (not Linux, or an unknown architecture), both
+Where futexes are unavailable (not Linux, an unknown architecture, or a
+futex call refused with ENOSYS/EPERM, e.g. by seccomp), both
 degrade to a bounded sleep: ``wait`` sleeps for at most 1 ms, so a wake costs at
 most that much latency and never a hang. ``AVAILABLE`` says which is in use.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import platform
 import sys
 import time
@@ -58,12 +60,19 @@ AVAILABLE = _syscall is not None
 
 def wait(addr: int, expected: int, timeout_s: float) -> None:
     """Sleep while the u32 at ``addr`` equals ``expected``, at most ``timeout_s``."""
+    global _syscall
     if _syscall is None:
         time.sleep(min(timeout_s, _FALLBACK_SLEEP_S))
         return
     sec = int(timeout_s)
     ts = _Timespec(sec, int((timeout_s - sec) * 1e9))
-    _syscall(_SYS_FUTEX, addr, _FUTEX_WAIT, expected & 0xFFFFFFFF, ctypes.addressof(ts), None, 0)
+    rc = _syscall(
+        _SYS_FUTEX, addr, _FUTEX_WAIT, expected & 0xFFFFFFFF, ctypes.addressof(ts), None, 0
+    )
+    if rc == -1 and ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
+        # futex refused (e.g. a seccomp filter): degrade to bounded sleeps for good.
+        _syscall = None
+        time.sleep(min(timeout_s, _FALLBACK_SLEEP_S))
 
 
 def wake(addr: int) -> None:

@@ -100,6 +100,7 @@ I_SPACE_SEQ = SPACE_SEQ_OFF // 4
 FRAME_HEADER = struct.Struct("<IHHq")
 FRAME_HEADER_SIZE = FRAME_HEADER.size  # 16
 PAD_HEADER = struct.Struct("<IHH")  # the first word only: a PAD may be 8 bytes long
+MAX_PAYLOAD = 2**32 - 1  # the header's length field is a u32
 MIN_CAPACITY = 1024
 MAX_CAPACITY = 1 << 40
 

@@ -52,6 +52,9 @@ class PeerWatch:
             os.close(self._pidfd)
             self._pidfd = None
 
+    def __del__(self) -> None:  # a side dropped without close() must not leak its pidfd
+        self.close()
+
 
 def _alive_psutil(pid: int) -> bool:
     import psutil

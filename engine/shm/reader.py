@@ -14,6 +14,9 @@ Call order::
 PAD frames are skipped and never returned. A SCHEMA frame is returned *and*
 remembered: ``r.schema`` is the stream's schema from then on.
 
+``batch(frame)`` decodes with the schema of the latest SCHEMA frame polled, so
+decode a DATA frame before polling past a newer SCHEMA.
+
 Non-guarantees: a frame's payload, and every batch decoded from it, is valid
 only until that frame is released; after that the producer may overwrite the
 bytes (copy what you keep). Holding unreleased frames for more than the ring's
@@ -78,6 +81,7 @@ class RingReader(_Side):
         self._head = int(self._q[layout.Q_HEAD])
         self.schema: pa.Schema | None = None
         self._pad_start = self._pad_end = -1  # a skipped PAD not yet released
+        self.eos = False  # an EOS frame was read: the stream is complete
 
     def _available(self) -> bool:
         if self._pos < self._head:
@@ -116,6 +120,8 @@ class RingReader(_Side):
             payload = self._data[start : start + length]
             if kind == _SCHEMA:
                 self.schema = arrow_codec.decode_schema(payload)
+            elif kind == _EOS:
+                self.eos = True
             return Frame(kind, flags, value, payload, pos, end)
 
     def read(self, timeout: float | None = None) -> Frame | None:
@@ -173,6 +179,11 @@ class RingReader(_Side):
             self.release(f)
 
     def _peer_closed(self) -> None:
+        if self.eos:
+            raise PeerClosedError(
+                f"ring {self.ring.name}: reading past the end of the stream (EOS was already "
+                "read and the producer has closed)"
+            )
         raise PeerClosedError(
             f"ring {self.ring.name}: the producer closed the ring without end of stream"
         )

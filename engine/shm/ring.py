@@ -29,14 +29,20 @@ the wake word and wakes. With both fences, one of the two always sees the
 other's store. A bounded park timeout also bounds the cost of any bug here.
 
 Not guaranteed: two processes attaching as producer at the same instant are
-not arbitrated (the coordinator assigns roles); frames a dead producer had
-claimed but not committed are simply never published.
+not arbitrated (the coordinator assigns roles; within one process a second
+open side of a role is refused); frames a dead producer had claimed but not
+committed are simply never published. A consumer that replaces a dead one
+starts at the oldest unreleased frame, which may be past the stream's SCHEMA
+frame, so Arrow decoding needs a fresh ring: the engine recreates rings when it
+recovers from a crash instead of re-attaching (DESIGN.md §1, §5). Non-blocking
+calls (``offer``, ``poll``) do not look at the peer; blocking ones do.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -51,6 +57,8 @@ if TYPE_CHECKING:
     from engine.shm.writer import RingWriter
 
 _U32 = 0xFFFFFFFF
+# The open sides of this process, by (ring name, role): a second one would corrupt the ring.
+_open_sides: weakref.WeakValueDictionary[tuple[str, str], _Side] = weakref.WeakValueDictionary()
 
 
 class Ring:
@@ -123,8 +131,9 @@ class _Side:
     def __init__(self, ring: Ring, wait: WaitStrategy) -> None:
         seg = ring.segment
         self.ring = ring
-        self._q = seg.q
-        self._i = seg.i
+        header = seg.buf[: layout.HEADER_SIZE]
+        self._q = atomics.u64_cells(header)  # own views: Ring.close() must not break this side
+        self._i = atomics.u32_cells(header)
         self._data = seg.data()
         self._cap = ring.capacity
         self._mask = ring.capacity - 1
@@ -134,6 +143,13 @@ class _Side:
         self._peer_wake_addr = seg.address(self._I_PEER_WAKE * 4)
         self._closed = False
         me = os.getpid()
+        key = (ring.name, self._role)
+        other = _open_sides.get(key)
+        if other is not None and not other._closed:
+            raise RingRoleError(
+                f"ring {ring.name} already has an open {self._role} in this process; "
+                "close it first (two sides of one role would corrupt the ring)"
+            )
         holder = int(self._q[self._Q_MY_PID])
         if holder not in (0, me) and not self._i[self._I_MY_CLOSED]:
             watch = PeerWatch()
@@ -144,9 +160,14 @@ class _Side:
                     )
             finally:
                 watch.close()
-        self._i[self._I_MY_CLOSED] = 0
+        # Take the role: pid first (so a waiting peer never pairs "not closed" with a dead
+        # predecessor's pid), then heartbeat, then clear a predecessor's waiting flag, then open.
         self._q[self._Q_MY_PID] = me
         self._q[self._Q_MY_HEARTBEAT] = time.monotonic_ns()
+        self._i[self._I_MY_WAITING] = 0
+        self._i[self._I_MY_CLOSED] = 0
+        _open_sides[key] = self
+        self._peer.alive(int(self._q[self._Q_PEER_PID]))  # open the pidfd while the peer lives
 
     # -- waking the peer -------------------------------------------------------
     def _signal_peer(self) -> None:
@@ -197,7 +218,8 @@ class _Side:
         i[self._I_MY_WAITING] = 1
         atomics.full_fence()
         try:
-            if not ready():
+            # A close() bumps the wake word too; if it landed before we read seq, see it here.
+            if not ready() and not i[self._I_PEER_CLOSED]:
                 futex.wait(self._my_wake_addr, seq, timeout_ns / 1e9)
         finally:
             i[self._I_MY_WAITING] = 0
@@ -229,6 +251,8 @@ class _Side:
             return
         self._closed = True
         self._peer.close()
+        if _open_sides.get((self.ring.name, self._role)) is self:
+            del _open_sides[(self.ring.name, self._role)]
         self._i[self._I_MY_CLOSED] = 1
         atomics.full_fence()
         i = self._i

@@ -14,6 +14,8 @@ unlinks it; producers and consumers *attach* by name. Contract:
 * ``close`` unmaps (deferred while zero-copy views are alive: ``mmap`` refuses
   to close under exported buffers, so the mapping then lives until the last
   view is gone); ``unlink`` removes the name. The owner's ``close`` unlinks.
+* An owner's segment is also unlinked when its ``Segment`` is garbage-collected
+  or the interpreter exits (``weakref.finalize``).
 * Not guaranteed: an owner killed with SIGKILL cannot unlink. Its segments
   keep the owner's pid in the header, and :func:`sweep_stale` (which the
   coordinator runs at start) removes segments whose owner is dead.
@@ -27,6 +29,7 @@ import mmap
 import os
 import secrets
 import time
+import weakref
 from pathlib import Path
 
 from engine.errors import ConfigError, RingFormatError
@@ -62,6 +65,8 @@ class Segment:
         self.i = atomics.u32_cells(self.buf[: layout.HEADER_SIZE])
         self.capacity = int(self.q[layout.Q_CAPACITY])
         self._closed = False
+        # An owner that is dropped without close() (or exits) still unlinks its name.
+        self._finalizer = weakref.finalize(self, unlink, name) if owner else None
 
     # -- lifecycle -----------------------------------------------------------
     @classmethod
@@ -71,6 +76,7 @@ class Segment:
         name = name or NAME_PREFIX + secrets.token_hex(12)
         size = layout.segment_size(capacity)
         fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        mm = None
         try:
             os.ftruncate(fd, size)
             if hasattr(os, "posix_fallocate"):
@@ -82,25 +88,29 @@ class Segment:
                         f"{exc.strerror} (is /dev/shm large enough?)"
                     ) from exc
             mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
-        except BaseException:
+            zeros = bytes(min(_TOUCH_CHUNK, size))
+            for off in range(0, size, len(zeros)):  # write-touch: allocate and map every page
+                n = min(len(zeros), size - off)
+                mm[off : off + n] = zeros[:n]
+            header = memoryview(mm)[: layout.HEADER_SIZE]
+            q, i = atomics.u64_cells(header), atomics.u32_cells(header)
+            i[layout.I_VERSION] = layout.VERSION
+            i[layout.I_HEADER_SIZE] = layout.HEADER_SIZE
+            q[layout.Q_CAPACITY] = capacity
+            q[layout.Q_OWNER_PID] = os.getpid()
+            q[layout.Q_CREATED_NS] = time.time_ns()
+            q[layout.Q_MAGIC] = layout.MAGIC  # last: a half-initialised segment has no magic
+            q.release()
+            i.release()
+            header.release()
+        except BaseException:  # including KeyboardInterrupt while pre-faulting a big ring
+            if mm is not None:
+                with contextlib.suppress(BufferError):
+                    mm.close()
             os.close(fd)
             with contextlib.suppress(OSError):
                 _posixshmem.shm_unlink("/" + name)
             raise
-        zeros = bytes(min(_TOUCH_CHUNK, size))
-        for off in range(0, size, len(zeros)):  # write-touch: allocate and map every page
-            n = min(len(zeros), size - off)
-            mm[off : off + n] = zeros[:n]
-        q = atomics.u64_cells(memoryview(mm)[: layout.HEADER_SIZE])
-        i = atomics.u32_cells(memoryview(mm)[: layout.HEADER_SIZE])
-        i[layout.I_VERSION] = layout.VERSION
-        i[layout.I_HEADER_SIZE] = layout.HEADER_SIZE
-        q[layout.Q_CAPACITY] = capacity
-        q[layout.Q_OWNER_PID] = os.getpid()
-        q[layout.Q_CREATED_NS] = time.time_ns()
-        q[layout.Q_MAGIC] = layout.MAGIC  # last: a half-initialised segment has no magic
-        q.release()
-        i.release()
         return cls(name, fd, mm, owner=True)
 
     @classmethod
@@ -182,8 +192,8 @@ class Segment:
         with contextlib.suppress(BufferError):
             self._mmap.close()  # refused while zero-copy batches are alive: GC unmaps later
         os.close(self._fd)
-        if self.owner:
-            self.unlink()
+        if self._finalizer is not None:
+            self._finalizer()
 
     def unlink(self) -> None:
         """Remove the segment's name; mappings stay valid until unmapped. Idempotent."""

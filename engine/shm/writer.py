@@ -99,7 +99,7 @@ class RingWriter(_Side):
     @property
     def max_payload(self) -> int:
         """The largest payload a single frame can carry in this ring."""
-        return self._cap - FRAME_HEADER_SIZE
+        return min(self._cap - FRAME_HEADER_SIZE, layout.MAX_PAYLOAD)
 
     # -- claim / commit ----------------------------------------------------------
     def _free_for(self, head: int, size: int) -> bool:
@@ -120,10 +120,11 @@ class RingWriter(_Side):
             raise RingError(_bad_header(kind, flags, value))
         size = (FRAME_HEADER_SIZE + length + 7) & ~7
         cap = self._cap
-        if size > cap or length < 0:
+        if size > cap or not 0 <= length <= layout.MAX_PAYLOAD:
             raise FrameTooLargeError(
                 f"a frame of {size} bytes (payload {length} bytes) can never fit in ring "
-                f"{self.ring.name} of capacity {cap} bytes"
+                f"{self.ring.name} of capacity {cap} bytes (payload limit "
+                f"{self.max_payload} bytes)"
             )
         head = self._head
         index = head & self._mask
@@ -214,7 +215,8 @@ class RingWriter(_Side):
         head = self._head
         index = head & self._mask
         cap = self._cap
-        if index + size <= cap and self._claim is None and not self._closed and 0 < kind <= _MAX:
+        fast = index + size <= cap and n <= layout.MAX_PAYLOAD
+        if fast and self._claim is None and not self._closed and 0 < kind <= _MAX:
             if head + size - self._tail > cap:
                 self._tail = self._q[_Q_TAIL]
                 if head + size - self._tail > cap:
@@ -281,6 +283,7 @@ class RingWriter(_Side):
         encoder = self._encoder
         size = BatchEncoder.size_bound(batch)
         self._check_batch_fits(batch, size)
+        end = deadline(timeout)
         if encoder is None:
             if not self.write_schema(batch.schema, timeout):
                 return False
@@ -288,7 +291,6 @@ class RingWriter(_Side):
             assert encoder is not None
         else:
             encoder.check(batch)
-        end = deadline(timeout)
         while True:
             self._check_batch_fits(batch, size)
             remaining = None if end is None else max(0.0, (end - time.monotonic_ns()) / 1e9)

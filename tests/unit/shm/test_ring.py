@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -669,12 +670,31 @@ def test_reader_stores_only_into_consumer_lines_after_attaching(
 # -- roles -----------------------------------------------------------------------------
 
 
-def test_ring_second_writer_from_same_process_is_allowed(ring: Ring, writer: RingWriter) -> None:
-    again = ring.writer()
+def test_ring_second_open_writer_in_same_process_is_refused(ring: Ring, writer: RingWriter) -> None:
+    with pytest.raises(RingRoleError, match="already has an open producer in this process"):
+        ring.writer()
+    writer.close()
+    again = ring.writer()  # once the first one is closed, the role is free again
     try:
         assert ring.stats()["producer_pid"] == os.getpid()
     finally:
         again.close()
+
+
+def test_ring_second_open_reader_in_same_process_is_refused(ring: Ring, reader: RingReader) -> None:
+    with pytest.raises(RingRoleError, match="already has an open consumer in this process"):
+        ring.reader()
+
+
+def test_ring_close_of_ring_leaves_its_open_sides_working(ring: Ring) -> None:
+    w, r = ring.writer(), ring.reader()
+    ring.close()  # e.g. an exception leaving a `with Ring.create()` block first
+    assert w.offer(DATA, b"still here")
+    f = r.poll()
+    assert f is not None and bytes(f.payload) == b"still here"
+    del f
+    w.close()
+    r.close()
 
 
 def test_ring_writer_when_live_other_process_is_producer_raises_role_error(ring: Ring) -> None:
@@ -714,6 +734,7 @@ def test_ring_writer_when_recorded_producer_is_dead_takes_over(ring: Ring) -> No
 
 def test_ring_writer_refused_for_live_producer_leaks_no_file_descriptor(ring: Ring) -> None:
     ring.segment.q[layout.Q_PRODUCER_PID] = os.getppid()
+    gc.collect()  # earlier tests' unclosed sides close their pidfds when collected
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(5):
         with pytest.raises(RingRoleError):

@@ -316,3 +316,13 @@ def test_segment_sweep_stale_leaves_segment_that_is_not_a_ring(raw_name: str) ->
     make_raw_segment(raw_name, layout.HEADER_SIZE)
     assert raw_name not in segment.sweep_stale()
     assert (SHM / raw_name).exists()
+
+
+def test_segment_owner_dropped_without_close_is_unlinked_when_collected() -> None:
+    import gc
+
+    seg = Segment.create(1 << 12)
+    name = seg.name
+    del seg
+    gc.collect()
+    assert name not in segment.list_segments()
