@@ -55,3 +55,7 @@ class PeerClosedError(PeerGoneError):
 
 class SchemaMismatchError(RingstreamError, ValueError):
     """A batch does not match the schema of its stream."""
+
+
+class ChildFailedError(RingstreamError):
+    """A child process of the engine failed or died (the message names it, its pid and code)."""

@@ -95,6 +95,7 @@ class RingWriter(_Side):
         self._tail = int(self._q[layout.Q_TAIL])
         self._claim: Claim | None = None
         self._encoder: BatchEncoder | None = None
+        self.blocked_ns = 0  # time spent waiting for space (backpressure), for metrics
 
     @property
     def max_payload(self) -> int:
@@ -168,7 +169,10 @@ class RingWriter(_Side):
 
         end = deadline(timeout)
         while True:
-            if not self._wait(fits, end):
+            started = time.monotonic_ns()
+            ok = self._wait(fits, end)
+            self.blocked_ns += time.monotonic_ns() - started
+            if not ok:
                 return self.try_claim(length, kind, flags, value)
             c = self.try_claim(length, kind, flags, value)
             if c is not None:

@@ -55,6 +55,7 @@ class TumblingWindowAggregate:
     ) -> None:
         check(key, time, size_ms, aggregates, input_schema)
         self.key, self.time, self.size = key, time, size_ms
+        self._input = input_schema
         self.aggregates = list(aggregates)
         # Partial state: (column, fn) pairs; count always (avg needs it).
         self._state: list[tuple[str, str]] = []
@@ -152,6 +153,25 @@ class TumblingWindowAggregate:
     def flush(self) -> list[pa.RecordBatch]:
         """Emit every open window (end of a bounded stream)."""
         return [self._emit(w) for w in sorted(self._windows)]
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        fields = [
+            pa.field("window_start", pa.int64()),
+            pa.field("window_end", pa.int64()),
+            pa.field(self.key, self._input.field(self.key).type),
+        ]
+        for a in self.aggregates:
+            if a.fn == "count":
+                t = pa.int64()
+            elif a.fn == "avg":
+                t = pa.float64()
+            else:
+                t = self._input.field(a.column).type  # type: ignore[arg-type]
+                if a.fn == "sum":
+                    t = pa.float64() if pa.types.is_floating(t) else pa.int64()
+            fields.append(pa.field(a.name, t))
+        return pa.schema(fields)
 
     @property
     def open_windows(self) -> int:

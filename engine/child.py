@@ -1,0 +1,74 @@
+"""What every spawned child does first and last: pin, verify, report, run, report.
+
+Call order in a child: ignore SIGINT (the coordinator drains on Ctrl-C) → pin
+to its CPU → read the affinity back and report it in ``Ready`` → run its role
+→ ``Done``; any exception is sent as ``Failed`` with the traceback and the
+child exits 1. The coordinator never trusts a child's pinning blindly: it
+compares the reported affinity with what it asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+
+import msgspec
+
+from engine import control
+
+
+class ChildSpec(msgspec.Struct):
+    role: str  # "source" | "worker" | "sink"
+    index: int
+    cpu: int
+    pipeline: bytes  # the validated Pipeline, msgspec JSON
+    in_rings: list[str]
+    out_rings: list[str]
+    counters: str
+    slots: int
+    slot: int
+
+
+def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
+    spec = msgspec.json.decode(spec_bytes, type=ChildSpec)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import pyarrow as pa
+
+        from engine.counters import Counters
+        from engine.pipeline import Pipeline
+
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {spec.cpu})
+            affinity = sorted(os.sched_getaffinity(0))
+        else:
+            affinity = []
+        pa.set_cpu_count(1)  # one pinned core per process: Arrow's pool would only contend
+        pipeline = msgspec.json.decode(spec.pipeline, type=Pipeline)
+        counters = Counters.attach(spec.counters, spec.slots)
+        control.send(conn, control.Ready(spec.role, spec.index, os.getpid(), spec.cpu, affinity))
+        if spec.role == "source":
+            from ring1.source_runner import run_source as run
+        elif spec.role == "worker":
+            from ring0.worker import run_worker as run
+        else:
+            from ring1.sink_runner import run_sink as run
+        run(spec, pipeline, counters, conn)
+        counters.close()
+        control.send(conn, control.Done(spec.role, spec.index, os.getpid()))
+    except BaseException as exc:  # reported to the coordinator, which re-raises it
+        try:
+            control.send(
+                conn,
+                control.Failed(
+                    spec.role,
+                    spec.index,
+                    os.getpid(),
+                    f"{type(exc).__name__}: {exc}",
+                    traceback.format_exc(),
+                ),
+            )
+        finally:
+            sys.exit(1)

@@ -1,0 +1,70 @@
+"""Per-process counters in shared memory, read live by the coordinator.
+
+One segment holds a slot of ``FIELDS`` int64 cells per child process. Each
+child writes only its own slot (plain aligned stores, see ``engine.shm.atomics``);
+the coordinator reads every slot for the progress line and the summary. Values
+are monotonic counts except ``watermark`` (ms, or ``NO_WATERMARK``).
+"""
+
+from __future__ import annotations
+
+from engine.shm import atomics
+from engine.shm.segment import Segment
+
+FIELDS = (
+    "rows_in",
+    "rows_out",
+    "batches_in",
+    "batches_out",
+    "bytes_out",
+    "blocked_ns",
+    "watermark",
+    "late_rows",
+)
+_INDEX = {name: i for i, name in enumerate(FIELDS)}
+NO_WATERMARK = -(2**63)
+_SLOT = 8  # cells per slot (>= len(FIELDS))
+
+
+class Counters:
+    """A block of counter slots. ``create`` (coordinator) or ``attach`` (child)."""
+
+    def __init__(self, segment: Segment, slots: int) -> None:
+        self.segment = segment
+        self.slots = slots
+        self._cells = atomics.u64_cells(segment.data()[: slots * _SLOT * 8]).cast("B").cast("q")
+
+    @classmethod
+    def create(cls, slots: int) -> Counters:
+        capacity = 1024
+        while capacity < slots * _SLOT * 8:
+            capacity <<= 1
+        c = cls(Segment.create(capacity), slots)
+        for slot in range(slots):
+            c.set(slot, "watermark", NO_WATERMARK)
+        return c
+
+    @classmethod
+    def attach(cls, name: str, slots: int) -> Counters:
+        return cls(Segment.attach(name), slots)
+
+    @property
+    def name(self) -> str:
+        return self.segment.name
+
+    def add(self, slot: int, field: str, amount: int) -> None:
+        i = slot * _SLOT + _INDEX[field]
+        self._cells[i] += amount
+
+    def set(self, slot: int, field: str, value: int) -> None:
+        self._cells[slot * _SLOT + _INDEX[field]] = value
+
+    def get(self, slot: int, field: str) -> int:
+        return int(self._cells[slot * _SLOT + _INDEX[field]])
+
+    def snapshot(self, slot: int) -> dict[str, int]:
+        return {name: self.get(slot, name) for name in FIELDS}
+
+    def close(self) -> None:
+        self._cells.release()
+        self.segment.close()
