@@ -185,7 +185,7 @@ class Coordinator:
                     )
                 if self._signals:
                     raise RingstreamError(f"interrupted by {self._signal_name} while starting")
-            msg = control.recv(c.conn)
+            msg = self._recv(c)
             if isinstance(msg, control.Failed):
                 raise ChildFailedError(_failure(c, msg))
             assert isinstance(msg, control.Ready)
@@ -196,14 +196,26 @@ class Coordinator:
             pinning.append(f"{c.label} pid {c.pid} cpu {c.cpu}")
         return pinning
 
+    def _recv(self, c: Child) -> control.Message | None:
+        """The child's next message; a closed pipe means the child is gone: say how."""
+        try:
+            return control.recv(c.conn)
+        except (EOFError, OSError):
+            c.process.join(5)  # type: ignore[attr-defined]
+            self._check_alive(c)
+            raise ChildFailedError(_failure(c, None) + " without reporting the end") from None
+
     def _check_alive(self, c: Child) -> None:
         proc = c.process
         if not proc.is_alive() and proc.exitcode not in (0, None):  # type: ignore[attr-defined]
             failure = None
-            while c.conn.poll():  # type: ignore[attr-defined]
-                msg = control.recv(c.conn)
-                if isinstance(msg, control.Failed):
-                    failure = msg
+            try:
+                while c.conn.poll():  # type: ignore[attr-defined]
+                    msg = control.recv(c.conn)
+                    if isinstance(msg, control.Failed):
+                        failure = msg
+            except (EOFError, OSError):
+                pass
             raise ChildFailedError(_failure(c, failure))
 
     def _supervise(self, pinning: list[str]) -> Summary:
@@ -215,7 +227,7 @@ class Coordinator:
         while True:
             for c in self.children:
                 while not c.done and c.conn.poll():  # type: ignore[attr-defined]
-                    msg = control.recv(c.conn)
+                    msg = self._recv(c)
                     if isinstance(msg, control.Failed):
                         raise ChildFailedError(_failure(c, msg))
                     if isinstance(msg, control.Done):

@@ -214,5 +214,9 @@ def _key_reason(exc: msgspec.ValidationError) -> str:
     msg = str(exc)
     reason, sep, where = msg.rpartition(" - at `")
     if not sep:
-        return msg
-    return f"{where.rstrip('`').removeprefix('$').lstrip('.') or '(top level)'}: {reason}"
+        reason, where = msg, "$"
+    key = where.rstrip("`").removeprefix("$").lstrip(".")
+    unknown = re.fullmatch(r"Object contains unknown field `(.+)`", reason)
+    if unknown:
+        key, reason = ".".join(filter(None, [key, unknown.group(1)])), "unknown key"
+    return f"{key or '(top level)'}: {reason}"

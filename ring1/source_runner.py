@@ -54,6 +54,7 @@ def run_source(spec, pipeline, counters: Counters, conn) -> None:  # type: ignor
             counters.set(slot, "watermark", max_ts - lag)
         counters.add(slot, "rows_out", batch.num_rows)
         counters.add(slot, "batches_out", 1)
+        counters.add(slot, "bytes_out", batch.nbytes)
         counters.set(slot, "blocked_ns", sum(w.blocked_ns for w in writers))
     for w in writers:
         w.write_eos()

@@ -1,0 +1,22 @@
+"""The README's pipeline benchmark command runs and reports every documented key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_pipeline_json_has_every_documented_key() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.pipeline", "--json", "--events", "300000", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    assert {"engine", "baseline_single_process", "cpus"} <= set(result)
+    assert set(result["engine"]) == {"1", "2"}
+    for fig in (*result["engine"].values(), result["baseline_single_process"]):
+        assert fig["events_per_s"] > 0 and fig["elapsed_s"] > 0
