@@ -1,6 +1,8 @@
 """What every spawned child does first and last: pin, verify, report, run, report.
 
-Call order in a child: ignore SIGINT (the coordinator drains on Ctrl-C) → pin
+Call order in a child: ignore SIGINT (the coordinator drains on Ctrl-C) → ask
+the kernel to kill it if the coordinator dies (no orphans, even after a
+SIGKILL of the coordinator; the next run sweeps the segments left) → pin
 to its CPU → read the affinity back and report it in ``Ready`` → run its role
 → ``Done``; any exception is sent as ``Failed`` with the traceback and the
 child exits 1. The coordinator never trusts a child's pinning blindly: it
@@ -29,11 +31,24 @@ class ChildSpec(msgspec.Struct):
     counters: str
     slots: int
     slot: int
+    parent: int  # the coordinator's pid: a child must not outlive it
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel SIGKILLs this child when the coordinator dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the coordinator died before prctl took effect
+        os._exit(1)
 
 
 def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
     spec = msgspec.json.decode(spec_bytes, type=ChildSpec)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(spec.parent)
     try:
         import pyarrow as pa
 

@@ -14,7 +14,7 @@ Lifecycle (the code follows these numbers):
 5. On SIGINT/SIGTERM, drain: tell the sources to stop; they send EOS, workers
    flush, the sink publishes. A second signal, or ``drain_timeout`` expiring,
    skips the drain.
-6. Print a progress line every second (events in/out, rates, watermark, ring
+6. Print a progress line every second (the first after 0.5 s) (events in/out, rates, watermark, ring
    occupancy, backpressure) and a summary at the end.
 7. Always: SIGTERM the children still alive, wait, SIGKILL, join; close and
    unlink every segment.
@@ -132,17 +132,19 @@ class Coordinator:
 
         def spawn(role: str, index: int, cpu: int, ins: list[Ring], outs: list[Ring]) -> None:
             nonlocal slot
+            assert self.counters is not None
             spec = child.ChildSpec(
-                role,
-                index,
-                cpu,
-                spec_pipeline,
-                [r.name for r in ins],
-                [r.name for r in outs],
-                self.counters.name,  # type: ignore[union-attr]
-                self.counters.slots,
-                slot,
-            )  # type: ignore[union-attr]
+                role=role,
+                index=index,
+                cpu=cpu,
+                pipeline=spec_pipeline,
+                in_rings=[r.name for r in ins],
+                out_rings=[r.name for r in outs],
+                counters=self.counters.name,
+                slots=self.counters.slots,
+                slot=slot,
+                parent=os.getpid(),
+            )
             parent_end, child_end = _CTX.Pipe()
             proc = _CTX.Process(
                 target=child.main,
@@ -246,7 +248,7 @@ class Coordinator:
             ):
                 raise RingstreamError(f"stopped by {self._signal_name} before the drain finished")
             now = time.monotonic()
-            if now - last_print >= 1.0:  # 6. progress
+            if now - last_print >= (1.0 if now - start > 1.0 else 0.5):  # 6. progress
                 events = self._sum("source", "rows_out")
                 self._say(
                     self._progress(now - start, events, (events - last_in) / (now - last_print))

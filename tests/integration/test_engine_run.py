@@ -269,3 +269,34 @@ def test_run_env_override_changes_a_key(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "done: 50,000 events" in done.stdout and out.exists()
+
+
+def test_run_coordinator_killed_children_follow_and_next_run_sweeps(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    proc = start_engine(
+        "run",
+        str(pipeline_file(tmp_path, 0, out)),
+        "--topology",
+        str(topology_file(tmp_path, [0, 1])),
+    )
+    children = wait_for_pinned_line(proc)
+    owned = {n for n in segment.list_segments() if segment.owner_pid(n) == proc.pid}
+    assert len(owned) == 5  # 2 source->worker rings, 2 worker->sink rings, counters
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in children.values()):
+        time.sleep(0.1)
+    assert not [
+        p
+        for p in children.values()
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    done = engine(
+        "run",
+        str(pipeline_file(tmp_path, 10_000, out)),
+        "--topology",
+        str(topology_file(tmp_path, [1])),
+    )
+    assert done.returncode == 0, done.stderr
+    assert owned.isdisjoint(segment.list_segments())
