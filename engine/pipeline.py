@@ -48,6 +48,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from engine import tomlfile
 from engine.errors import ConfigError
 from ring0.operators.window import FUNCTIONS, Aggregate
 
@@ -125,17 +126,12 @@ class Pipeline(_Strict, kw_only=True):
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Pipeline:
     """Read, override from the environment, and validate a pipeline file."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read pipeline file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = tomlfile.read(path, "pipeline file")
     _apply_env(raw, os.environ if environ is None else environ)
     try:
         pipeline = msgspec.convert(raw, Pipeline)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {_key_reason(exc)}") from None
+        raise ConfigError(f"{path}: {tomlfile.key_reason(exc)}") from None
     for key, items in (("sources", pipeline.sources), ("sinks", pipeline.sinks)):
         if len(items) != 1:
             raise ConfigError(
@@ -207,16 +203,3 @@ def _parse_value(text: str) -> object:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-
-
-def _key_reason(exc: msgspec.ValidationError) -> str:
-    """msgspec says 'reason - at `$.a[0].b`'; we say 'a[0].b: reason'."""
-    msg = str(exc)
-    reason, sep, where = msg.rpartition(" - at `")
-    if not sep:
-        reason, where = msg, "$"
-    key = where.rstrip("`").removeprefix("$").lstrip(".")
-    unknown = re.fullmatch(r"Object contains unknown field `(.+)`", reason)
-    if unknown:
-        key, reason = ".".join(filter(None, [key, unknown.group(1)])), "unknown key"
-    return f"{key or '(top level)'}: {reason}"

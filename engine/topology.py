@@ -27,12 +27,12 @@ requested CPUs are mapped onto the available ones round-robin, with a warning.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
+from engine import tomlfile
 from engine.errors import ConfigError
 from engine.shm.segment import check_capacity
 
@@ -178,12 +178,7 @@ def to_toml(topology: Topology, machine: Machine, notes: list[str]) -> str:
 def load(path: str | Path) -> Topology:
     """Parse and validate a topology file; errors name the file, the key and the reason."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read topology file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = tomlfile.read(path, "topology file")
     unknown = sorted(set(raw) - {"topology", "rings"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {unknown}; expected [topology] and [rings]")
@@ -198,7 +193,10 @@ def load(path: str | Path) -> Topology:
     try:
         t = msgspec.convert(data, Topology)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {_key_reason(exc)}") from None
+        reason = tomlfile.key_reason(exc, {"ring_capacity": "rings.capacity"})
+        raise ConfigError(
+            f"{path}: {reason if reason.startswith('rings.') else 'topology.' + reason}"
+        ) from None
     if not t.workers:
         raise ConfigError(f"{path}: topology.workers: needs at least one CPU")
     for key, cpus in (
@@ -214,17 +212,6 @@ def load(path: str | Path) -> Topology:
     except ConfigError as exc:
         raise ConfigError(f"{path}: rings.capacity: {exc}") from None
     return t
-
-
-def _key_reason(exc: msgspec.ValidationError) -> str:
-    """msgspec says 'reason - at `$.a[0]`'; we say 'topology.a[0]: reason'."""
-    msg = str(exc)
-    reason, sep, where = msg.rpartition(" - at `")
-    if not sep:
-        return f"topology: {msg}"
-    key = where.rstrip("`").removeprefix("$").lstrip(".")
-    key = "rings.capacity" if key == "ring_capacity" else f"topology.{key}"
-    return f"{key}: {reason}"
 
 
 def check(
