@@ -24,11 +24,9 @@ def ring_frames_producer(cpu, name, go, duration):  # type: ignore[no-untyped-de
     put, data = w.put, int(FrameKind.DATA)
     start = wait_for_go(go)
     stop = start + duration
-    n = 0
     while True:
         for _ in range(256):
             put(data, _PAYLOAD)
-        n += 256
         if time.monotonic() >= stop:
             break
     w.write_eos()

@@ -40,6 +40,38 @@ def make_batches(rows: int, count: int = 4, seed: int = 1) -> list[pa.RecordBatc
     ]
 
 
+def send_for(batches: list[pa.RecordBatch], go: float, duration: float, send) -> float:  # type: ignore[no-untyped-def]
+    """From ``go`` until ``duration`` has passed, ``send`` the batches round-robin.
+
+    Returns the actual start time. Every transport sends through this loop, so
+    all pay the same per-batch overhead.
+    """
+    start = wait_for_go(go)
+    stop = start + duration
+    i = 0
+    while time.monotonic() < stop:
+        send(batches[i % len(batches)])
+        i += 1
+    return start
+
+
+class Tally:
+    """What every consumer does with a batch: touch the data (sum ``value``) and count it."""
+
+    def __init__(self) -> None:
+        self.rows = self.frames = 0
+        self.total = 0.0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.total += float(np.sum(batch.column(2).to_numpy()))
+        self.rows += batch.num_rows
+        self.frames += 1
+
+    def result(self) -> tuple[int, int, float, float]:
+        """(rows, frames, end time, checksum), timed now: call it right after the last batch."""
+        return self.rows, self.frames, time.monotonic(), self.total
+
+
 # -- ring ----------------------------------------------------------------------------
 def ring_producer(cpu, name, rows, go, duration):  # type: ignore[no-untyped-def]
     from engine.shm import Ring
@@ -49,12 +81,7 @@ def ring_producer(cpu, name, rows, go, duration):  # type: ignore[no-untyped-def
     ring = Ring.attach(name)
     w = ring.writer()
     w.write_schema(batches[0].schema)
-    start = wait_for_go(go)
-    stop = start + duration
-    i = 0
-    while time.monotonic() < stop:
-        w.write_batch(batches[i & 3])
-        i += 1
+    start = send_for(batches, go, duration, w.write_batch)
     w.write_eos()
     w.close()
     ring.close()
@@ -68,28 +95,19 @@ def ring_consumer(cpu, name, ready):  # type: ignore[no-untyped-def]
     ring = Ring.attach(name)
     r = ring.reader()
     ready.put(os.getpid())
-    rows = frames = 0
-    total = 0.0
+    tally = Tally()
     for b in r.batches():
-        total += float(np.sum(b.column(2).to_numpy()))
-        rows += b.num_rows
-        frames += 1
-    end = time.monotonic()
+        tally.add(b)
+    result = tally.result()
     r.close()
     ring.close()
-    return rows, frames, end, total
+    return result
 
 
 # -- multiprocessing.Queue (pickled batches) -------------------------------------------------
 def queue_producer(cpu, q, rows, go, duration):  # type: ignore[no-untyped-def]
     pin(cpu)
-    batches = make_batches(rows)
-    start = wait_for_go(go)
-    stop = start + duration
-    i = 0
-    while time.monotonic() < stop:
-        q.put(batches[i & 3])
-        i += 1
+    start = send_for(make_batches(rows), go, duration, q.put)
     q.put(None)
     q.close()
     q.join_thread()
@@ -99,13 +117,10 @@ def queue_producer(cpu, q, rows, go, duration):  # type: ignore[no-untyped-def]
 def queue_consumer(cpu, q, ready):  # type: ignore[no-untyped-def]
     pin(cpu)
     ready.put(os.getpid())
-    rows = frames = 0
-    total = 0.0
+    tally = Tally()
     while (b := q.get()) is not None:
-        total += float(np.sum(b.column(2).to_numpy()))
-        rows += b.num_rows
-        frames += 1
-    return rows, frames, time.monotonic(), total
+        tally.add(b)
+    return tally.result()
 
 
 # -- os.pipe carrying an Arrow IPC stream (a named FIFO: spawn does not inherit fds) ---------
@@ -117,12 +132,7 @@ def pipe_producer(cpu, path, rows, go, duration):  # type: ignore[no-untyped-def
     with open(path, "wb", buffering=0) as sink:
         fcntl.fcntl(sink.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
         w = pa.ipc.new_stream(sink, batches[0].schema)
-        start = wait_for_go(go)
-        stop = start + duration
-        i = 0
-        while time.monotonic() < stop:
-            w.write_batch(batches[i & 3])
-            i += 1
+        start = send_for(batches, go, duration, w.write_batch)
         w.close()
     return start
 
@@ -130,14 +140,11 @@ def pipe_producer(cpu, path, rows, go, duration):  # type: ignore[no-untyped-def
 def pipe_consumer(cpu, path, ready):  # type: ignore[no-untyped-def]
     pin(cpu)
     ready.put(os.getpid())
-    rows = frames = 0
-    total = 0.0
+    tally = Tally()
     with open(path, "rb") as src:
         for b in pa.ipc.open_stream(src):
-            total += float(np.sum(b.column(2).to_numpy()))
-            rows += b.num_rows
-            frames += 1
-    return rows, frames, time.monotonic(), total
+            tally.add(b)
+        return tally.result()
 
 
 # -- pyzmq PUSH/PULL over ipc://, zero-copy send of the serialised batch ----------------------
@@ -145,17 +152,13 @@ def zmq_producer(cpu, addr, rows, go, duration):  # type: ignore[no-untyped-def]
     import zmq
 
     pin(cpu)
-    batches = make_batches(rows)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.connect(addr)
-    start = wait_for_go(go)
-    stop = start + duration
-    i = 0
-    while time.monotonic() < stop:
-        sock.send(batches[i & 3].serialize(), copy=False)
-        i += 1
+    start = send_for(
+        make_batches(rows), go, duration, lambda b: sock.send(b.serialize(), copy=False)
+    )
     sock.send(b"")
     sock.close(linger=-1)
     ctx.term()
@@ -172,17 +175,10 @@ def zmq_consumer(cpu, addr, ready):  # type: ignore[no-untyped-def]
     sock.setsockopt(zmq.RCVHWM, HWM)
     sock.bind(addr)
     ready.put(os.getpid())
-    rows = frames = 0
-    total = 0.0
-    while True:
-        msg = sock.recv(copy=False)
-        if len(msg) == 0:
-            break
-        b = pa.ipc.read_record_batch(pa.py_buffer(msg.buffer), schema)
-        total += float(np.sum(b.column(2).to_numpy()))
-        rows += b.num_rows
-        frames += 1
-    end = time.monotonic()
+    tally = Tally()
+    while len(msg := sock.recv(copy=False)):
+        tally.add(pa.ipc.read_record_batch(pa.py_buffer(msg.buffer), schema))
+    result = tally.result()
     sock.close()
     ctx.term()
-    return rows, frames, end, total
+    return result

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,18 @@ def expected(events: int, keys: int) -> pa.Table:
     )
 
 
+def survivors(pids: Iterable[int]) -> list[int]:
+    """The pids that still run (a zombie has exited: only its parent has not reaped it)."""
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
 def our_segments() -> set[str]:
     return set(segment.list_segments())
 
@@ -173,11 +186,7 @@ def test_run_sigterm_mid_run_drains_and_leaves_no_process_or_segment(tmp_path: P
     assert proc.returncode == 0, stderr
     assert "stopped by SIGTERM, drained" in stdout
     assert pq.read_table(out).num_rows > 0  # what was drained is published
-    assert not [
-        pid
-        for pid in children.values()
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
+    assert not survivors(children.values())
     assert our_segments() - before == set()
 
 
@@ -197,11 +206,7 @@ def test_run_child_killed_fails_with_clear_error_and_cleans_up(tmp_path: Path) -
     assert proc.returncode == 1
     assert f"worker 1 (pid {children['worker 1']}) was killed by SIGKILL" in stderr
     assert not out.exists()  # an unfinished run publishes nothing
-    assert not [
-        pid
-        for pid in children.values()
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
+    assert not survivors(children.values())
     assert our_segments() - before == set()
 
 
@@ -287,11 +292,7 @@ def test_run_coordinator_killed_children_follow_and_next_run_sweeps(tmp_path: Pa
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in children.values()):
         time.sleep(0.1)
-    assert not [
-        p
-        for p in children.values()
-        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-    ]
+    assert not survivors(children.values())
     done = engine(
         "run",
         str(pipeline_file(tmp_path, 10_000, out)),

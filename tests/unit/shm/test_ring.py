@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -27,27 +27,6 @@ from engine.shm.layout import frame_size
 CAPACITY = 1024
 DATA = FrameKind.DATA
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
-
-
-@pytest.fixture
-def ring() -> Iterator[Ring]:
-    r = Ring.create(CAPACITY)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def writer(ring: Ring) -> Iterator[RingWriter]:
-    w = ring.writer()
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def reader(ring: Ring) -> Iterator[RingReader]:
-    r = ring.reader()
-    yield r
-    r.close()
 
 
 def payload(seq: int, n: int) -> bytes:

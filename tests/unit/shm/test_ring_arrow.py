@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pyarrow as pa
 import pytest
@@ -13,27 +13,6 @@ from engine.shm.arrow_codec import BatchEncoder
 
 CAPACITY = 1 << 16
 ROWS = 20
-
-
-@pytest.fixture
-def ring() -> Iterator[Ring]:
-    r = Ring.create(CAPACITY)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def writer(ring: Ring) -> Iterator[RingWriter]:
-    w = ring.writer()
-    yield w
-    w.close()
-
-
-@pytest.fixture
-def reader(ring: Ring) -> Iterator[RingReader]:
-    r = ring.reader()
-    yield r
-    r.close()
 
 
 def nullable(values: list[object], every: int = 3) -> list[object]:
