@@ -32,7 +32,7 @@ class Counters:
     def __init__(self, segment: Segment, slots: int) -> None:
         self.segment = segment
         self.slots = slots
-        self._cells = atomics.u64_cells(segment.data()[: slots * _SLOT * 8]).cast("B").cast("q")
+        self._cells = atomics.i64_cells(segment.data()[: slots * _SLOT * 8])
 
     @classmethod
     def create(cls, slots: int) -> Counters:

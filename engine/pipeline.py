@@ -47,10 +47,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+import pyarrow as pa
 
+from connectors.generator import SCHEMA
 from engine import tomlfile
 from engine.errors import ConfigError
 from ring0.operators.window import FUNCTIONS, Aggregate
+from ring0.operators.window import check as check_window
 
 ENV_PREFIX = "RINGSTREAM_"
 _AGG = re.compile(r"^\s*(\w+)\s*(?:\(\s*(\w+)\s*\))?\s*$")
@@ -146,17 +149,12 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Pipeline:
 
 def check(pipeline: Pipeline) -> None:
     """Check the query against the source schema (raises ConfigError naming the key)."""
-    from connectors.generator import SCHEMA
-    from ring0.operators.window import check as check_window
-
     q = pipeline.query
     aggregates = q.parsed_aggregates()
     try:
         check_window(q.key, q.time, q.window.size_ms, aggregates, SCHEMA)
     except ConfigError as exc:
         raise ConfigError(f"query: {exc}") from None
-    import pyarrow as pa
-
     if not pa.types.is_integer(SCHEMA.field(q.key).type):
         raise ConfigError(
             f"query.key: column {q.key!r} has type {SCHEMA.field(q.key).type}; sources "

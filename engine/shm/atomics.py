@@ -43,6 +43,11 @@ def u64_cells(buf: memoryview) -> memoryview:
     return buf.cast("B").cast("Q")
 
 
+def i64_cells(buf: memoryview) -> memoryview:
+    """A view of ``buf`` as signed i64 cells (counters, watermarks); same guarantees."""
+    return buf.cast("B").cast("q")
+
+
 def u32_cells(buf: memoryview) -> memoryview:
     """A view of ``buf`` as u32 cells; ``cells[i]`` is an atomic load/store."""
     return buf.cast("B").cast("I")

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,6 +33,7 @@ from engine.errors import ConfigError
 FUNCTIONS = ("count", "sum", "min", "max", "avg")
 _COMPACT_AFTER = 16
 _MERGE = {"count": "sum", "sum": "sum", "min": "min", "max": "max"}
+_PARTIAL = {"sum": "sum", "min": "min", "max": "max", "avg": "sum"}  # avg = sum / count
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,9 @@ class TumblingWindowAggregate:
         # Partial state: (column, fn) pairs; count always (avg needs it).
         self._state: list[tuple[str, str]] = []
         for a in self.aggregates:
-            for fn in {"sum": ["sum"], "min": ["min"], "max": ["max"], "avg": ["sum"]}.get(
-                a.fn, []
-            ):
-                if (a.column, fn) not in self._state:
-                    self._state.append((a.column, fn))  # type: ignore[arg-type]
+            fn = _PARTIAL.get(a.fn)
+            if fn is not None and (a.column, fn) not in self._state:
+                self._state.append((a.column, fn))  # type: ignore[arg-type]
         self._state_names = ["count"] + [f"{c}_{fn}" for c, fn in self._state]
         self._windows: dict[int, list[pa.Table]] = {}
         self.watermark = -(2**63)
@@ -104,12 +104,15 @@ class TumblingWindowAggregate:
         first, last = int(start.min()), int(start.max())
         if first == last:
             self._add(first, partial)
-        else:
-            windows = partial.column("window")
-            for w in range(first, last + 1, self.size):
-                part = partial.filter(pc.equal(windows, w))
-                if part.num_rows:
-                    self._add(w, part)
+            return
+        # Several windows: sort the (small) partial once and cut a zero-copy slice for each
+        # window that occurs; never loop over the empty windows between first and last.
+        partial = partial.sort_by("window")
+        windows = partial.column("window").to_numpy()
+        present, offsets = np.unique(windows, return_index=True)
+        ends = [*offsets[1:].tolist(), len(windows)]
+        for w, lo, hi in zip(present.tolist(), offsets.tolist(), ends, strict=True):
+            self._add(w, partial.slice(lo, hi - lo))
 
     def _add(self, window: int, part: pa.Table) -> None:
         parts = self._windows.setdefault(window, [])

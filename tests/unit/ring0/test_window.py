@@ -141,3 +141,17 @@ def test_window_bad_configuration_rejected_before_running(kwargs: dict, message:
     }
     with pytest.raises(ConfigError, match=message):
         TumblingWindowAggregate(**args)
+
+
+def test_window_batch_spanning_a_million_empty_windows_splits_only_present_ones() -> None:
+    op = TumblingWindowAggregate("key", "ts", 1, [Aggregate("count")], SCHEMA)
+    op.process(
+        pa.record_batch(
+            {"ts": [0, 5_000_000, 5_000_000, 2_000_000], "key": [1, 1, 2, 1], "value": [0.0] * 4},
+            schema=SCHEMA,
+        )
+    )
+    assert op.open_windows == 3
+    out = pa.Table.from_batches(op.flush()).sort_by([("window_start", "ascending")])
+    assert out.column("window_start").to_pylist() == [0, 2_000_000, 5_000_000, 5_000_000]
+    assert out.column("count").to_pylist() == [1, 1, 1, 1]
