@@ -27,33 +27,33 @@ class InputSet:
         self._cur = 0
         self._taken = 0
 
-    def next(self, timeout: float | None = None) -> tuple[int, Frame] | None:
+    def next(self) -> tuple[int, Frame] | None:
         n = len(self.readers)
-        while not all(self.done):
-            for _ in range(n):
+        while True:
+            for _ in range(n):  # round-robin, at most `burst` frames from one input in a row
                 i = self._cur
                 if not self.done[i] and self._taken < self._burst:
                     f = self.readers[i].poll()
                     if f is not None:
                         self._taken += 1
-                        if f.kind == _EOS:
-                            self.done[i] = True
-                        return i, f
+                        return self._deliver(i, f)
                 self._cur = (i + 1) % n
                 self._taken = 0
             live = [i for i in range(n) if not self.done[i]]
             if not live:
-                break
-            i = live[0] if len(live) == 1 else live[self._cur % len(live)]
-            wait = timeout if len(live) == 1 else self._multi_wait
+                return None
+            if len(live) == 1:  # block on the last input's own wait strategy
+                i, wait = live[0], None
+            else:
+                i, wait = live[self._cur % len(live)], self._multi_wait
             f = self.readers[i].read(timeout=wait)
             if f is not None:
-                if f.kind == _EOS:
-                    self.done[i] = True
-                return i, f
-            if len(live) == 1 and timeout is not None:
-                return None
-        return None
+                return self._deliver(i, f)
+
+    def _deliver(self, i: int, f: Frame) -> tuple[int, Frame]:
+        if f.kind == _EOS:
+            self.done[i] = True
+        return i, f
 
     def close(self) -> None:
         for r in self.readers:
