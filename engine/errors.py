@@ -59,3 +59,39 @@ class SchemaMismatchError(RingstreamError, ValueError):
 
 class ChildFailedError(RingstreamError):
     """A child process of the engine failed or died (the message names it, its pid and code)."""
+
+
+class ExpressionError(ConfigError):
+    """An expression is malformed, names an unknown column or mixes types (message: where)."""
+
+
+class StateError(RingstreamError):
+    """Operator state cannot be restored (wrong shape or version for this operator)."""
+
+
+class CheckpointError(RingstreamError):
+    """Base class of errors about checkpoints: manifests and state files."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A manifest or state file is truncated, has a bad magic/version or a wrong checksum."""
+
+
+class NoCheckpointError(CheckpointError):
+    """A restore was asked for but no valid manifest exists."""
+
+
+class DeliveryGuaranteeError(ConfigError):
+    """The pipeline asks for a guarantee a connector or setting cannot give (names which)."""
+
+
+class ConnectorError(RingstreamError):
+    """A connector failed (the message names the connector; the cause is chained)."""
+
+
+class ConnectorNotFoundError(ConfigError):
+    """A pipeline names a connector type that is neither built in nor registered."""
+
+
+class RetriesExhaustedError(ConnectorError):
+    """A connector call kept failing after the configured number of retries."""

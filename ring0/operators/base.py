@@ -1,0 +1,70 @@
+"""The contract every Ring 0 operator keeps (stateless and stateful alike).
+
+A worker runs a chain of operators per input stream (filter, project, udf),
+optionally a two-input operator (a join), then more steps. It drives each
+operator with these calls, from one thread, in any interleaving, after
+``__init__``:
+
+* ``process(batch, port=0) -> list[RecordBatch]`` — one input batch (``port``
+  is 0, or 0/1 for a two-input operator: left/right). Returns the output it
+  produces *now* (a filter returns its rows at once; a window on close returns
+  ``[]`` and buffers partials). The batch may live in ring memory that is
+  released right after the call: an operator that keeps rows must copy them
+  (``pa.concat_tables``, ``take``, a group-by result: all copy).
+* ``on_watermark(watermark) -> list[RecordBatch]`` — event time (ms) has
+  reached ``watermark`` on every input; the operator emits what this closes
+  (windows whose end <= watermark) and frees that state. Never called with a
+  lower value than before.
+* ``finish() -> list[RecordBatch]`` — the input is bounded and has ended:
+  emit everything still open.
+* ``snapshot() -> dict[str, pa.Table]`` and ``restore(state)`` — state as
+  named Arrow tables (written to Arrow IPC files with checksums by the
+  checkpoint code). ``restore`` is called on a fresh instance built with the
+  same arguments, before any other call, and must make it behave exactly as
+  the snapshotted one would (open windows, watermark, counters). Scalars go
+  into a one-row table or the schema metadata. A stateless operator returns
+  ``{}``.
+
+Every output batch has exactly ``output_schema``. Counters: ``late_rows``
+(rows behind watermark + allowed lateness, dropped) and, when built with a
+late-data output, ``take_late() -> list[RecordBatch]`` returns the late rows
+(input schema) collected since the last call.
+
+Not guaranteed: output batch boundaries or row order within a batch; an
+operator may emit empty lists for any call. Vectorised: no per-row Python on
+the hot path.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+
+class Operator:
+    """Base class: defaults for a stateless one-input operator (see the module docstring)."""
+
+    inputs: int = 1
+    late_rows: int = 0
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        raise NotImplementedError
+
+    def process(self, batch: pa.RecordBatch, port: int = 0) -> list[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def on_watermark(self, watermark: int) -> list[pa.RecordBatch]:
+        return []
+
+    def finish(self) -> list[pa.RecordBatch]:
+        return []
+
+    def snapshot(self) -> dict[str, pa.Table]:
+        return {}
+
+    def restore(self, state: dict[str, pa.Table]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} is stateless; got state {sorted(state)}")
+
+    def take_late(self) -> list[pa.RecordBatch]:
+        return []
