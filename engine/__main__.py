@@ -3,6 +3,8 @@
     python -m engine run PIPELINE.toml [--topology TOPOLOGY.toml] [--oversubscribe]
     python -m engine validate PIPELINE.toml [--topology TOPOLOGY.toml] [--oversubscribe]
     python -m engine topology [--workers N]
+    python -m engine checkpoints DIR [--verify]
+    python -m engine connectors
 
 Exit codes: 0 done (also after a drain on SIGINT/SIGTERM), 1 the run failed
 (a child died or raised), 2 bad configuration.
@@ -25,7 +27,9 @@ def _available() -> set[int]:
     return set(range(os.cpu_count() or 1))
 
 
-def _load(args: argparse.Namespace) -> tuple[pipeline_mod.Pipeline, topology.Topology]:
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from engine.plan import Plan
+
     pipeline = pipeline_mod.load(args.pipeline)
     if args.topology:
         topo = topology.load(args.topology)
@@ -36,18 +40,19 @@ def _load(args: argparse.Namespace) -> tuple[pipeline_mod.Pipeline, topology.Top
     topo, warnings = topology.check(topo, _available(), args.oversubscribe)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    return pipeline, topo
+    try:
+        plan = Plan.build(pipeline, len(topo.workers))
+    except ConfigError as exc:
+        raise ConfigError(f"{args.pipeline}: {exc}") from None
+    return pipeline, topo, plan
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    p, t = _load(args)
-    s = p.source
+    _p, t, plan = _load(args)
     print(
-        f"ok: pipeline {p.pipeline.name!r}: source {s.name!r} (generator, "
-        f"parallelism {s.parallelism}) -> tumbling {p.query.window.size_ms} ms window by "
-        f"{p.query.key!r} {p.query.aggregates} -> sink {p.sink.name!r} ({p.sink.path}); "
-        f"coordinator on CPU {t.coordinator}, connectors on {t.connectors}, "
-        f"{len(t.workers)} worker(s) on {t.workers}, rings of {t.ring_capacity} bytes"
+        f"ok: {plan.describe()}; coordinator on CPU {t.coordinator}, connectors on "
+        f"{t.connectors}, {len(t.workers)} worker(s) on {t.workers}, rings of "
+        f"{t.ring_capacity} bytes"
     )
     return 0
 
@@ -55,20 +60,48 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from engine.coordinator import Coordinator
 
-    p, t = _load(args)
+    p, t, plan = _load(args)
     print(
         f"running {p.pipeline.name!r} with {len(t.workers)} worker(s) on CPUs {t.workers} "
         f"({os.cpu_count()} CPUs on this machine)",
         file=sys.stderr,
     )
-    summary = Coordinator(p, t, out=None if args.quiet else sys.stderr).run()
+    summary = Coordinator(p, t, out=None if args.quiet else sys.stderr, plan=plan).run()
+    if summary.already_complete:
+        print(f"done: already complete at epoch {summary.last_epoch}; nothing to do")
+        return 0
     stopped = f" (stopped by {summary.stopped_by}, drained)" if summary.stopped_by else ""
+    extra = ""
+    if summary.late_rows:
+        extra += f"; {summary.late_rows:,} late rows dropped"
+    if summary.restarts:
+        extra += f"; recovered {summary.restarts} time(s)"
+    if summary.last_epoch is not None:
+        extra += f"; last committed epoch {summary.last_epoch}"
     print(
         f"done{stopped}: {summary.events:,} events in {summary.elapsed_s:.2f} s "
         f"({summary.events_per_s / 1e6:.2f} M events/s); {summary.output_rows:,} output rows "
-        f"in {os.path.abspath(summary.output)}"
-        + (f"; {summary.late_rows:,} late rows dropped" if summary.late_rows else "")
+        f"to {summary.output}{extra}"
     )
+    return 0
+
+
+def _cmd_checkpoints(args: argparse.Namespace) -> int:
+    from engine.checkpoint.report import format_listing, verify
+    from engine.checkpoint.store import CheckpointStore
+
+    if not os.path.isdir(args.dir):
+        raise ConfigError(f"{args.dir}: no such checkpoint directory")
+    store = CheckpointStore(args.dir)
+    print(format_listing(store))
+    return verify(store)
+
+
+def _cmd_connectors(args: argparse.Namespace) -> int:
+    from connectors import registry
+
+    for name, target in sorted(registry.available().items()):
+        print(f"{name:24} {target}")
     return 0
 
 
@@ -97,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "run":
             cmd.add_argument("--quiet", action="store_true", help="no progress lines")
         cmd.set_defaults(fn=fn)
+    c = sub.add_parser("checkpoints", help="list and verify the manifests in a checkpoint dir")
+    c.add_argument("dir", help="the pipeline's checkpoint directory (checkpoint.dir)")
+    c.set_defaults(fn=_cmd_checkpoints)
+    k = sub.add_parser("connectors", help="list connector types (built in and registered)")
+    k.set_defaults(fn=_cmd_connectors)
     t = sub.add_parser("topology", help="detect this machine and print a topology file")
     t.add_argument(
         "--workers", type=int, help="number of Ring 0 workers (default: one per free physical core)"

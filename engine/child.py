@@ -21,9 +21,9 @@ import msgspec
 from engine import control
 
 
-class ChildSpec(msgspec.Struct):
+class ChildSpec(msgspec.Struct, kw_only=True):
     role: str  # "source" | "worker" | "sink"
-    index: int
+    index: int  # the instance: source instance, worker number, sink number
     cpu: int
     pipeline: bytes  # the validated Pipeline, msgspec JSON
     in_rings: list[str]
@@ -32,6 +32,24 @@ class ChildSpec(msgspec.Struct):
     slots: int
     slot: int
     parent: int  # the coordinator's pid: a child must not outlive it
+    workers: int = 1
+    schemas: dict[str, bytes] = {}  # source name -> Arrow IPC schema (no re-open in children)
+    name: str = ""  # the source or sink this child runs
+    in_ports: list[int] = []  # worker: the port (0 left / 1 right) of each input ring
+    in_idle_s: list[float] = []  # worker: idle timeout of each input ring (0 = never)
+    out_streams: list[str] = []  # worker: the stream ("main" or a late output) of each out ring
+    checkpoint_dir: str = ""
+    first_epoch: int = 1
+    restore: bytes = b"null"  # role-specific JSON: what the last manifest recorded for it
+
+    def plan(self, pipeline):  # type: ignore[no-untyped-def]
+        """The query plan, from the schemas the coordinator already read (no source re-open)."""
+        import pyarrow as pa
+
+        from engine.plan import Plan
+
+        schemas = {k: pa.ipc.read_schema(pa.py_buffer(v)) for k, v in self.schemas.items()}
+        return Plan.build(pipeline, self.workers, schemas=schemas)
 
 
 def _die_with_parent(parent: int) -> None:

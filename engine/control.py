@@ -3,8 +3,13 @@
 They travel as msgpack bytes over a ``multiprocess`` Pipe (``send_bytes`` /
 ``recv_bytes``): never pickle from a peer. Child → coordinator: ``Ready`` (after
 pinning, with the affinity the kernel reports), ``Failed`` (with the
-traceback), ``Done`` (with final figures). Coordinator → source: ``Stop``
-(drain: stop polling, send end-of-stream).
+traceback), ``Done`` (with final figures), ``Checkpointed`` (its part of epoch
+N: a source's offset, a worker's state file, a sink's committable),
+``Committed`` (a sink made epoch N visible), ``RequestCheckpoint`` (a source
+asks for an epoch now), ``Health`` (a connector changed health state).
+Coordinator → child: ``Stop`` (drain: stop polling, send end-of-stream),
+``Barrier`` (source: record your offset, inject BARRIER(N)), ``Commit`` (sink:
+commit epoch N), ``NotifyCommitted`` (source: epoch N is durable).
 """
 
 from __future__ import annotations
@@ -38,7 +43,63 @@ class Stop(msgspec.Struct, tag=True):
     pass
 
 
-Message = Ready | Failed | Done | Stop
+class Checkpointed(msgspec.Struct, tag=True):
+    epoch: int
+    role: str
+    index: int
+    position: dict | None = None  # source: its offset after the last row of the epoch
+    finished: bool = False  # source: its last report (it ends; no barrier follows)
+    exhausted: bool = False  # source: a bounded source returned its last row
+    state: dict | None = None  # worker/sink final stage: {"path", "bytes", "checksum"}
+    committable: dict | None = None  # sink: what pre_commit staged
+    watermark: int | None = None
+    metrics: dict[str, float] = {}
+
+
+class Committed(msgspec.Struct, tag=True):
+    epoch: int
+    role: str
+    index: int
+
+
+class RequestCheckpoint(msgspec.Struct, tag=True):
+    role: str
+    index: int
+
+
+class Health(msgspec.Struct, tag=True):
+    role: str
+    index: int
+    state: str
+    error: str = ""
+
+
+class Barrier(msgspec.Struct, tag=True):
+    epoch: int
+
+
+class Commit(msgspec.Struct, tag=True):
+    epoch: int
+    committable: dict | None = None
+
+
+class NotifyCommitted(msgspec.Struct, tag=True):
+    epoch: int
+
+
+Message = (
+    Ready
+    | Failed
+    | Done
+    | Stop
+    | Checkpointed
+    | Committed
+    | RequestCheckpoint
+    | Health
+    | Barrier
+    | Commit
+    | NotifyCommitted
+)
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 

@@ -1,15 +1,22 @@
-"""Reading several rings as one: round-robin polls, then a bounded wait.
+"""Reading several rings as one: round-robin polls, pausing for alignment, a bounded wait.
 
-``InputSet.next()`` returns ``(input index, frame)`` for the next available
-frame, taking at most ``burst`` frames from one input before moving on (so a
-fast input cannot starve the others), or None once every input has delivered
-EOS. With one input left it blocks on that ring's own wait strategy; with
-several it waits on one of them for at most ``multi_wait_s`` and rotates
-(there is no single wake-up for many rings yet, so a frame on another input
-can wait up to that long — 1 ms by default).
+``InputSet.next(timeout)`` returns ``(input index, frame)`` for the next
+available frame, taking at most ``burst`` frames from one input before moving
+on (so a fast input cannot starve the others). It returns None once every
+input has delivered EOS (``finished`` is then true) or when ``timeout``
+seconds pass without a frame (``timeout=None``: wait as long as it takes).
+
+``pause(i)`` stops reading input ``i`` (barrier alignment: its frames after
+the barrier stay in its ring) until ``resume_all()``. With one readable input
+left the wait blocks on that ring's own wait strategy; with several it waits
+on one of them for at most ``multi_wait_s`` and rotates (there is no single
+wake-up for many rings yet, so a frame on another input can wait up to that
+long — 1 ms by default).
 """
 
 from __future__ import annotations
+
+import time
 
 from engine.shm import FrameKind, Ring
 from engine.shm.reader import Frame, RingReader
@@ -22,30 +29,52 @@ class InputSet:
         self.rings = [Ring.attach(n) for n in names]
         self.readers: list[RingReader] = [r.reader() for r in self.rings]
         self.done = [False] * len(names)
+        self.paused = [False] * len(names)
         self._burst = burst
         self._multi_wait = multi_wait_s
         self._cur = 0
         self._taken = 0
 
-    def next(self) -> tuple[int, Frame] | None:
+    @property
+    def finished(self) -> bool:
+        return all(self.done)
+
+    def pause(self, i: int) -> None:
+        self.paused[i] = True
+
+    def resume_all(self) -> None:
+        self.paused = [False] * len(self.paused)
+
+    def _readable(self, i: int) -> bool:
+        return not self.done[i] and not self.paused[i]
+
+    def next(self, timeout: float | None = None) -> tuple[int, Frame] | None:
         n = len(self.readers)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             for _ in range(n):  # round-robin, at most `burst` frames from one input in a row
                 i = self._cur
-                if not self.done[i] and self._taken < self._burst:
+                if self._readable(i) and self._taken < self._burst:
                     f = self.readers[i].poll()
                     if f is not None:
                         self._taken += 1
                         return self._deliver(i, f)
                 self._cur = (i + 1) % n
                 self._taken = 0
-            live = [i for i in range(n) if not self.done[i]]
-            if not live:
+            live = [i for i in range(n) if self._readable(i)]
+            if not live and self.finished:
                 return None
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            if not live:  # everything paused: the caller must resume; wait a little
+                time.sleep(min(0.001, left) if left is not None else 0.001)
+                continue
             if len(live) == 1:  # block on the last input's own wait strategy
-                i, wait = live[0], None
+                i, wait = live[0], left
             else:
-                i, wait = live[self._cur % len(live)], self._multi_wait
+                i = live[self._cur % len(live)]
+                wait = self._multi_wait if left is None else min(self._multi_wait, left)
             f = self.readers[i].read(timeout=wait)
             if f is not None:
                 return self._deliver(i, f)

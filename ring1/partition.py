@@ -14,17 +14,30 @@ import pyarrow as pa
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def partition_ids(keys: np.ndarray, n: int) -> np.ndarray:
+def partition_ids(keys: np.ndarray | list[np.ndarray], n: int) -> np.ndarray:
+    """Worker index per row from one or several integer key columns (nulls hash as 0)."""
+    cols = keys if isinstance(keys, list) else [keys]
     with np.errstate(over="ignore"):
-        h = (keys.astype(np.int64, copy=False).view(np.uint64) * _GOLDEN) >> np.uint64(32)
+        h = np.zeros(len(cols[0]), dtype=np.uint64)
+        for col in cols:
+            h = (h ^ col.astype(np.int64, copy=False).view(np.uint64)) * _GOLDEN
+        h >>= np.uint64(32)
     return (h % np.uint64(n)).astype(np.uint16)
 
 
-def split(batch: pa.RecordBatch, key: str, n: int) -> list[pa.RecordBatch]:
+def _key_array(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    col = batch.column(name)
+    if col.null_count:
+        col = col.fill_null(0)
+    return col.to_numpy(zero_copy_only=False)
+
+
+def split(batch: pa.RecordBatch, key: str | list[str], n: int) -> list[pa.RecordBatch]:
     """``n`` batches (some possibly empty); row order within each part is preserved."""
     if n == 1:
         return [batch]
-    parts = partition_ids(batch.column(key).to_numpy(), n)
+    names = [key] if isinstance(key, str) else key
+    parts = partition_ids([_key_array(batch, k) for k in names], n)
     order = np.argsort(parts, kind="stable")  # radix sort for uint16
     counts = np.bincount(parts, minlength=n)
     taken = batch.take(pa.array(order))

@@ -30,24 +30,28 @@ def pipeline_file(tmp_path: Path, events: int, out: Path, keys: int = 1000) -> P
 [pipeline]
 name = "test"
 
+[checkpoint]
+dir = "{out}.checkpoints"
+
 [[sources]]
 name = "events"
 type = "generator"
+event_time = "ts"
 events = {events}
 keys = {keys}
 batch_rows = 16384
 seed = 7
 events_per_second = 100000
 
-[query]
+[[query.steps]]
+op = "window"
 key = "key"
-time = "ts"
 window = {{ type = "tumbling", size_ms = 1000 }}
 aggregates = ["count", "sum(value)", "min(value)", "max(value)", "avg(value)"]
 
 [[sinks]]
 name = "out"
-type = "parquet"
+type = "files"
 path = "{out}"
 """)
     return path
@@ -127,7 +131,7 @@ def wait_for_pinned_line(proc: subprocess.Popen) -> dict[str, int]:  # type: ign
         if line.startswith("pinned: "):
             return {
                 f"{m[0]} {m[1]}": int(m[2])
-                for m in re.findall(r"(\w+) (\d+) pid (\d+) cpu \d+", line)
+                for m in re.findall(r"(\w+) (?:'[^']*' )?(\d+) pid (\d+) cpu \d+", line)
             }
         if not line and proc.poll() is not None:
             break

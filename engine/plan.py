@@ -1,0 +1,389 @@
+"""The query plan: connectors resolved, schemas known, every step checked before a child starts.
+
+``Plan.build(pipeline, workers)`` opens each source once (in the
+coordinator, to learn its schema and whether it can replay) and builds every
+operator once against the schemas flowing into it, so a wrong column, type or
+expression is a ``ConfigError`` at ``validate`` time, never mid-run. The
+workers and the sink rebuild the same operators from the same pipeline
+(``worker_graph()``, ``final_chain()``).
+
+Decisions written down here:
+
+* Partitioning: rows are split by a hash of the *partition key*: the join
+  keys of each side, else the key of the first keyed stateful step. Every
+  later stateful step in the workers must group by a superset of it (so one
+  key's rows meet in one worker); a global step (no key) partitions by batch,
+  round-robin, and needs a ``[[query.final]]`` stage to merge the workers'
+  partial results. With more than one worker, partition key columns must be
+  integers and must come unchanged from the source.
+* A restart must rebuild exactly the same operators: the pipeline hash (in
+  every manifest) covers sources, query and sinks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from connectors import registry
+from connectors.base import ConnectorConfig, Source
+from engine.errors import ConfigError, DeliveryGuaranteeError, RingstreamError
+from engine.pipeline import (
+    FilterStep,
+    GroupByStep,
+    Pipeline,
+    ProjectStep,
+    SourceConfig,
+    Step,
+    UdfStep,
+    WindowStep,
+)
+from ring0.graph import Chain, WorkerGraph
+from ring0.operators.base import Operator
+
+_TYPES = {
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "uint8": pa.uint8(),
+    "uint16": pa.uint16(),
+    "uint32": pa.uint32(),
+    "uint64": pa.uint64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "double": pa.float64(),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "timestamp": pa.timestamp("ms"),
+    "timestamp_ms": pa.timestamp("ms"),
+    "timestamp_us": pa.timestamp("us"),
+    "date32": pa.date32(),
+}
+
+
+def arrow_type(name: str, where: str) -> pa.DataType:
+    try:
+        return _TYPES[name.lower()]
+    except KeyError:
+        raise ConfigError(f"{where}: unknown type {name!r} (types: {sorted(_TYPES)})") from None
+
+
+def open_source(cfg: SourceConfig, instance: int = 0) -> Source:
+    """Resolve, construct and open one instance of a source (errors name the source)."""
+    cls = registry.resolve_source(cfg.type)
+    src = cls()
+    try:
+        src.open(ConnectorConfig(cfg.name, dict(cfg.options), instance, cfg.parallelism))
+    except RingstreamError as exc:
+        raise ConfigError(f"sources.{cfg.name}: {exc}") from None
+    return src
+
+
+def _keys(k: str | list[str]) -> list[str]:
+    return [k] if isinstance(k, str) else list(k)
+
+
+def build_step(
+    step: Step, schema: pa.Schema, default_time: str | None, where: str, late: bool = True
+) -> Operator:
+    """One operator for one ``[[query.*]]`` step, checked against its input schema."""
+    try:
+        if isinstance(step, FilterStep):
+            from ring0.operators.filter import Filter
+
+            return Filter(step.where, schema)
+        if isinstance(step, ProjectStep):
+            from ring0.operators.project import Project
+
+            cols = step.columns
+            if isinstance(cols, list):
+                cols = dict(_as_pair(c) for c in cols)
+            return Project(cols, schema)
+        if isinstance(step, UdfStep):
+            from ring0.operators.udf import UserFunction
+
+            out = None
+            if step.output_schema is not None:
+                out = pa.schema([(c, arrow_type(t, where)) for c, t in step.output_schema.items()])
+            return UserFunction(step.function, schema, out)
+        from ring0.operators.aggregates import parse_aggregate
+
+        aggs = [parse_aggregate(a) for a in step.aggregates]
+        if isinstance(step, GroupByStep):
+            from ring0.operators.groupby import GroupByAggregate
+
+            return GroupByAggregate(_keys(step.key), aggs, schema, emit=step.emit)
+        assert isinstance(step, WindowStep)
+        from ring0.operators.window import WindowAggregate, WindowSpec
+
+        w = step.window
+        time = step.time or ("window_end" if w.type == "input" else default_time)
+        if time is None:
+            raise ConfigError(
+                "time: no event-time column (set time here or event_time on the source)"
+            )
+        return WindowAggregate(
+            _keys(step.key),
+            time,
+            WindowSpec(w.type, size_ms=w.size_ms, slide_ms=w.slide_ms, gap_ms=w.gap_ms),
+            aggs,
+            schema,
+            emit=step.emit,
+            allowed_lateness_ms=step.allowed_lateness_ms,
+            keep_late=late and step.late_output is not None,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _as_pair(text: str) -> tuple[str, str]:
+    head, sep, alias = text.rpartition(" as ")
+    if sep and alias.strip().isidentifier():
+        return alias.strip(), head.strip()
+    return text.strip(), text.strip()
+
+
+def build_chain(
+    steps: list[Step], schema: pa.Schema, default_time: str | None, where: str
+) -> Chain:
+    ops, late, input_schema = [], [], schema
+    for i, step in enumerate(steps):
+        op = build_step(step, schema, default_time, f"{where}[{i}] ({_op_name(step)})")
+        ops.append(op)
+        late.append(step.late_output if isinstance(step, WindowStep) else None)
+        schema = op.output_schema
+    return Chain(ops, late, schema, input_schema)
+
+
+def _op_name(step: Step) -> str:
+    return type(step).__struct_config__.tag  # type: ignore[attr-defined, no-any-return]
+
+
+@dataclass
+class Plan:
+    pipeline: Pipeline
+    workers: int
+    source_schemas: dict[str, pa.Schema]
+    inputs: list[str]  # source names in port order
+    partition_keys: dict[str, list[str] | None]
+    output_schema: pa.Schema  # what workers write to "main"
+    final_schema: pa.Schema  # what "main" sinks receive (after [[query.final]])
+    late_schemas: dict[str, pa.Schema] = field(default_factory=dict)
+    replayable: dict[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, pipeline: Pipeline, workers: int, schemas: dict[str, pa.Schema] | None = None
+    ) -> Plan:
+        """Check everything; ``schemas`` given (in a child): trust them, open no source."""
+        replay: dict[str, bool] = {}
+        if schemas is None:
+            schemas = {}
+            for s in pipeline.sources:
+                src = open_source(s)
+                try:
+                    schemas[s.name] = src.schema()
+                    replay[s.name] = bool(src.supports_replay())
+                finally:
+                    src.close()
+        for s in pipeline.sources:
+            if s.event_time is not None and schemas[s.name].get_field_index(s.event_time) < 0:
+                raise ConfigError(
+                    f"sources.{s.name}.event_time: column {s.event_time!r} is not in its schema "
+                    f"(columns: {schemas[s.name].names})"
+                )
+        q = pipeline.query
+        if q.join is None:
+            if len(pipeline.sources) != 1:
+                raise ConfigError(
+                    f"query: {len(pipeline.sources)} sources need a [query.join] (or use one)"
+                )
+            if q.left_steps or q.right_steps:
+                raise ConfigError("query.left_steps/right_steps: only with [query.join]")
+            inputs = [pipeline.sources[0].name]
+        else:
+            inputs = [q.join.left, q.join.right]
+            for side in inputs:
+                pipeline.source_named(side)
+            if len(pipeline.sources) != 2 or q.join.left == q.join.right:
+                raise ConfigError("query.join: joins exactly two different sources")
+        plan = cls(pipeline, workers, schemas, inputs, {}, pa.schema([]), pa.schema([]))
+        plan.replayable = replay
+        graph = plan.worker_graph()
+        plan.output_schema = graph.output_schema
+        plan.late_schemas = graph.late_schemas()
+        plan.final_schema = plan.final_chain().output_schema
+        plan.partition_keys = plan._partitioning(graph)
+        plan._check_sinks()
+        if replay:
+            plan._check_delivery()
+        return plan
+
+    def worker_graph(self) -> WorkerGraph:
+        p, q = self.pipeline, self.pipeline.query
+        if q.join is None:
+            s = p.source_named(self.inputs[0])
+            pre = build_chain(q.steps, self.source_schemas[s.name], s.event_time, "query.steps")
+            return WorkerGraph([pre], None, None)
+        j = q.join
+        left_src, right_src = p.source_named(j.left), p.source_named(j.right)
+        left = build_chain(
+            q.left_steps, self.source_schemas[j.left], left_src.event_time, "query.left_steps"
+        )
+        right = build_chain(
+            q.right_steps, self.source_schemas[j.right], right_src.event_time, "query.right_steps"
+        )
+        lt, rt = j.left_time or left_src.event_time, j.right_time or right_src.event_time
+        if lt is None or rt is None:
+            raise ConfigError("query.join: both sides need an event-time column")
+        try:
+            if j.type == "interval":
+                from ring0.operators.join import IntervalJoin
+
+                join: Operator = IntervalJoin(
+                    left.output_schema, right.output_schema, _keys(j.left_key),
+                    _keys(j.right_key), lt, rt, j.lower_ms, j.upper_ms,
+                    left_prefix=j.left_prefix, right_prefix=j.right_prefix,
+                )  # fmt: skip
+            else:
+                from ring0.operators.join import AsofJoin
+
+                join = AsofJoin(
+                    left.output_schema, right.output_schema, _keys(j.left_key),
+                    _keys(j.right_key), lt, rt, tolerance_ms=j.tolerance_ms,
+                    left_prefix=j.left_prefix, right_prefix=j.right_prefix,
+                )  # fmt: skip
+        except ConfigError as exc:
+            raise ConfigError(f"query.join: {exc}") from None
+        post = build_chain(q.steps, join.output_schema, None, "query.steps")
+        return WorkerGraph([left, right], join, post)
+
+    def final_chain(self) -> Chain:
+        return build_chain(self.pipeline.query.final, self.output_schema, None, "query.final")
+
+    def _partitioning(self, graph: WorkerGraph) -> dict[str, list[str] | None]:
+        q = self.pipeline.query
+        if q.join is not None:
+            keys = {q.join.left: _keys(q.join.left_key), q.join.right: _keys(q.join.right_key)}
+            stateful = [op for op in graph.post.ops if _keyed(op) is not None] if graph.post else []
+            for name, k in keys.items():
+                self._check_key_from_source(name, k, "query.join")
+            j = q.join
+            for op in stateful:
+                left = [j.left_prefix + k for k in keys[j.left]]
+                right = [j.right_prefix + k for k in keys[j.right]]
+                if not set(left) <= set(_keyed(op) or []):
+                    _require_superset(op, right, "query.steps")
+            return keys  # type: ignore[return-value]
+        name = self.inputs[0]
+        ops = graph.pre[0].ops
+        part: list[str] | None = None
+        for i, op in enumerate(ops):
+            k = _keyed(op)
+            if k is None:
+                continue
+            if part is None:
+                if not k:  # a global aggregate: batches round-robin
+                    return {name: None}
+                self._check_key_from_source(name, k, f"query.steps[{i}]", ops[:i])
+                part = k
+            else:
+                _require_superset(op, part, f"query.steps[{i}]")
+        return {name: part}
+
+    def _check_key_from_source(
+        self, source: str, key: list[str], where: str, before: list[Operator] | None = None
+    ) -> None:
+        schema = self.source_schemas[source]
+        for col in key:
+            if schema.get_field_index(col) < 0:
+                raise ConfigError(
+                    f"{where}: key column {col!r} must come unchanged from source {source!r} "
+                    f"(rows are partitioned by it there; source columns: {schema.names})"
+                )
+            for op in before or []:
+                from ring0.operators.project import Project
+
+                if isinstance(op, Project) and op.columns.get(col, col).strip() != col:
+                    raise ConfigError(
+                        f"{where}: key column {col!r} is redefined by a project step before it; "
+                        "partitioning needs the source's own column"
+                    )
+            if self.workers > 1 and not pa.types.is_integer(schema.field(col).type):
+                raise ConfigError(
+                    f"{where}: key column {col!r} has type {schema.field(col).type}; with "
+                    f"{self.workers} workers rows are partitioned by integer keys only"
+                )
+
+    def _check_sinks(self) -> None:
+        streams = {"main", *self.late_schemas}
+        for s in self.pipeline.sinks:
+            if s.input not in streams:
+                raise ConfigError(
+                    f"sinks.{s.name}.input: {s.input!r} is not a stream "
+                    f"(streams: {sorted(streams)})"
+                )
+            registry.resolve_sink(s.type)
+
+    def sink_schema(self, input_name: str) -> pa.Schema:
+        return self.final_schema if input_name == "main" else self.late_schemas[input_name]
+
+    def _check_delivery(self) -> None:
+        p = self.pipeline
+        if p.pipeline.delivery != "exactly-once":
+            return
+        if not p.checkpointing:
+            raise DeliveryGuaranteeError(
+                "pipeline.delivery: exactly-once needs checkpoints (checkpoint.interval_ms > 0)"
+            )
+        for s in p.sources:
+            if not self.replayable[s.name]:
+                raise DeliveryGuaranteeError(
+                    f"pipeline.delivery: exactly-once needs replayable sources; source "
+                    f"{s.name!r} ({s.type}) cannot replay from a checkpoint"
+                )
+        for k in p.sinks:
+            sink = registry.resolve_sink(k.type)()
+            sink.config = ConnectorConfig(k.name, dict(k.options))
+            if not sink.capabilities().exactly_once:
+                raise DeliveryGuaranteeError(
+                    f"pipeline.delivery: exactly-once needs exactly-once sinks; sink "
+                    f"{k.name!r} ({k.type}) is not"
+                )
+
+    def describe(self) -> str:
+        p = self.pipeline
+        srcs = ", ".join(
+            f"{s.name} ({s.type} x{s.parallelism}, partitioned by "
+            f"{self.partition_keys.get(s.name) or 'batch'})"
+            for s in p.sources
+        )
+        sinks = ", ".join(f"{k.name} ({k.type} <- {k.input})" for k in p.sinks)
+        ckpt = (
+            f"checkpoints every {p.checkpoint.interval_ms} ms in {p.checkpoint_dir}"
+            if p.checkpointing
+            else "no checkpoints"
+        )
+        return (
+            f"pipeline {p.pipeline.name!r} ({p.pipeline.delivery}, {ckpt}): sources {srcs} -> "
+            f"{self.workers} worker(s) -> output {self.final_schema.names} -> sinks {sinks}"
+        )
+
+
+def _keyed(op: Operator) -> list[str] | None:
+    """The grouping key of a stateful keyed operator, [] for a global one, None if stateless."""
+    key = getattr(op, "key", None)
+    if key is None:
+        return None
+    return list(key)
+
+
+def _require_superset(op: Operator, part: list[str], where: str) -> None:
+    key = _keyed(op) or []
+    if not set(part) <= set(key):
+        raise ConfigError(
+            f"{where}: groups by {key} but rows are partitioned by {part}; a result that "
+            "combines partitions belongs in [[query.final]]"
+        )
