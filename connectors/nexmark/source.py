@@ -1,0 +1,207 @@
+"""NexmarkSource: one event kind of the Nexmark model, polled in chunks of model events.
+
+Options (the ``[[sources]]`` table; every key optional except ``kind``):
+
+* ``kind``: ``"bid"``, ``"auction"`` or ``"person"`` — the one kind this
+  source emits (run three sources for the three streams).
+* ``events`` (10 000 000): model events of *all* kinds in the sequence; 0 =
+  unbounded.
+* ``seed`` (1), ``events_per_second`` (1 000 000: event-time density, not a
+  rate limit), ``start_ms`` (1 700 000 000 000: event time of event 0),
+  ``max_out_of_orderness_ms`` (0: event times in order; ``d`` > 0: each row
+  up to ``d`` ms late, deterministically — see ``model``).
+* ``batch_rows`` (65 536): model events per chunk. Chunk ``c`` covers events
+  ``[c * batch_rows, (c + 1) * batch_rows)``; a poll returns the chunk's rows
+  of ``kind`` (~92 % of ``batch_rows`` for bids, 6 % auctions, 2 % persons).
+
+Instance ``j`` of ``n`` polls chunks ``j, j + n, j + 2n, ...``, so each
+instance's event time only grows (up to the jitter) and the instances together
+emit every row once. Rows are a pure function of (seed, event index): any
+``batch_rows``, any number of instances and any replay give the same rows.
+
+Positions: ``checkpoint()`` is ``{"chunk": c}``, the next chunk this instance
+will poll; when ``poll_batch(max_records)`` had to split a chunk because it
+held more than ``max_records`` rows, it is ``{"chunk": c, "row": r}``: the
+chunk being returned and the number of its rows already returned.
+``restore`` accepts either.
+
+Not guaranteed: restoring a checkpoint taken with another ``instances`` or
+``batch_rows`` (a chunk that is not this instance's raises ``StateError``; a
+changed ``batch_rows`` silently means other rows); that every poll returns
+rows — a chunk without rows of ``kind`` is skipped, and a poll that skipped
+many returns ``None`` without being finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
+from connectors.nexmark.model import (
+    DEFAULT_START_MS,
+    LAYOUT,
+    MAX_OOO_MS,
+    SCHEMAS,
+    count_before,
+    generate_events,
+    nth_index,
+)
+from engine.errors import ConfigError, StateError
+
+DEFAULTS: dict[str, int] = {
+    "events": 10_000_000,
+    "seed": 1,
+    "events_per_second": 1_000_000,
+    "batch_rows": 65_536,
+    "start_ms": DEFAULT_START_MS,
+    "max_out_of_orderness_ms": 0,
+}
+_MINIMUM = {"events": 0, "events_per_second": 1, "batch_rows": 1, "max_out_of_orderness_ms": 0}
+_SKIP_LIMIT = 64  # empty chunks one poll may skip before it returns None
+
+
+def _int_option(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"nexmark {name}={value!r} must be an integer")
+    low = _MINIMUM.get(name)
+    if low is not None and value < low:
+        raise ConfigError(f"nexmark {name}={value} must be >= {low}")
+    if name == "max_out_of_orderness_ms" and value > MAX_OOO_MS:
+        raise ConfigError(f"nexmark {name}={value} must be <= {MAX_OOO_MS}")
+    return value
+
+
+class NexmarkSource(Source):
+    """One instance of one Nexmark stream (see the module docstring for options and positions)."""
+
+    kind: str
+    events: int
+    seed: int
+    events_per_second: int
+    batch_rows: int
+    start_ms: int
+    ooo_ms: int
+
+    def open(self, config: ConnectorConfig) -> None:
+        super().open(config)
+        options = dict(config.options)
+        unknown = sorted(set(options) - set(DEFAULTS) - {"kind"})
+        if unknown:
+            raise ConfigError(
+                f"nexmark source {config.name!r}: unknown option(s) {unknown}; "
+                f"known: {sorted([*DEFAULTS, 'kind'])}"
+            )
+        kind = options.get("kind")
+        if kind not in LAYOUT:
+            raise ConfigError(
+                f"nexmark source {config.name!r}: kind={kind!r} must be one of {sorted(LAYOUT)}"
+            )
+        values = {k: _int_option(k, options.get(k, v)) for k, v in DEFAULTS.items()}
+        if config.instances < 1 or not 0 <= config.instance < config.instances:
+            raise ConfigError(
+                f"nexmark source {config.name!r}: instance={config.instance} of "
+                f"instances={config.instances} is out of range"
+            )
+        self.kind = kind
+        self.events = values["events"]
+        self.seed = values["seed"]
+        self.events_per_second = values["events_per_second"]
+        self.batch_rows = values["batch_rows"]
+        self.start_ms = values["start_ms"]
+        self.ooo_ms = values["max_out_of_orderness_ms"]
+        self._chunk = config.instance  # the next chunk to generate
+        self._pending: pa.RecordBatch | None = None  # a chunk's rows, some not returned yet
+        self._pending_chunk = -1  # the chunk _pending holds
+        self._row = 0  # rows of _pending already returned
+        self._records = 0
+
+    def schema(self) -> pa.Schema:
+        return SCHEMAS[self.kind]
+
+    def supports_replay(self) -> bool:
+        return True
+
+    def _chunk_bounds(self, chunk: int) -> tuple[int, int]:
+        start = chunk * self.batch_rows
+        stop = start + self.batch_rows
+        return start, (min(stop, self.events) if self.events else stop)
+
+    def _exhausted(self, chunk: int) -> bool:
+        return bool(self.events) and chunk * self.batch_rows >= self.events
+
+    def finished(self) -> bool:
+        return self._pending is None and self._exhausted(self._chunk)
+
+    def data_ready(self, timeout_s: float) -> bool:
+        return not self.finished()
+
+    def poll_batch(self, max_records: int) -> SourceBatch | None:
+        limit = max(max_records, 1)
+        skipped = 0
+        while self._pending is None:
+            if self._exhausted(self._chunk) or skipped == _SKIP_LIMIT:
+                return None
+            start, stop = self._chunk_bounds(self._chunk)
+            self._chunk += self.config.instances
+            if count_before(self.kind, stop) > count_before(self.kind, start):
+                self._pending = self._generate(start, stop)
+                self._pending_chunk, self._row = self._chunk - self.config.instances, 0
+            skipped += 1
+        batch = self._pending.slice(self._row, limit)
+        self._row += batch.num_rows
+        row_end = self._row
+        if self._row == self._pending.num_rows:
+            self._pending = None
+        self._records += batch.num_rows
+        # offset: the model index of the batch's last row
+        last = count_before(self.kind, self._chunk_bounds(self._pending_chunk)[0]) + row_end - 1
+        return SourceBatch(batch, offset=nth_index(self.kind, last))
+
+    def _generate(self, start: int, stop: int) -> pa.RecordBatch:
+        return generate_events(
+            self.kind,
+            self.seed,
+            start,
+            stop,
+            self.events_per_second,
+            start_ms=self.start_ms,
+            ooo_ms=self.ooo_ms,
+        )
+
+    def checkpoint(self) -> SourceCheckpoint:
+        if self._pending is not None:
+            return SourceCheckpoint({"chunk": self._pending_chunk, "row": self._row})
+        return SourceCheckpoint({"chunk": self._chunk})
+
+    def restore(self, checkpoint: SourceCheckpoint) -> None:
+        position = checkpoint.position
+        chunk, row = position.get("chunk"), position.get("row", 0)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+            raise StateError(f"nexmark source {self.config.name!r}: bad checkpoint {position!r}")
+        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+            raise StateError(f"nexmark source {self.config.name!r}: bad checkpoint {position!r}")
+        n = self.config.instances
+        if chunk % n != self.config.instance:
+            raise StateError(
+                f"nexmark source {self.config.name!r}: checkpoint chunk={chunk} is not "
+                f"instance {self.config.instance} of {n}'s (chunk % instances must equal it)"
+            )
+        self._pending = None
+        self._row = 0
+        self._chunk = chunk
+        if row:
+            start, stop = self._chunk_bounds(chunk)
+            batch = self._generate(start, stop)
+            if row > batch.num_rows:
+                raise StateError(
+                    f"nexmark source {self.config.name!r}: checkpoint row={row} is past "
+                    f"chunk {chunk}'s {batch.num_rows} rows"
+                )
+            self._chunk = chunk + n
+            if row < batch.num_rows:
+                self._pending, self._pending_chunk, self._row = batch, chunk, row
+
+    def metrics(self) -> dict[str, float]:
+        return {"records": float(self._records), "chunk": float(self._chunk)}
