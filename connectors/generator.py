@@ -13,19 +13,40 @@ an offset yields the same rows again:
 Parallel instances stride over batches: instance ``j`` of ``n`` produces
 batches ``j, j + n, j + 2n, ...`` of ``batch_rows`` events each, so each
 instance's event time only grows. Generation is vectorised (numpy uint64).
+
+``GeneratorSource`` is a ``connectors.base.Source`` (built-in type
+``"generator"``). Options, all optional: ``events`` (default 20_000_000;
+0 = unbounded), ``keys`` (10_000), ``batch_rows`` (65_536), ``seed`` (1),
+``events_per_second`` (1_000_000); an unknown option is a ``ConfigError``.
+``poll_batch(n)`` returns at most ``n`` rows: a batch index larger than ``n``
+comes out in several slices. Position: ``{"batch": b, "row": r}`` — the next
+row is row ``r`` of batch index ``b`` (``row`` is 0 except when a poll cut a
+batch; a checkpoint without ``row`` means 0). ``SourceBatch.offset`` is the
+batch index the rows came from. Replayable: any position can be restored.
+Construct directly (tests, benchmarks) with ``GeneratorSource.create(**options)``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
-from engine.errors import ConfigError
+from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
+from engine.errors import CheckpointError, ConfigError
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64())])
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
+DEFAULTS: dict[str, int] = {
+    "events": 20_000_000,
+    "keys": 10_000,
+    "batch_rows": 65_536,
+    "seed": 1,
+    "events_per_second": 1_000_000,
+}
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -49,48 +70,97 @@ def generate(
     return pa.RecordBatch.from_arrays([pa.array(ts), pa.array(key), pa.array(value)], schema=SCHEMA)
 
 
-class GeneratorSource:
-    """One instance of the generator; ``offset`` is the next batch index it will produce."""
+class GeneratorSource(Source):
+    """One instance of the generator (see the module docstring for options and positions)."""
 
-    def __init__(
-        self,
-        events: int,
-        keys: int,
-        batch_rows: int,
-        seed: int = 1,
-        events_per_second: int = 1_000_000,
-        instance: int = 0,
-        instances: int = 1,
-    ) -> None:
-        for name, value in (
-            ("keys", keys),
-            ("batch_rows", batch_rows),
-            ("events_per_second", events_per_second),
-            ("instances", instances),
-        ):
-            if value < 1:
-                raise ConfigError(f"generator {name}={value} must be >= 1")
-        if events < 0:
-            raise ConfigError(f"generator events={events} must be >= 0 (0 = unbounded)")
-        self.events = events  # 0 = unbounded
-        self.keys = keys
-        self.batch_rows = batch_rows
-        self.seed = seed
-        self.events_per_second = events_per_second
-        self.instance = instance
-        self.instances = instances
-        self.offset = instance  # batch index
+    @classmethod
+    def create(
+        cls, *, name: str = "generator", instance: int = 0, instances: int = 1, **options: Any
+    ) -> GeneratorSource:
+        """An opened generator, for tests and benchmarks: ``create(events=10, keys=3)``."""
+        src = cls()
+        src.open(ConnectorConfig(name, dict(options), instance=instance, instances=instances))
+        return src
+
+    def open(self, config: ConnectorConfig) -> None:
+        super().open(config)
+        unknown = sorted(set(config.options) - set(DEFAULTS))
+        if unknown:
+            raise ConfigError(
+                f"generator {config.name!r}: unknown option {unknown[0]!r}; "
+                f"known: {', '.join(DEFAULTS)}"
+            )
+        opts = {**DEFAULTS, **config.options}
+        for key, value in opts.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"generator {key}={value!r} must be an integer")
+        for key in ("keys", "batch_rows", "events_per_second"):
+            if opts[key] < 1:
+                raise ConfigError(f"generator {key}={opts[key]} must be >= 1")
+        if opts["events"] < 0:
+            raise ConfigError(f"generator events={opts['events']} must be >= 0 (0 = unbounded)")
+        if config.instances < 1:
+            raise ConfigError(f"generator instances={config.instances} must be >= 1")
+        if not 0 <= config.instance < config.instances:
+            raise ConfigError(
+                f"generator instance={config.instance} must be in [0, {config.instances})"
+            )
+        self.events: int = opts["events"]  # 0 = unbounded
+        self.keys: int = opts["keys"]
+        self.batch_rows: int = opts["batch_rows"]
+        self.seed: int = opts["seed"]
+        self.events_per_second: int = opts["events_per_second"]
+        self.instance = config.instance
+        self.instances = config.instances
+        self.offset = config.instance  # the batch index of the next row
+        self.row = 0  # the next row within that batch
 
     def schema(self) -> pa.Schema:
         return SCHEMA
 
-    def poll_batch(self) -> pa.RecordBatch | None:
-        """The next batch, or None once a bounded generator is exhausted."""
+    def _bounds(self) -> tuple[int, int]:
+        """Event indexes ``[start, stop)`` left in the current batch (empty when exhausted)."""
         start = self.offset * self.batch_rows
         stop = start + self.batch_rows
         if self.events:
-            if start >= self.events:
-                return None
             stop = min(stop, self.events)
-        self.offset += self.instances
-        return generate(self.seed, start, stop, self.keys, self.events_per_second)
+        return start + self.row, stop
+
+    def poll_batch(self, max_records: int) -> SourceBatch | None:
+        """Up to ``max_records`` events of the current batch index; None once exhausted."""
+        start, stop = self._bounds()
+        if start >= stop:
+            return None
+        stop = min(stop, start + max(1, max_records))
+        batch = generate(self.seed, start, stop, self.keys, self.events_per_second)
+        offset = self.offset
+        self.row += stop - start
+        if self.row >= self.batch_rows or (self.events and stop >= self.events):
+            self.offset += self.instances
+            self.row = 0
+        return SourceBatch(batch, offset=offset)
+
+    def finished(self) -> bool:
+        start, stop = self._bounds()
+        return start >= stop
+
+    def checkpoint(self) -> SourceCheckpoint:
+        return SourceCheckpoint({"batch": self.offset, "row": self.row})
+
+    def restore(self, checkpoint: SourceCheckpoint) -> None:
+        pos = checkpoint.position
+        batch, row = pos.get("batch"), pos.get("row", 0)
+        if not isinstance(batch, int) or not isinstance(row, int) or row < 0 or batch < 0:
+            raise CheckpointError(f"generator {self.config.name!r}: bad position {pos!r}")
+        if batch % self.instances != self.instance:
+            raise CheckpointError(
+                f"generator {self.config.name!r}: position {pos!r} is not a batch of instance "
+                f"{self.instance} of {self.instances}"
+            )
+        self.offset, self.row = batch, row
+
+    def supports_replay(self) -> bool:
+        return True
+
+    def metrics(self) -> dict[str, float]:
+        return {"last_offset": float(self.offset)}

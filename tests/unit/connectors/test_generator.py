@@ -5,25 +5,29 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from connectors.generator import GeneratorSource, generate
-from engine.errors import ConfigError
+from connectors.base import ConnectorConfig, SourceCheckpoint
+from connectors.generator import SCHEMA, GeneratorSource, generate
+from connectors.testing import check_source
+from engine.errors import CheckpointError, ConfigError
 
 
-def drain(src: GeneratorSource) -> pa.Table:
+def drain(src: GeneratorSource, max_records: int = 1 << 30) -> pa.Table:
     batches = []
-    while (b := src.poll_batch()) is not None:
-        batches.append(b)
+    while (b := src.poll_batch(max_records)) is not None:
+        batches.append(b.batch)
     return pa.Table.from_batches(batches, schema=src.schema())
 
 
 def test_generator_same_events_for_any_batch_size_and_instance_split() -> None:
     whole = pa.table(generate(seed=5, start=0, stop=100_003, keys=50, events_per_second=1000))
     one = drain(
-        GeneratorSource(events=100_003, keys=50, batch_rows=4096, seed=5, events_per_second=1000)
+        GeneratorSource.create(
+            events=100_003, keys=50, batch_rows=4096, seed=5, events_per_second=1000
+        )
     )
     parts = [
         drain(
-            GeneratorSource(
+            GeneratorSource.create(
                 events=100_003,
                 keys=50,
                 batch_rows=1000,
@@ -31,7 +35,8 @@ def test_generator_same_events_for_any_batch_size_and_instance_split() -> None:
                 events_per_second=1000,
                 instance=j,
                 instances=3,
-            )
+            ),
+            max_records=300,
         )
         for j in range(3)
     ]
@@ -58,14 +63,76 @@ def test_generator_different_seeds_differ() -> None:
 
 
 def test_generator_bounded_is_exhausted_unbounded_is_not() -> None:
-    src = GeneratorSource(events=10, keys=3, batch_rows=4)
-    assert [b.num_rows for b in iter(src.poll_batch, None)] == [4, 4, 2]
-    endless = GeneratorSource(events=0, keys=3, batch_rows=4)
-    assert all(endless.poll_batch() is not None for _ in range(100))
+    src = GeneratorSource.create(events=10, keys=3, batch_rows=4)
+    sizes = []
+    while (b := src.poll_batch(100)) is not None:
+        sizes.append(b.batch.num_rows)
+    assert sizes == [4, 4, 2] and src.finished()
+    endless = GeneratorSource.create(events=0, keys=3, batch_rows=4)
+    assert all(endless.poll_batch(100) is not None for _ in range(100))
+    assert not endless.finished()
 
 
-@pytest.mark.parametrize("field", ["keys", "batch_rows", "events_per_second", "instances"])
+def test_generator_poll_smaller_than_batch_rows_cuts_the_batch() -> None:
+    src = GeneratorSource.create(events=10, keys=3, batch_rows=4)
+    got = [(b.batch.num_rows, b.offset) for b in iter(lambda: src.poll_batch(3), None)]
+    assert got == [(3, 0), (1, 0), (3, 1), (1, 1), (2, 2)]
+
+
+def test_generator_checkpoint_mid_batch_restores_the_next_row() -> None:
+    src = GeneratorSource.create(events=100, keys=3, batch_rows=40)
+    src.poll_batch(25)
+    cp = src.checkpoint()
+    assert cp.position == {"batch": 0, "row": 25}
+    fresh = GeneratorSource.create(events=100, keys=3, batch_rows=40)
+    fresh.restore(cp)
+    rest = drain(fresh, max_records=7)
+    assert rest.equals(pa.table(generate(1, 25, 100, 3, 1_000_000)))
+
+
+def test_generator_restore_position_without_row_means_row_zero() -> None:
+    src = GeneratorSource.create(events=100, keys=3, batch_rows=40)
+    src.restore(SourceCheckpoint({"batch": 2}))
+    assert drain(src).equals(pa.table(generate(1, 80, 100, 3, 1_000_000)))
+
+
+def test_generator_restore_batch_of_another_instance_rejected() -> None:
+    src = GeneratorSource.create(events=100, keys=3, batch_rows=10, instance=1, instances=2)
+    with pytest.raises(CheckpointError, match="not a batch of instance 1"):
+        src.restore(SourceCheckpoint({"batch": 4, "row": 0}))
+
+
+@pytest.mark.parametrize("field", ["keys", "batch_rows", "events_per_second"])
 def test_generator_nonpositive_settings_rejected_naming_the_key(field: str) -> None:
     kwargs = {"events": 10, "keys": 3, "batch_rows": 4, field: 0}
     with pytest.raises(ConfigError, match=f"generator {field}=0"):
-        GeneratorSource(**kwargs)
+        GeneratorSource.create(**kwargs)
+
+
+def test_generator_unknown_option_rejected_naming_it() -> None:
+    with pytest.raises(ConfigError, match="unknown option 'event'"):
+        GeneratorSource.create(event=10)
+
+
+def test_generator_instance_out_of_range_rejected() -> None:
+    with pytest.raises(ConfigError, match="instance=3"):
+        GeneratorSource.create(instance=3, instances=3)
+
+
+def test_generator_defaults_match_the_documented_ones() -> None:
+    src = GeneratorSource.create()
+    assert (src.events, src.keys, src.batch_rows, src.seed) == (20_000_000, 10_000, 65_536, 1)
+    assert src.schema() == SCHEMA and src.supports_replay()
+
+
+@pytest.mark.parametrize(("instance", "instances"), [(0, 1), (2, 3)])
+def test_generator_passes_source_conformance(instance: int, instances: int) -> None:
+    config = ConnectorConfig(
+        "gen", {"events": 5_003, "keys": 9, "batch_rows": 700}, instance, instances
+    )
+    check_source(GeneratorSource, config, max_records=300)
+
+
+def test_generator_unbounded_passes_source_conformance() -> None:
+    config = ConnectorConfig("gen", {"events": 0, "keys": 9, "batch_rows": 700})
+    check_source(GeneratorSource, config, max_records=500, max_rows=6_000)
