@@ -7,7 +7,7 @@ Engine: ``python -m engine run examples/quickstart.toml`` as a subprocess with
 1 and 2 Ring 0 workers (topologies printed with the result); events/s as the
 engine reports it (from the children being ready to the last child done).
 Baseline: the same generator batches, the same window operator and the same
-Parquet sink, one after the other in a single process pinned to one core —
+files sink, one after the other in a single process pinned to one core (``engine.local``) —
 what the engine's process split and rings have to beat. Each figure is the
 median of ``--repeat`` runs.
 """
@@ -16,19 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench import machine
+from bench import engine_runs, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.toml"
-_DONE = re.compile(r"done: ([\d,]+) events in ([\d.]+) s")
 
 
 def topologies() -> dict[int, list[int]]:
@@ -39,74 +35,14 @@ def topologies() -> dict[int, list[int]]:
 
 
 def run_engine(workers: list[int], events: int, tmp: Path) -> dict[str, float]:
-    cpus = machine.available_cpus()
-    topo = tmp / f"topology-{len(workers)}.toml"
-    topo.write_text(
-        f"[topology]\ncoordinator = {cpus[0]}\nconnectors = [{cpus[0]}]\nworkers = {workers}\n"
+    return engine_runs.run_engine(
+        QUICKSTART, workers, {"RINGSTREAM_SOURCES__0__EVENTS": str(events)}
     )
-    env = {
-        **os.environ,
-        "RINGSTREAM_SOURCES__0__EVENTS": str(events),
-        "RINGSTREAM_SINKS__0__PATH": str(tmp / "engine.parquet"),
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine",
-            "run",
-            str(QUICKSTART),
-            "--topology",
-            str(topo),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
-    m = _DONE.search(done.stdout)
-    if done.returncode or not m:
-        raise RuntimeError(f"engine run failed:\n{done.stdout}\n{done.stderr}")
-    n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
-    return {"events_per_s": n / seconds, "elapsed_s": seconds}
 
 
 def run_baseline(events: int, tmp: Path) -> dict[str, float]:
-    """Generator → window operator → Parquet in this process (run in a pinned child)."""
-    code = f"""
-import os, time, json
-os.sched_setaffinity(0, {{{machine.available_cpus()[-1]}}})
-import pyarrow as pa
-pa.set_cpu_count(1)
-from engine import pipeline
-from connectors.generator import GeneratorSource
-from connectors.parquet_sink import ParquetFileSink
-from ring0.operators.window import TumblingWindowAggregate
-p = pipeline.load({str(QUICKSTART)!r}, {{}})
-s, q = p.source, p.query
-src = GeneratorSource(events={events}, keys=s.keys, batch_rows=s.batch_rows, seed=s.seed,
-                      events_per_second=s.events_per_second)
-op = TumblingWindowAggregate(q.key, q.time, q.window.size_ms, q.parsed_aggregates(), src.schema())
-sink = ParquetFileSink({str(tmp / "baseline.parquet")!r})
-start = time.monotonic()
-n = 0
-while (b := src.poll_batch()) is not None:
-    op.process(b)
-    n += b.num_rows
-    for out in op.advance(int(b.column(q.time)[-1].as_py()) - s.max_out_of_orderness_ms):
-        sink.write_batch(out)
-for out in op.flush():
-    sink.write_batch(out)
-sink.close(op.output_schema)
-print(json.dumps([n, time.monotonic() - start]))
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
-    )
-    n, seconds = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"events_per_s": n / seconds, "elapsed_s": seconds}
+    """Generator → window operator → files sink in one pinned process (``engine.local``)."""
+    return engine_runs.run_local(QUICKSTART, {"RINGSTREAM_SOURCES__0__EVENTS": str(events)})
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -1,0 +1,87 @@
+"""Running a pipeline file for a benchmark: through the engine, and in one process (baseline).
+
+``run_engine`` starts ``python -m engine run`` as a user would, with a
+topology file that pins the workers it is given, every sink path and the
+checkpoint directory moved under a fresh temporary directory (so no run sees
+another's output or resumes another's checkpoint), and parses the summary
+line: events/s is the engine's own figure (children ready → last child
+done). ``run_local`` runs the same pipeline file with ``engine.local`` — the
+same sources, operators and sinks one after the other in one process, pinned
+to one core, no rings: the no-IPC baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+_DONE = re.compile(r"done: ([\d,]+) events in ([\d.]+) s")
+
+
+def _overrides(pipeline: Path, tmp: Path, extra: dict[str, str]) -> dict[str, str]:
+    from engine import pipeline as pipeline_mod
+
+    p = pipeline_mod.load(pipeline, {})
+    env = {"RINGSTREAM_CHECKPOINT__DIR": str(tmp / "checkpoints")}
+    for i, k in enumerate(p.sinks):
+        if "path" in k.options:
+            env[f"RINGSTREAM_SINKS__{i}__PATH"] = str(tmp / f"sink-{i}")
+    env.update(extra)
+    return env
+
+
+def run_engine(
+    pipeline: Path, workers: list[int], extra_env: dict[str, str] | None = None
+) -> dict[str, float]:
+    cpus = machine.available_cpus()
+    with tempfile.TemporaryDirectory(prefix="rs-bench-") as d:
+        tmp = Path(d)
+        topo = tmp / "topology.toml"
+        topo.write_text(
+            f"[topology]\ncoordinator = {cpus[0]}\nconnectors = [{cpus[0]}]\nworkers = {workers}\n"
+        )
+        env = {**os.environ, **_overrides(pipeline, tmp, extra_env or {})}
+        done = subprocess.run(
+            [sys.executable, "-m", "engine", "run", str(pipeline), "--topology", str(topo),
+             "--quiet"],
+            capture_output=True, text=True, env=env, cwd=ROOT, check=False,
+        )  # fmt: skip
+    m = _DONE.search(done.stdout)
+    if done.returncode or not m:
+        raise RuntimeError(f"engine run of {pipeline} failed:\n{done.stdout}\n{done.stderr}")
+    n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
+    return {"events_per_s": n / seconds, "elapsed_s": seconds, "events": n}
+
+
+_LOCAL = """
+import json, os, sys
+os.sched_setaffinity(0, {{{cpu}}})
+import pyarrow as pa
+pa.set_cpu_count(1)
+from engine import pipeline
+from engine.local import run_local
+r = run_local(pipeline.load({path!r}))
+print(json.dumps([r.events, r.elapsed_s]))
+"""
+
+
+def run_local(pipeline: Path, extra_env: dict[str, str] | None = None) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="rs-bench-") as d:
+        env = {**os.environ, **_overrides(pipeline, Path(d), extra_env or {})}
+        code = _LOCAL.format(cpu=machine.available_cpus()[-1], path=str(pipeline))
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+            check=False,
+        )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"single-process run of {pipeline} failed:\n{done.stderr}")
+    n, seconds = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"events_per_s": n / seconds, "elapsed_s": seconds, "events": n}
