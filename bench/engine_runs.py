@@ -18,7 +18,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench import machine
 
@@ -39,8 +41,12 @@ def _overrides(pipeline: Path, tmp: Path, extra: dict[str, str]) -> dict[str, st
 
 
 def run_engine(
-    pipeline: Path, workers: list[int], extra_env: dict[str, str] | None = None
-) -> dict[str, float]:
+    pipeline: Path,
+    workers: list[int],
+    extra_env: dict[str, str] | None = None,
+    inspect: Callable[[Path], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One engine run; ``inspect(tmp)`` may read its checkpoints before they are deleted."""
     cpus = machine.available_cpus()
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as d:
         tmp = Path(d)
@@ -54,11 +60,14 @@ def run_engine(
              "--quiet"],
             capture_output=True, text=True, env=env, cwd=ROOT, check=False,
         )  # fmt: skip
-    m = _DONE.search(done.stdout)
-    if done.returncode or not m:
-        raise RuntimeError(f"engine run of {pipeline} failed:\n{done.stdout}\n{done.stderr}")
-    n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
-    return {"events_per_s": n / seconds, "elapsed_s": seconds, "events": n}
+        m = _DONE.search(done.stdout)
+        if done.returncode or not m:
+            raise RuntimeError(f"engine run of {pipeline} failed:\n{done.stdout}\n{done.stderr}")
+        n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
+        out: dict[str, Any] = {"events_per_s": n / seconds, "elapsed_s": seconds, "events": n}
+        if inspect is not None:
+            out.update(inspect(tmp))
+    return out
 
 
 _LOCAL = """

@@ -207,7 +207,7 @@ class Coordinator:
                 )
                 self._events += self._sum("source", "rows_out")
                 self._active_s += time.monotonic() - self._attempt_started
-                self._shutdown()
+                self._shutdown(hard=True)  # state comes from the checkpoint: no grace needed
                 time.sleep(backoff)
                 continue
             summary.restarts = restarts
@@ -393,6 +393,7 @@ class Coordinator:
         self._next_epoch = first_epoch
         self._committed = manifest.epoch if manifest is not None else None
         want_epoch = False
+        resuming = manifest is not None
         interval = p.checkpoint.interval_ms / 1000
         while True:
             for c in self.children:
@@ -420,6 +421,11 @@ class Coordinator:
             if all(c.done for c in self.children):
                 break
             now = time.monotonic()
+            if resuming and self._sum("source", "rows_out") > 0:
+                self._say(
+                    f"processing again {now - start:.2f} s after the restart's children were ready"
+                )
+                resuming = False
             if (  # 5. open the next epoch
                 p.checkpointing
                 and stop_sent_at is None
@@ -604,11 +610,14 @@ class Coordinator:
             f"rings max {occupancy:.0%} full | sources blocked {blocked:.1f}s{ckpt}"
         )
 
-    def _shutdown(self) -> None:
-        """8. SIGTERM, wait, SIGKILL every child; unlink every segment."""
+    def _shutdown(self, hard: bool = False) -> None:
+        """8. SIGTERM (``hard``: SIGKILL), wait, SIGKILL every child; unlink every segment."""
         alive = [c for c in self.children if c.process.is_alive()]  # type: ignore[attr-defined]
         for c in alive:
-            c.process.terminate()  # type: ignore[attr-defined]
+            if hard:
+                c.process.kill()  # type: ignore[attr-defined]
+            else:
+                c.process.terminate()  # type: ignore[attr-defined]
         deadline = time.monotonic() + STOP_GRACE_S
         for c in alive:
             c.process.join(max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
