@@ -38,12 +38,14 @@ SOURCES: dict[str, str] = {
     "nexmark": "connectors.nexmark:NexmarkSource",
     "files": "connectors.files.source:FilesSource",
     "scripted": "connectors.testing:ScriptedSource",
+    "push": "connectors.push:PushSource",
 }
 SINKS: dict[str, str] = {
     "console": "connectors.console:ConsoleSink",
     "files": "connectors.files.sink:FilesSink",
     "files_sink": "connectors.files.sink:FilesSink",
     "collect": "connectors.testing:CollectingSink",
+    "subscribe": "connectors.subscribe:SubscribeSink",
 }
 # One flat map of unique names (``files`` is the source; the sink is also ``files_sink``).
 BUILTIN: dict[str, str] = {**SOURCES, **{k: v for k, v in SINKS.items() if k not in SOURCES}}
