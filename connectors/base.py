@@ -173,6 +173,9 @@ class Sink:
     def open(self, config: ConnectorConfig) -> None:
         self.config = config
 
+    def check_config(self, config: ConnectorConfig) -> None:
+        """Raise ``ConfigError`` for bad options, with no side effect (``validate`` calls it)."""
+
     def schema(self) -> pa.Schema | None:
         """The schema this sink requires, or None to accept the pipeline's."""
         return None

@@ -3,7 +3,7 @@
     python -m engine run PIPELINE.toml [--topology TOPOLOGY.toml] [--oversubscribe]
     python -m engine validate PIPELINE.toml [--topology TOPOLOGY.toml] [--oversubscribe]
     python -m engine topology [--workers N]
-    python -m engine checkpoints DIR [--verify]
+    python -m engine checkpoints DIR     # exit 1 if the newest manifest is not valid
     python -m engine connectors
 
 Exit codes: 0 done (also after a drain on SIGINT/SIGTERM), 1 the run failed
@@ -100,8 +100,9 @@ def _cmd_checkpoints(args: argparse.Namespace) -> int:
 def _cmd_connectors(args: argparse.Namespace) -> int:
     from connectors import registry
 
-    for name, target in sorted(registry.available().items()):
-        print(f"{name:24} {target}")
+    for kind in ("source", "sink"):
+        for name, target in sorted(registry.available(kind).items()):
+            print(f"{kind:6} {name:24} {target}")
     return 0
 
 

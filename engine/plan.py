@@ -72,7 +72,10 @@ def arrow_type(name: str, where: str) -> pa.DataType:
 
 def open_source(cfg: SourceConfig, instance: int = 0) -> Source:
     """Resolve, construct and open one instance of a source (errors name the source)."""
-    cls = registry.resolve_source(cfg.type)
+    try:
+        cls = registry.resolve_source(cfg.type)
+    except ConfigError as exc:
+        raise type(exc)(f"sources.{cfg.name}.type: {exc}") from None
     src = cls()
     try:
         src.open(ConnectorConfig(cfg.name, dict(cfg.options), instance, cfg.parallelism))
@@ -197,8 +200,11 @@ class Plan:
             inputs = [pipeline.sources[0].name]
         else:
             inputs = [q.join.left, q.join.right]
-            for side in inputs:
-                pipeline.source_named(side)
+            for key, side in zip(("left", "right"), inputs, strict=True):
+                try:
+                    pipeline.source_named(side)
+                except ConfigError as exc:
+                    raise ConfigError(f"query.join.{key}: {exc}") from None
             if len(pipeline.sources) != 2 or q.join.left == q.join.right:
                 raise ConfigError("query.join: joins exactly two different sources")
         plan = cls(pipeline, workers, schemas, inputs, {}, pa.schema([]), pa.schema([]))
@@ -318,7 +324,14 @@ class Plan:
                     f"sinks.{s.name}.input: {s.input!r} is not a stream "
                     f"(streams: {sorted(streams)})"
                 )
-            registry.resolve_sink(s.type)
+            try:
+                cls = registry.resolve_sink(s.type)
+            except ConfigError as exc:
+                raise type(exc)(f"sinks.{s.name}.type: {exc}") from None
+            try:
+                cls().check_config(ConnectorConfig(s.name, dict(s.options)))
+            except ConfigError as exc:
+                raise ConfigError(f"sinks.{s.name}: {exc}") from None
 
     def sink_schema(self, input_name: str) -> pa.Schema:
         return self.final_schema if input_name == "main" else self.late_schemas[input_name]

@@ -84,8 +84,26 @@ _CLASH = (
 class FilesSink(Sink):
     """One instance of the files sink (see the module docstring)."""
 
+    def check_config(self, config: ConnectorConfig) -> None:
+        self._options(config)
+
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
+        self._options(config)
+        opts = config.options
+        self.dir = Path(opts["path"]).absolute()
+        self.staging = self.dir / STAGING
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self._schema = config.schema
+        stem = rf"^{re.escape(self.prefix)}-(\d+)-(\d+)\.{FORMATS[self.format]}"
+        self._pattern = re.compile(stem + r"\.(inprogress|staged)$")
+        self._final_pattern = re.compile(stem + "$")
+        self._epoch: int | None = None
+        self._writer: _ParquetWriter | _JsonlWriter | None = None
+        self._rows = 0
+        self._counters = {"rows": 0.0, "bytes": 0.0, "files_committed": 0.0}
+
+    def _options(self, config: ConnectorConfig) -> None:
         opts = config.options
         unknown = sorted(set(opts) - _OPTIONS)
         if unknown:
@@ -104,17 +122,6 @@ class FilesSink(Sink):
                 f"files sink {config.name!r}: prefix={self.prefix!r} must be non-empty, without "
                 "'/', and not start with '.' or '_' (readers would skip the files)"
             )
-        self.dir = Path(opts["path"]).absolute()
-        self.staging = self.dir / STAGING
-        self.staging.mkdir(parents=True, exist_ok=True)
-        self._schema = config.schema
-        stem = rf"^{re.escape(self.prefix)}-(\d+)-(\d+)\.{FORMATS[self.format]}"
-        self._pattern = re.compile(stem + r"\.(inprogress|staged)$")
-        self._final_pattern = re.compile(stem + "$")
-        self._epoch: int | None = None
-        self._writer: _ParquetWriter | _JsonlWriter | None = None
-        self._rows = 0
-        self._counters = {"rows": 0.0, "bytes": 0.0, "files_committed": 0.0}
 
     # --- names ----------------------------------------------------------------
 

@@ -8,30 +8,46 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 import pytest
 
+from connectors.files.sink import read_committed
 from connectors.generator import generate
 from engine.shm import segment
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = [("window_start", "ascending"), ("key", "ascending")]
+AGGREGATES = [  # ours -> pyarrow's, over the same groups
+    ("sum_value", "value_sum"),
+    ("min_value", "value_min"),
+    ("max_value", "value_max"),
+    ("avg_value", "value_mean"),
+]
 
 
-def pipeline_file(tmp_path: Path, events: int, out: Path, keys: int = 1000) -> Path:
-    path = tmp_path / "pipeline.toml"
+def pipeline_file(
+    tmp_path: Path,
+    events: int,
+    out: Path,
+    keys: int = 1000,
+    interval_ms: int = 1000,
+    name: str = "pipeline.toml",
+) -> Path:
+    """generator -> 1 s tumbling windows per key -> files at ``out`` (checkpoints beside it)."""
+    path = tmp_path / name
     path.write_text(f"""
 [pipeline]
 name = "test"
 
 [checkpoint]
 dir = "{out}.checkpoints"
+interval_ms = {interval_ms}
 
 [[sources]]
 name = "events"
@@ -88,11 +104,12 @@ def start_engine(*args: str) -> subprocess.Popen:  # type: ignore[type-arg]
 
 
 def expected(events: int, keys: int) -> pa.Table:
+    """The windows of the first ``events`` events, computed by pyarrow, sorted by KEYS."""
     batch = generate(seed=7, start=0, stop=events, keys=keys, events_per_second=100000)
     ts = batch.column("ts").to_numpy()
     t = pa.table(batch).append_column("window_start", pa.array(ts - ts % 1000))
     return (
-        t.group_by(["window_start", "key"])
+        t.group_by(["window_start", "key"], use_threads=False)
         .aggregate(
             [
                 ([], "count_all"),
@@ -104,6 +121,29 @@ def expected(events: int, keys: int) -> pa.Table:
         )
         .sort_by(KEYS)
     )
+
+
+def assert_equals_reference(got: pa.Table, keys: int, events: int | None = None) -> None:
+    """``got`` (any order) holds exactly the windows of the first ``events`` events."""
+    got = got.sort_by(KEYS)
+    if events is None:
+        events = int(pc.sum(got["count"]).as_py())
+    assert 0 < events < 100_000_000, f"{events} events: not a count column"
+    ref = expected(events, keys)
+    assert got.num_rows == ref.num_rows
+    assert got.column("key").equals(ref.column("key"))
+    assert got.column("window_start").equals(ref.column("window_start"))
+    assert got.column("count").equals(ref.column("count_all"))
+    for ours, theirs in AGGREGATES:
+        if ours in got.column_names:
+            np.testing.assert_allclose(
+                got.column(ours).to_numpy(), ref.column(theirs).to_numpy(), rtol=1e-9
+            )
+
+
+def committed(out: Path) -> pa.Table:
+    """What the files sink at ``out`` committed (empty when it never created ``out``)."""
+    return read_committed(out) if out.exists() else pa.table({})
 
 
 def survivors(pids: Iterable[int]) -> list[int]:
@@ -118,33 +158,51 @@ def survivors(pids: Iterable[int]) -> list[int]:
     return alive
 
 
-def our_segments() -> set[str]:
-    return set(segment.list_segments())
+def segments_of(pids: Iterable[int]) -> set[str]:
+    """The segments whose header names one of ``pids`` as owner (other runs' are not ours)."""
+    owners = set(pids)
+    return {n for n in segment.list_segments() if segment.owner_pid(n) in owners}
+
+
+def read_until(proc: subprocess.Popen, found: Callable[[str], bool], what: str) -> list[str]:  # type: ignore[type-arg]
+    """Read the engine's stderr until a line satisfies ``found``; return the lines read."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines.append(proc.stderr.readline())
+        if found(lines[-1]):
+            return lines
+        if not lines[-1] and proc.poll() is not None:
+            break
+    raise AssertionError(f"the engine never reported {what}: {''.join(lines)}")
 
 
 def wait_for_pinned_line(proc: subprocess.Popen) -> dict[str, int]:  # type: ignore[type-arg]
-    """Read stderr until the coordinator reports its pinned children; return label -> pid."""
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if line.startswith("pinned: "):
-            return {
-                f"{m[0]} {m[1]}": int(m[2])
-                for m in re.findall(r"(\w+) (?:'[^']*' )?(\d+) pid (\d+) cpu \d+", line)
-            }
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError("the engine never reported its pinned children")
+    """Label ("source 'events' 0", "worker 1", "sink 'out' 0") -> pid of each pinned child."""
+    line = read_until(proc, lambda s: s.startswith("pinned: "), "its pinned children")[-1]
+    return {
+        label: int(pid)
+        for label, pid in re.findall(
+            r"((?:source|worker|sink)(?: '[^']*')? \d+) pid (\d+) cpu \d+", line
+        )
+    }
+
+
+def wait_for_manifest(checkpoints: Path, proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 60
+    while not any(checkpoints.glob("epoch-*.manifest")):
+        assert proc.poll() is None, "the engine ended before its first checkpoint"
+        assert time.monotonic() < deadline, f"no manifest in {checkpoints}"
+        time.sleep(0.005)
 
 
 @pytest.mark.slow
 def test_run_one_two_four_workers_identical_output_equal_to_pyarrow(tmp_path: Path) -> None:
     events, keys = 2_000_000, 1000
-    ref = expected(events, keys)
     tables = {}
     for workers in ([1], [0, 1], [0, 1, 0, 1]):
-        out = tmp_path / f"out-{len(workers)}.parquet"
+        out = tmp_path / f"out-{len(workers)}"
         done = engine(
             "run",
             str(pipeline_file(tmp_path, events, out, keys)),
@@ -153,53 +211,72 @@ def test_run_one_two_four_workers_identical_output_equal_to_pyarrow(tmp_path: Pa
         )
         assert done.returncode == 0, done.stderr
         assert f"done: {events:,} events" in done.stdout
-        tables[len(workers)] = pq.read_table(out).sort_by(KEYS)
+        assert f"{events // 100_000 * keys:,} output rows to {out}" in done.stdout
+        tables[len(workers)] = read_committed(out).sort_by(KEYS)
     assert tables[1].equals(tables[2]) and tables[1].equals(tables[4])
     got = tables[1]
-    assert got.column("key").equals(ref.column("key"))
-    assert got.column("window_start").equals(ref.column("window_start"))
-    assert got.column("count").equals(ref.column("count_all"))
-    for ours, theirs in (
-        ("sum_value", "value_sum"),
-        ("min_value", "value_min"),
-        ("max_value", "value_max"),
-        ("avg_value", "value_mean"),
-    ):
-        np.testing.assert_allclose(
-            got.column(ours).to_numpy(), ref.column(theirs).to_numpy(), rtol=1e-12
-        )
+    assert_equals_reference(got, keys, events)
+    assert got.column_names == [
+        "window_start",
+        "window_end",
+        "key",
+        "count",
+        "sum_value",
+        "min_value",
+        "max_value",
+        "avg_value",
+    ]
     assert (
         got.column("window_end").to_numpy() - got.column("window_start").to_numpy() == 1000
     ).all()
 
 
-def test_run_sigterm_mid_run_drains_and_leaves_no_process_or_segment(tmp_path: Path) -> None:
-    out = tmp_path / "out.parquet"
-    before = our_segments()
-    proc = start_engine(
-        "run",
-        str(pipeline_file(tmp_path, 0, out)),
-        "--topology",
-        str(topology_file(tmp_path, [0, 1])),
-    )
+def test_run_sigterm_drains_commits_and_rerun_continues_from_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ("run", str(pipeline_file(tmp_path, 0, out)), "--topology")
+    proc = start_engine(*args, str(topology_file(tmp_path, [0, 1])))
     children = wait_for_pinned_line(proc)
-    assert sorted(children) == ["sink 0", "source 0", "worker 0", "worker 1"]
-    time.sleep(1.5)
+    assert sorted(children) == ["sink 'out' 0", "source 'events' 0", "worker 0", "worker 1"]
+    time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "stopped by SIGTERM, drained" in stdout
-    assert pq.read_table(out).num_rows > 0  # what was drained is published
+    first = committed(out)
+    assert first.num_rows > 0  # what was drained is committed
+    epoch = int(re.search(r"last committed epoch (\d+)", stdout).group(1))  # type: ignore[union-attr]
     assert not survivors(children.values())
-    assert our_segments() - before == set()
+    assert segments_of([proc.pid, *children.values()]) == set()
+
+    again = start_engine(*args, str(topology_file(tmp_path, [0, 1])))
+    started = read_until(again, lambda s: s.startswith("processing again"), "processing again")
+    time.sleep(0.3)
+    again.send_signal(signal.SIGTERM)
+    stdout, stderr = again.communicate(timeout=60)
+    stderr = "".join(started) + stderr
+    assert again.returncode == 0, stderr
+    assert f"recovering from epoch {epoch} ({out}.checkpoints)" in stderr
+    assert "stopped by SIGTERM, drained" in stdout
+    both = committed(out)
+    assert both.num_rows > first.num_rows
+    # the rerun read on from the checkpointed offset: no event twice, none lost. A drain
+    # flushes open windows, so the window it cut may have a second row: merge before comparing.
+    merged = both.group_by(["window_start", "key"], use_threads=False).aggregate(
+        [("count", "sum"), ("sum_value", "sum"), ("min_value", "min"), ("max_value", "max")]
+    )
+    merged = merged.select(
+        ["window_start", "key", "count_sum", "sum_value_sum", "min_value_min", "max_value_max"]
+    ).rename_columns(["window_start", "key", "count", "sum_value", "min_value", "max_value"])
+    assert_equals_reference(merged, keys=1000)
 
 
-def test_run_child_killed_fails_with_clear_error_and_cleans_up(tmp_path: Path) -> None:
-    out = tmp_path / "out.parquet"
-    before = our_segments()
+def test_run_worker_killed_without_checkpoints_fails_clearly_and_commits_nothing(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
     proc = start_engine(
         "run",
-        str(pipeline_file(tmp_path, 0, out)),
+        str(pipeline_file(tmp_path, 0, out, interval_ms=0)),
         "--topology",
         str(topology_file(tmp_path, [0, 1])),
     )
@@ -207,11 +284,33 @@ def test_run_child_killed_fails_with_clear_error_and_cleans_up(tmp_path: Path) -
     time.sleep(0.5)
     os.kill(children["worker 1"], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert f"worker 1 (pid {children['worker 1']}) was killed by SIGKILL" in stderr
-    assert not out.exists()  # an unfinished run publishes nothing
+    assert proc.returncode == 1, stderr
+    assert f"error: worker 1 (pid {children['worker 1']}) was killed by SIGKILL" in stderr
+    assert "restart" not in stderr and "done" not in stdout
+    assert committed(out).num_rows == 0  # an unfinished run publishes nothing
+    assert not Path(f"{out}.checkpoints").exists()
     assert not survivors(children.values())
-    assert our_segments() - before == set()
+    assert segments_of([proc.pid, *children.values()]) == set()
+
+
+def test_run_worker_killed_with_checkpoints_recovers_to_reference_output(tmp_path: Path) -> None:
+    events, out = 5_000_000, tmp_path / "out"
+    proc = start_engine(
+        "run",
+        str(pipeline_file(tmp_path, events, out, interval_ms=100)),
+        "--topology",
+        str(topology_file(tmp_path, [0, 1])),
+    )
+    children = wait_for_pinned_line(proc)
+    wait_for_manifest(Path(f"{out}.checkpoints"), proc)
+    os.kill(children["worker 1"], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert f"failure: worker 1 (pid {children['worker 1']}) was killed by SIGKILL" in stderr
+    assert "restart 1/3" in stderr and "recovering from epoch " in stderr
+    assert "recovered 1 time(s)" in stdout
+    assert not survivors(children.values())  # the first attempt's children are all gone
+    assert_equals_reference(read_committed(out), 1000, events)
 
 
 @pytest.mark.parametrize(
@@ -219,87 +318,124 @@ def test_run_child_killed_fails_with_clear_error_and_cleans_up(tmp_path: Path) -
     [
         (
             lambda s: s.replace('type = "generator"', 'type = "kafka"'),
-            "sources[0].type: Invalid value 'kafka'",
+            "unknown source type 'kafka'; known: generator, nexmark, files",
         ),
-        (lambda s: s.replace("keys = 1000", "keys = 0"), "sources[0].keys: Expected `int` >= 1"),
+        (lambda s: s.replace("keys = 1000", "keys = 0"), "sources.events: generator keys=0"),
+        (
+            lambda s: s.replace("keys = 1000", "keyz = 10"),
+            "sources.events: generator 'events': unknown option 'keyz'",
+        ),
+        (
+            lambda s: s.replace('event_time = "ts"', 'event_time = "when"'),
+            "sources.events.event_time: column 'when' is not in its schema",
+        ),
         (
             lambda s: s.replace('key = "key"', 'key = "user"'),
-            "query: column 'user' is not in the input",
+            "query.steps[0] (window): column 'user' is not in the input",
         ),
         (
             lambda s: s.replace('"avg(value)"', '"median(value)"'),
-            "query.aggregates[4]: 'median(value)' is not an aggregate",
+            "query.steps[0] (window): 'median(value)' is not an aggregate",
         ),
-        (lambda s: s.replace("[query]", "[query]\ncolour = 1"), "query.colour"),
-        (lambda s: s.replace("[[sinks]]", "[[sinkz]]"), "sinkz"),
+        (
+            lambda s: s.replace('op = "window"', 'op = "window"\nevery = 1'),
+            "query.steps[0].every: unknown key",
+        ),
+        (lambda s: s.replace('op = "window"', 'op = "sort"'), "query.steps[0].op: Invalid value"),
+        (
+            lambda s: s.replace("[[query.steps]]", "[query]\ncolour = 1\n[[query.steps]]"),
+            "query.colour: unknown key",
+        ),
+        (
+            lambda s: s.replace('path = "', 'input = "late"\npath = "'),
+            "sinks.out.input: 'late' is not a stream (streams: ['main'])",
+        ),
+        (
+            lambda s: s.replace(
+                'name = "test"', 'name = "test"\ndelivery = "exactly-once"'
+            ).replace('type = "files"', 'type = "console"'),
+            "pipeline.delivery: exactly-once needs exactly-once sinks; sink 'out' (console)",
+        ),
+        (lambda s: s.replace("[[sinks]]", "[[sinkz]]"), "sinkz: unknown key"),
         (lambda s: s + "\n[[", "not valid TOML"),
     ],
 )
 def test_validate_bad_pipeline_exits_2_naming_file_and_key(tmp_path: Path, edit, message) -> None:  # type: ignore[no-untyped-def]
-    path = pipeline_file(tmp_path, 1000, tmp_path / "o.parquet")
+    path = pipeline_file(tmp_path, 1000, tmp_path / "o")
     path.write_text(edit(path.read_text()))
     done = engine("validate", str(path), "--topology", str(topology_file(tmp_path, [1])))
-    assert done.returncode == 2
-    assert str(path) in done.stderr and message in done.stderr
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith(f"error: {path}: ") and message in done.stderr
 
 
 def test_run_topology_with_missing_cpus_refused_unless_oversubscribed(tmp_path: Path) -> None:
-    pipeline = pipeline_file(tmp_path, 100_000, tmp_path / "o.parquet")
+    out = tmp_path / "o"
+    pipeline = pipeline_file(tmp_path, 100_000, out)
     topo = topology_file(tmp_path, [1, 4096])
     refused = engine("run", str(pipeline), "--topology", str(topo))
     assert refused.returncode == 2
     assert "topology.workers asks for CPU(s) [4096]" in refused.stderr
     assert "--oversubscribe" in refused.stderr
+    assert not out.exists()
     shared = engine("run", str(pipeline), "--topology", str(topo), "--oversubscribe")
     assert shared.returncode == 0, shared.stderr
     assert "warning: oversubscribing" in shared.stderr
     assert "done: 100,000 events" in shared.stdout
+    assert_equals_reference(read_committed(out), 1000, 100_000)
 
 
 def test_validate_reports_pipeline_and_topology(tmp_path: Path) -> None:
-    done = engine("validate", str(ROOT / "examples" / "quickstart.toml"))
+    topo = topology_file(tmp_path, [1])
+    done = engine("validate", str(ROOT / "examples" / "quickstart.toml"), "--topology", str(topo))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok: pipeline 'quickstart'")
+    assert done.stdout.startswith("ok: pipeline 'quickstart' (exactly-once, checkpoints every")
+    assert "sources events (generator x1, partitioned by ['key']) -> 1 worker(s)" in done.stdout
+    assert "1 worker(s) on [1], rings of 4194304 bytes" in done.stdout
 
 
-def test_run_env_override_changes_a_key(tmp_path: Path) -> None:
-    out = tmp_path / "env.parquet"
+def test_run_env_override_changes_window_and_checkpoint_keys(tmp_path: Path) -> None:
+    out = tmp_path / "env"
     env = {
         **os.environ,
-        "RINGSTREAM_SOURCES__0__EVENTS": "50000",
-        "RINGSTREAM_SINKS__0__PATH": str(out),
+        "RINGSTREAM_SOURCES__0__EVENTS": "200000",
+        "RINGSTREAM_QUERY__STEPS__0__WINDOW__SIZE_MS": "500",
+        "RINGSTREAM_CHECKPOINT__DIR": str(tmp_path / "ck"),
     }
     done = engine(
         "run",
-        str(ROOT / "examples" / "quickstart.toml"),
+        str(pipeline_file(tmp_path, 1000, out)),
         "--topology",
         str(topology_file(tmp_path, [1])),
         env=env,
     )
     assert done.returncode == 0, done.stderr
-    assert "done: 50,000 events" in done.stdout and out.exists()
+    assert "done: 200,000 events" in done.stdout
+    got = read_committed(out)
+    assert got.num_rows == 4 * 1000  # 2 s of event time in 500 ms windows, 1000 keys
+    assert int(pc.sum(got["count"]).as_py()) == 200_000
+    assert any((tmp_path / "ck").glob("epoch-*.manifest"))
+    assert not Path(f"{out}.checkpoints").exists()
 
 
 def test_run_coordinator_killed_children_follow_and_next_run_sweeps(tmp_path: Path) -> None:
-    out = tmp_path / "out.parquet"
     proc = start_engine(
         "run",
-        str(pipeline_file(tmp_path, 0, out)),
+        str(pipeline_file(tmp_path, 0, tmp_path / "out")),
         "--topology",
         str(topology_file(tmp_path, [0, 1])),
     )
     children = wait_for_pinned_line(proc)
-    owned = {n for n in segment.list_segments() if segment.owner_pid(n) == proc.pid}
+    owned = segments_of([proc.pid])
     assert len(owned) == 5  # 2 source->worker rings, 2 worker->sink rings, counters
     proc.kill()
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in children.values()):
+    while time.monotonic() < deadline and survivors(children.values()):
         time.sleep(0.1)
     assert not survivors(children.values())
     done = engine(
         "run",
-        str(pipeline_file(tmp_path, 10_000, out)),
+        str(pipeline_file(tmp_path, 10_000, tmp_path / "out2", name="second.toml")),
         "--topology",
         str(topology_file(tmp_path, [1])),
     )

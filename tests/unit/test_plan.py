@@ -1,0 +1,477 @@
+"""Plan.build: every step checked against the schemas flowing into it, at validate time.
+
+Each error names the key path of the offending step (``query.steps[0] (filter)``,
+``query.join``, ``sinks.out.input``, ``pipeline.delivery``) and the offending value.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from connectors.base import Source, SourceBatch
+from engine import pipeline
+from engine.errors import ConfigError, ConnectorNotFoundError, DeliveryGuaranteeError
+from engine.plan import Plan
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+TS = pa.timestamp("ms")
+
+WINDOW = {
+    "op": "window",
+    "key": "key",
+    "window": {"type": "tumbling", "size_ms": 1000},
+    "aggregates": ["count", "sum(value)"],
+}
+BASE: dict[str, Any] = {
+    "pipeline": {"name": "t"},
+    "checkpoint": {"dir": "/nonexistent/ringstream-test-checkpoints"},
+    "sources": [
+        {"name": "events", "type": "generator", "event_time": "ts", "events": 1000, "keys": 10}
+    ],
+    "query": {"steps": [WINDOW]},
+    "sinks": [{"name": "out", "type": "files", "path": "/nonexistent/ringstream-test-out"}],
+}
+
+
+class OneShotSource(Source):
+    """A source that cannot replay (as a push or socket source): rows once, then never again."""
+
+    SCHEMA = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64())])
+
+    def schema(self) -> pa.Schema:
+        return self.SCHEMA
+
+    def poll_batch(self, max_records: int) -> SourceBatch | None:
+        return None
+
+
+ONE_SHOT = f"{__name__}:OneShotSource"
+
+
+def raw_with(edit: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
+    raw = copy.deepcopy(BASE)
+    if edit is not None:
+        edit(raw)
+    return raw
+
+
+def build(raw: dict[str, Any], workers: int = 1) -> Plan:
+    return Plan.build(pipeline.parse(raw, "p.toml"), workers)
+
+
+def build_error(raw: dict[str, Any], workers: int = 1, cls: type = ConfigError) -> str:
+    with pytest.raises(cls) as info:
+        build(raw, workers)
+    return str(info.value)
+
+
+def steps(*before: dict[str, Any], after: tuple[dict[str, Any], ...] = ()) -> Any:
+    """An edit that puts ``before`` ahead of the window step and ``after`` behind it."""
+    return lambda r: r["query"].update(steps=[*before, WINDOW, *after])
+
+
+def two_nexmark_sources(r: dict[str, Any]) -> None:
+    common = {"type": "nexmark", "event_time": "date_time", "events": 1000}
+    r["sources"] = [
+        {"name": "persons", "kind": "person", **common},
+        {"name": "auctions", "kind": "auction", **common},
+    ]
+    r["query"] = {
+        "join": {
+            "type": "interval",
+            "left": "persons",
+            "right": "auctions",
+            "left_key": "id",
+            "right_key": "seller",
+            "lower_ms": -1000,
+            "upper_ms": 1000,
+            "left_prefix": "p_",
+            "right_prefix": "a_",
+        }
+    }
+
+
+def load_example(relative: str) -> pipeline.Pipeline:
+    return pipeline.load(EXAMPLES / relative, {})
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_plan_filter_unknown_column_names_step_and_column() -> None:
+    text = build_error(raw_with(steps({"op": "filter", "where": "user > 1"})))
+    assert text.startswith("query.steps[0] (filter): expression 'user > 1'")
+    assert "unknown column 'user' (columns: ts, key, value)" in text
+
+
+@pytest.mark.parametrize(
+    ("step", "reason"),
+    [
+        ({"op": "filter", "where": "value > 'a'"}, "cannot compare double with string"),
+        ({"op": "filter", "where": "value + 1"}, "a filter condition must be bool, got double"),
+        (
+            {"op": "project", "columns": ["ts", "key", "value + 'x' as v"]},
+            "arithmetic '+' needs numbers, got double + string",
+        ),
+    ],
+)
+def test_plan_expression_type_mismatch_names_step_and_types(step: dict, reason: str) -> None:
+    text = build_error(raw_with(steps(step)))
+    assert text.startswith(f"query.steps[0] ({step['op']}): expression ")
+    assert reason in text
+
+
+def test_plan_unknown_aggregate_names_step_and_aggregate() -> None:
+    raw = raw_with(lambda r: r["query"]["steps"][0].update(aggregates=["median(value)"]))
+    text = build_error(raw)
+    assert text.startswith("query.steps[0] (window): 'median(value)' is not an aggregate")
+
+
+def test_plan_aggregate_of_unknown_column_names_it() -> None:
+    raw = raw_with(lambda r: r["query"]["steps"][0].update(aggregates=["sum(nope)"]))
+    assert "query.steps[0] (window): aggregate 'sum_nope': column 'nope'" in build_error(raw)
+
+
+def test_plan_window_key_not_in_source_names_step_and_key() -> None:
+    text = build_error(raw_with(lambda r: r["query"]["steps"][0].update(key="user")))
+    assert text == (
+        "query.steps[0] (window): column 'user' is not in the input (columns: ['ts', 'key', "
+        "'value'])"
+    )
+
+
+def test_plan_window_without_event_time_names_the_time_key() -> None:
+    text = build_error(raw_with(lambda r: r["sources"][0].pop("event_time")))
+    assert text.startswith("query.steps[0] (window): time: no event-time column")
+
+
+def test_plan_source_event_time_not_in_schema_names_it() -> None:
+    text = build_error(raw_with(lambda r: r["sources"][0].update(event_time="when")))
+    assert text.startswith("sources.events.event_time: column 'when' is not in its schema")
+
+
+@pytest.mark.parametrize(
+    "columns", [{"key": "key % 3", "ts": "ts", "value": "value"}, ["ts", "value", "key + 1 as key"]]
+)
+def test_plan_key_redefined_by_project_before_window_refused(columns: object) -> None:
+    text = build_error(raw_with(steps({"op": "project", "columns": columns})))
+    assert text == (
+        "query.steps[1]: key column 'key' is redefined by a project step before it; "
+        "partitioning needs the source's own column"
+    )
+
+
+def test_plan_key_passed_through_by_project_is_accepted() -> None:
+    plan = build(raw_with(steps({"op": "project", "columns": ["ts", "key", "value * 2 as value"]})))
+    assert plan.partition_keys == {"events": ["key"]}
+
+
+def test_plan_key_computed_by_project_must_come_from_source() -> None:
+    raw = raw_with(steps({"op": "project", "columns": ["ts", "value", "key % 3 as k"]}))
+    raw["query"]["steps"][1] = {**WINDOW, "key": "k"}
+    text = build_error(raw)
+    assert text.startswith(
+        "query.steps[1]: key column 'k' must come unchanged from source 'events'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("later", "key"),
+    [
+        ({"op": "group_by", "key": "window_start", "aggregates": ["count"]}, "['window_start']"),
+        ({"op": "window", "window": {"type": "input"}, "aggregates": ["max(count) as m"]}, "[]"),
+    ],
+)
+def test_plan_later_step_with_other_key_points_to_query_final(later: dict, key: str) -> None:
+    text = build_error(raw_with(steps(after=(later,))))
+    assert text.startswith(f"query.steps[1]: groups by {key} but rows are partitioned by ['key']")
+    assert "[[query.final]]" in text
+
+
+def test_plan_later_step_grouping_by_superset_of_partition_key_is_accepted() -> None:
+    later = {"op": "group_by", "key": ["key", "window_start"], "aggregates": ["sum(count)"]}
+    plan = build(raw_with(steps(after=(later,))), workers=2)
+    assert plan.partition_keys == {"events": ["key"]}
+    assert plan.output_schema.names == ["key", "window_start", "sum_count", "_change"]
+
+
+def test_plan_same_step_in_query_final_is_accepted() -> None:
+    final = [{"op": "window", "window": {"type": "input"}, "aggregates": ["max(count) as m"]}]
+    plan = build(raw_with(lambda r: r["query"].update(final=final)), workers=2)
+    assert plan.output_schema.names == ["window_start", "window_end", "key", "count", "sum_value"]
+    assert plan.final_schema.names == ["window_start", "window_end", "m"]
+
+
+def test_plan_final_step_errors_name_query_final() -> None:
+    final = [{"op": "filter", "where": "nope > 1"}]
+    text = build_error(raw_with(lambda r: r["query"].update(final=final)))
+    assert text.startswith("query.final[0] (filter): expression 'nope > 1'")
+
+
+def test_plan_string_key_with_two_workers_refused_one_worker_accepted() -> None:
+    def by_name(r: dict[str, Any]) -> None:
+        r["sources"] = [
+            {"name": "p", "type": "nexmark", "kind": "person", "event_time": "date_time"}
+        ]
+        r["query"] = {"steps": [{"op": "group_by", "key": "name", "aggregates": ["count"]}]}
+
+    assert build(raw_with(by_name), workers=1).partition_keys == {"p": ["name"]}
+    text = build_error(raw_with(by_name), workers=2)
+    assert text == (
+        "query.steps[0]: key column 'name' has type string; with 2 workers rows are "
+        "partitioned by integer keys only"
+    )
+
+
+def test_plan_string_join_key_with_two_workers_names_query_join() -> None:
+    def by_name(r: dict[str, Any]) -> None:
+        two_nexmark_sources(r)
+        r["query"]["join"].update(left_key="name", right_key="item_name")
+
+    assert build(raw_with(by_name), workers=1).partition_keys == {
+        "persons": ["name"],
+        "auctions": ["item_name"],
+    }
+    assert build_error(raw_with(by_name), workers=2).startswith(
+        "query.join: key column 'name' has type string; with 2 workers"
+    )
+
+
+def test_plan_join_with_missing_source_names_it_and_the_known_ones() -> None:
+    raw = raw_with(two_nexmark_sources)
+    raw["query"]["join"]["right"] = "bids"
+    assert build_error(raw) == (
+        "query.join.right: no source named 'bids' (sources: ['persons', 'auctions'])"
+    )
+
+
+def test_plan_join_with_missing_source_names_the_key_path() -> None:
+    raw = raw_with(two_nexmark_sources)
+    raw["query"]["join"]["right"] = "bids"
+    assert "query.join.right" in build_error(raw)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda r: r["query"]["join"].update(right="persons"),
+            "query.join: joins exactly two different sources",
+        ),
+        (lambda r: r["query"].pop("join"), "query: 2 sources need a [query.join] (or use one)"),
+        (
+            lambda r: r["query"].update(left_steps=[{"op": "filter", "where": "id > 0"}]),
+            None,  # accepted: left_steps belong to a join
+        ),
+        (
+            lambda r: r["query"]["join"].update(left_key="nope"),
+            "query.join: left key 'nope' is not in left columns ['id', 'name',",
+        ),
+    ],
+)
+def test_plan_join_shape_errors_name_the_key(edit, message: str | None) -> None:  # type: ignore[no-untyped-def]
+    raw = raw_with(two_nexmark_sources)
+    edit(raw)
+    if message is None:
+        assert build(raw).inputs == ["persons", "auctions"]
+    else:
+        assert build_error(raw).startswith(message)
+
+
+def test_plan_left_steps_without_join_refused() -> None:
+    raw = raw_with(lambda r: r["query"].update(left_steps=[{"op": "filter", "where": "key > 0"}]))
+    assert build_error(raw) == "query.left_steps/right_steps: only with [query.join]"
+
+
+def test_plan_join_followed_by_window_on_other_key_points_to_query_final() -> None:
+    def windowed(r: dict[str, Any]) -> None:
+        two_nexmark_sources(r)
+        r["query"]["steps"] = [
+            {
+                "op": "window",
+                "key": "a_category",
+                "time": "a_date_time",
+                "window": {"type": "tumbling", "size_ms": 1000},
+                "aggregates": ["count"],
+            }
+        ]
+
+    text = build_error(raw_with(windowed))
+    assert text.startswith("query.steps: groups by ['a_category'] but rows are partitioned by")
+    assert "[[query.final]]" in text
+
+
+def test_plan_sink_input_naming_no_stream_is_refused() -> None:
+    text = build_error(raw_with(lambda r: r["sinks"][0].update(input="late")))
+    assert text == "sinks.out.input: 'late' is not a stream (streams: ['main'])"
+
+
+def test_plan_late_output_is_a_stream_with_the_window_input_schema() -> None:
+    def late(r: dict[str, Any]) -> None:
+        r["query"]["steps"][0]["late_output"] = "late"
+        r["sinks"].append({"name": "l", "type": "files", "path": "/nonexistent/l", "input": "late"})
+
+    plan = build(raw_with(late))
+    assert plan.late_schemas["late"].names == ["ts", "key", "value"]
+    assert plan.sink_schema("late") == plan.late_schemas["late"]
+    assert plan.sink_schema("main") == plan.final_schema
+
+
+@pytest.mark.parametrize(("table", "index"), [("sources", 0), ("sinks", 0)])
+def test_plan_unknown_connector_type_names_it_and_the_known_ones(table: str, index: int) -> None:
+    raw = raw_with(lambda r: r[table][index].update(type="kafka"))
+    text = build_error(raw, cls=ConnectorNotFoundError)
+    kind = table[:-1]
+    name = "events" if kind == "source" else "out"
+    assert text.startswith(f"{table}.{name}.type: unknown {kind} type 'kafka'; known: ")
+    assert ("generator" if kind == "source" else "files") in text
+
+
+def test_plan_unknown_connector_type_names_the_key_path() -> None:
+    raw = raw_with(lambda r: r["sources"][0].update(type="kafka"))
+    assert "sources.events.type" in build_error(raw, cls=ConnectorNotFoundError)
+
+
+def test_plan_bad_sink_option_is_refused_at_validate_time() -> None:
+    raw = raw_with(lambda r: r["sinks"][0].update(format="csv"))
+    assert "format='csv'" in build_error(raw)
+
+
+def test_plan_bad_connector_option_names_the_source() -> None:
+    text = build_error(raw_with(lambda r: r["sources"][0].update(keys=0)))
+    assert text == "sources.events: generator keys=0 must be >= 1"
+    text = build_error(raw_with(lambda r: r["sources"][0].update(keyz=1)))
+    assert text.startswith("sources.events: generator 'events': unknown option 'keyz'")
+
+
+def test_plan_bad_udf_reference_names_step_and_function() -> None:
+    text = build_error(raw_with(steps({"op": "udf", "function": "no_such_module:f"})))
+    assert text.startswith("query.steps[0] (udf): user function 'no_such_module:f': cannot import")
+
+
+def test_plan_builtin_sources_all_replay() -> None:
+    from connectors import registry
+
+    for name in ("generator", "nexmark", "files", "scripted"):
+        assert registry.resolve_source(name)().supports_replay(), name
+
+
+def test_plan_exactly_once_with_non_replayable_source_names_it() -> None:
+    def one_shot(r: dict[str, Any]) -> None:
+        r["pipeline"]["delivery"] = "exactly-once"
+        r["sources"] = [{"name": "once", "type": ONE_SHOT, "event_time": "ts"}]
+
+    text = build_error(raw_with(one_shot), cls=DeliveryGuaranteeError)
+    assert text == (
+        "pipeline.delivery: exactly-once needs replayable sources; source 'once' "
+        f"({ONE_SHOT}) cannot replay from a checkpoint"
+    )
+    plan = build(raw_with(lambda r: (one_shot(r), r["pipeline"].update(delivery="at-least-once"))))
+    assert plan.replayable == {"once": False}
+
+
+def test_plan_exactly_once_with_console_sink_names_it() -> None:
+    def console(r: dict[str, Any]) -> None:
+        r["pipeline"]["delivery"] = "exactly-once"
+        r["sinks"] = [{"name": "show", "type": "console"}]
+
+    text = build_error(raw_with(console), cls=DeliveryGuaranteeError)
+    assert text == (
+        "pipeline.delivery: exactly-once needs exactly-once sinks; sink 'show' (console) is not"
+    )
+
+
+def test_plan_exactly_once_without_checkpoints_refused() -> None:
+    def no_checkpoints(r: dict[str, Any]) -> None:
+        r["pipeline"]["delivery"] = "exactly-once"
+        r["checkpoint"]["interval_ms"] = 0
+
+    text = build_error(raw_with(no_checkpoints), cls=DeliveryGuaranteeError)
+    assert re.match(r"pipeline\.delivery: exactly-once needs checkpoints", text)
+
+
+def test_plan_exactly_once_with_files_sink_and_generator_is_accepted() -> None:
+    plan = build(raw_with(lambda r: r["pipeline"].update(delivery="exactly-once")))
+    assert plan.replayable == {"events": True}
+
+
+def test_plan_given_schemas_opens_no_source() -> None:
+    # a child rebuilds the plan from the coordinator's schemas: the source is not opened again
+    raw = raw_with(lambda r: r["sources"][0].update(keys=0))
+    p = pipeline.parse(raw)
+    plan = Plan.build(p, 2, schemas={"events": OneShotSource.SCHEMA})
+    assert plan.partition_keys == {"events": ["key"]} and plan.replayable == {}
+
+
+# -- good plans -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_plan_quickstart_partitions_by_key_and_outputs_window_columns(workers: int) -> None:
+    plan = Plan.build(load_example("quickstart.toml"), workers)
+    assert plan.inputs == ["events"] and plan.partition_keys == {"events": ["key"]}
+    expected = pa.schema(
+        [
+            ("window_start", pa.int64()),
+            ("window_end", pa.int64()),
+            ("key", pa.int64()),
+            ("count", pa.int64()),
+            ("sum_value", pa.float64()),
+            ("avg_value", pa.float64()),
+        ]
+    )
+    assert plan.output_schema.remove_metadata().equals(expected)
+    assert plan.final_schema.remove_metadata().equals(expected)
+    assert plan.replayable == {"events": True} and plan.late_schemas == {}
+    text = plan.describe()
+    assert text.startswith("pipeline 'quickstart' (exactly-once, checkpoints every 1000 ms")
+    assert f"{workers} worker(s)" in text and "out (files <- main)" in text
+
+
+def test_plan_nexmark_q5_partitions_by_auction_and_final_keeps_top_auction() -> None:
+    plan = Plan.build(load_example("nexmark/q5.toml"), 2)
+    assert plan.partition_keys == {"bids": ["auction"]}
+    assert list(zip(plan.output_schema.names, plan.output_schema.types, strict=True)) == [
+        ("window_start", TS),
+        ("window_end", TS),
+        ("auction", pa.int64()),
+        ("count", pa.int64()),
+    ]
+    assert list(zip(plan.final_schema.names, plan.final_schema.types, strict=True)) == [
+        ("window_start", TS),
+        ("window_end", TS),
+        ("max_count", pa.int64()),
+        ("auction", pa.int64()),
+    ]
+
+
+def test_plan_nexmark_q7_global_window_partitions_by_batch() -> None:
+    plan = Plan.build(load_example("nexmark/q7.toml"), 2)
+    assert plan.partition_keys == {"bids": None}  # no key: round-robin batches
+    names = ["window_start", "window_end", "price", "auction", "bidder"]
+    assert plan.output_schema.names == names and plan.final_schema.names == names
+    assert plan.final_schema.field("price").type == pa.int64()
+    assert "partitioned by batch" in plan.describe()
+
+
+def test_plan_nexmark_q8_join_partitions_each_side_by_its_join_key() -> None:
+    plan = Plan.build(load_example("nexmark/q8.toml"), 2)
+    assert plan.inputs == ["persons", "auctions"]
+    assert plan.partition_keys == {"persons": ["id"], "auctions": ["seller"]}
+    assert list(zip(plan.final_schema.names, plan.final_schema.types, strict=True)) == [
+        ("p_id", pa.int64()),
+        ("p_name", pa.string()),
+        ("a_id", pa.int64()),
+        ("a_reserve", pa.int64()),
+        ("window_start", TS),
+    ]
+    assert plan.output_schema.equals(plan.final_schema)
+    assert plan.replayable == {"persons": True, "auctions": True}
