@@ -28,8 +28,12 @@ Lifecycle (the code follows these numbers):
    manifest committed. One epoch is in flight at a time; the end of a
    bounded stream (or a drain) closes the last epoch the same way.
 6. On SIGINT/SIGTERM, drain: tell the sources to stop; they report their
-   final offsets and send EOS, workers flush, sinks commit the last epoch.
-   A second signal, or ``drain_timeout`` expiring, skips the drain.
+   final offsets and send EOS; sinks commit the last epoch. With checkpoints
+   on, the EOS says "stopped" (``ring0.inputs.EOS_STOPPED``): workers
+   snapshot what is still open (windows) into the last epoch instead of
+   closing it early, and the next run resumes exactly there; without
+   checkpoints they flush it. A second signal, or ``drain_timeout``
+   expiring, skips the drain.
 7. Print a progress line every second (events, rates, watermark, ring
    occupancy, backpressure, last checkpoint) and a summary at the end.
 8. Always: SIGTERM the children still alive, wait, SIGKILL, join; close and
@@ -144,7 +148,8 @@ class Coordinator:
         self.store = None
         self._signals = 0
         self._signal_name: str | None = None
-        self._events = 0  # of attempts before the current one
+        self._events = 0  # of attempts before the current one (replayed events count again)
+        self._rows = 0  # rows their sinks received (rolled-back ones included)
         self._active_s = 0.0  # their running time (children ready -> failure)
         self._attempt_started = time.monotonic()
         self._stats: list[EpochStat] = []
@@ -182,11 +187,16 @@ class Coordinator:
         while True:
             manifest = self._recover()
             if manifest is not None and _complete(manifest) and manifest.sink_status == "committed":
+                done = manifest.epoch
+                if restarts:  # a child died after the last commit: this run is complete
+                    self._say(f"epoch {done} completed the run before the failure; nothing to redo")
+                    return Summary(self._events, self._rows, self._active_s, self._outputs(), 0,
+                                   restarts=restarts, restored_epoch=done, last_epoch=done,
+                                   epochs=list(self._stats))  # fmt: skip
                 self._say(
-                    f"pipeline {p.pipeline.name!r} already completed at epoch {manifest.epoch} "
+                    f"pipeline {p.pipeline.name!r} already completed at epoch {done} "
                     f"(checkpoints in {p.checkpoint_dir}); delete that directory to run it again"
                 )
-                done = manifest.epoch
                 return Summary(0, 0, 0.0, self._outputs(), 0, already_complete=True,
                                restored_epoch=done, last_epoch=done)  # fmt: skip
             try:
@@ -206,6 +216,7 @@ class Coordinator:
                     f"{p.checkpoint.max_restarts} in {backoff:.1f} s from the last checkpoint"
                 )
                 self._events += self._sum("source", "rows_out")
+                self._rows += self._sum("sink", "rows_in")
                 self._active_s += time.monotonic() - self._attempt_started
                 self._shutdown(hard=True)  # state comes from the checkpoint: no grace needed
                 time.sleep(backoff)
@@ -213,6 +224,7 @@ class Coordinator:
             summary.restarts = restarts
             summary.elapsed_s += self._active_s
             summary.events += self._events
+            summary.output_rows += self._rows
             return summary
 
     def _recover(self):  # type: ignore[no-untyped-def]
@@ -221,6 +233,7 @@ class Coordinator:
             return None
         manifest = self.store.latest_valid(report=lambda text: self._say(f"checkpoint: {text}"))
         if manifest is None:
+            self.store.discard_newer(-1)  # skipped manifests, state files of unfinished epochs
             return None
         p = self.pipeline
         if manifest.pipeline_hash != p.hash():
@@ -368,6 +381,25 @@ class Coordinator:
             self._check_alive(c)
             raise ChildFailedError(_failure(c, None) + " without reporting the end") from None
 
+    def _send(self, c: Child, msg: control.Message) -> None:
+        """Send ``msg`` to ``c``; a child that died since it was last checked is a failure.
+
+        Its end of the pipe is closed, so the write fails with ``BrokenPipeError``
+        (or ``ConnectionResetError``): that is the child's death, not the
+        coordinator's, and it restarts the run like any other. A child that
+        exited 0 ended normally (its ``Done`` is still unread): it needs nothing more.
+        """
+        try:
+            control.send(c.conn, msg)
+        except OSError:
+            c.process.join(5)  # type: ignore[attr-defined]
+            if c.process.exitcode == 0:  # type: ignore[attr-defined]
+                return
+            self._check_alive(c)
+            raise ChildFailedError(
+                _failure(c, None) + f" before it could be sent {type(msg).__name__}"
+            ) from None
+
     def _check_alive(self, c: Child) -> None:
         proc = c.process
         if not proc.is_alive() and proc.exitcode not in (0, None):  # type: ignore[attr-defined]
@@ -392,6 +424,9 @@ class Coordinator:
         self._finished: dict[tuple[str, int], control.Checkpointed] = {}
         self._next_epoch = first_epoch
         self._committed = manifest.epoch if manifest is not None else None
+        if manifest is not None and manifest.sink_status != "committed":
+            # 6. the sinks re-drive its commit as they start; their Committed marks it
+            self._epochs[manifest.epoch] = _Epoch(manifest.epoch, start, manifest=True)
         want_epoch = False
         resuming = manifest is not None
         interval = p.checkpoint.interval_ms / 1000
@@ -439,7 +474,7 @@ class Coordinator:
                 self._say(f"{self._signal_name}: draining (signal again to stop at once)")
                 for c in self.children:
                     if c.role == "source" and not c.done:
-                        control.send(c.conn, control.Stop())
+                        self._send(c, control.Stop())
                 stop_sent_at = now
             if stop_sent_at is not None and (
                 self._signals > 1 or now - stop_sent_at > self.drain_timeout_s
@@ -477,7 +512,7 @@ class Coordinator:
         self._epochs[n] = _Epoch(n, time.monotonic())
         for c in self.children:
             if c.role == "source" and not c.done:
-                control.send(c.conn, control.Barrier(n))
+                self._send(c, control.Barrier(n))
 
     def _on_checkpointed(self, c: Child, msg: control.Checkpointed) -> None:
         e = self._epochs.get(msg.epoch)
@@ -499,7 +534,8 @@ class Coordinator:
             return
         e.committed.add(msg.index)
         if len(e.committed) == len(self.pipeline.sinks):
-            if self.store is not None:
+            # retention may already have dropped it (keep = 1, a later manifest written first)
+            if self.store is not None and self.store.manifest_path(msg.epoch).exists():
                 self.store.mark_committed(msg.epoch)
             del self._epochs[msg.epoch]
 
@@ -519,10 +555,10 @@ class Coordinator:
             self._committed = n
             for c in self.children:
                 if c.role == "sink" and not c.done:
-                    control.send(c.conn, control.Commit(n, e.sinks[c.index].committable))
+                    self._send(c, control.Commit(n, e.sinks[c.index].committable))
             for c in self.children:
                 if c.role == "source" and not c.done:
-                    control.send(c.conn, control.NotifyCommitted(n))
+                    self._send(c, control.NotifyCommitted(n))
             self._stats.append(self._stat(e))
 
     def _all_reported(self, e: _Epoch) -> bool:

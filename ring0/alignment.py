@@ -6,7 +6,9 @@ every input that has not ended; then ``on_barrier``/``on_eos`` return N and
 every input is resumed. Barrier ids are strictly increasing per input.
 
 ``Watermarks``: the watermark is the minimum over inputs; an input that
-ended counts as +infinity; an input silent for longer than its idle timeout
+ended counts as +infinity, one that stopped (``stop``: it resumes in a later
+run) holds its last watermark and never goes idle; an input silent for longer
+than its idle timeout
 stops holding the minimum back until it delivers a frame again (its late
 rows are then late: the price of not waiting forever). ``current()`` is None
 while some live input has not sent a watermark yet.
@@ -64,7 +66,7 @@ class Watermarks:
     def __init__(self, idle_timeout_s: list[float]) -> None:
         n = len(idle_timeout_s)
         self.marks = [NONE] * n
-        self.idle_timeout = idle_timeout_s  # 0 = never idle
+        self.idle_timeout = list(idle_timeout_s)  # 0 = never idle
         self.last_seen = [time.monotonic()] * n
         self.ended = [False] * n
         self.emitted = NONE  # the last watermark handed to the operators
@@ -78,6 +80,10 @@ class Watermarks:
     def end(self, i: int) -> None:
         self.ended[i] = True
         self.marks[i] = DONE
+
+    def stop(self, i: int) -> None:
+        """Input ``i`` stopped for now: its watermark stays where it is (its rows resume)."""
+        self.idle_timeout[i] = 0.0
 
     def current(self) -> int | None:
         now = time.monotonic()

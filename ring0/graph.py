@@ -11,6 +11,16 @@ per output name.
 the join, and a chain after it. Snapshots are the operators' own tables under
 ``"<path>/<table>"`` names (``pre0.2/windows``, ``join/left``, ``post.0/...``),
 so a restore hands each operator back exactly its tables.
+
+Output size: every batch ``WorkerGraph`` returns (``process``, ``on_watermark``,
+``finish``, ``take_late``) holds at most about ``max_batch_bytes`` of Arrow
+buffers (default ``MAX_BATCH_BYTES``, 2 MiB); a larger one — a window closing
+hundreds of thousands of groups at once, a join that fans out — is cut into
+zero-copy slices of equal row counts. The worker writes each batch as one
+frame, and a frame must fit in a ring (``FrameTooLargeError`` otherwise), so
+rings of 4 MiB and more always take the graph's output. The bound is by
+average row width: a slice of unusually wide rows may exceed it a little;
+a single row is never cut.
 """
 
 from __future__ import annotations
@@ -23,6 +33,22 @@ from engine.errors import StateError
 from ring0.operators.base import Operator
 
 Batches = list[pa.RecordBatch]
+
+MAX_BATCH_BYTES = 2 << 20  # output batches are cut to about this many bytes (ring frames)
+
+
+def bounded(batches: Batches, max_bytes: int) -> Batches:
+    """``batches`` with every batch over ``max_bytes`` cut into zero-copy slices of equal rows."""
+    out: Batches = []
+    for b in batches:
+        size = b.nbytes
+        if size <= max_bytes or b.num_rows <= 1:
+            out.append(b)
+            continue
+        pieces = -(-size // max_bytes)
+        step = -(-b.num_rows // pieces)
+        out.extend(b.slice(start, step) for start in range(0, b.num_rows, step))
+    return out
 
 
 class Chain:
@@ -114,10 +140,17 @@ def _take(state: dict[str, pa.Table], prefix: str) -> dict[str, pa.Table]:
 
 
 class WorkerGraph:
-    def __init__(self, pre: list[Chain], join: Operator | None, post: Chain | None) -> None:
+    def __init__(
+        self,
+        pre: list[Chain],
+        join: Operator | None,
+        post: Chain | None,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+    ) -> None:
         self.pre = pre
         self.join = join
         self.post = post
+        self.max_batch_bytes = max_batch_bytes
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -135,11 +168,11 @@ class WorkerGraph:
     def process(self, batch: pa.RecordBatch, port: int) -> Batches:
         out = self.pre[port].process(batch)
         if self.join is None:
-            return out
+            return bounded(out, self.max_batch_bytes)
         joined: Batches = []
         for b in out:
             joined.extend(self.join.process(b, port))
-        return self._post(joined)
+        return bounded(self._post(joined), self.max_batch_bytes)
 
     def _post(self, batches: Batches) -> Batches:
         assert self.post is not None
@@ -150,7 +183,7 @@ class WorkerGraph:
 
     def on_watermark(self, watermark: int) -> Batches:
         if self.join is None:
-            return self.pre[0].on_watermark(watermark)
+            return bounded(self.pre[0].on_watermark(watermark), self.max_batch_bytes)
         joined: Batches = []
         for port, chain in enumerate(self.pre):
             for b in chain.on_watermark(watermark):
@@ -159,11 +192,11 @@ class WorkerGraph:
         out = self._post(joined)
         assert self.post is not None
         out.extend(self.post.on_watermark(watermark))
-        return out
+        return bounded(out, self.max_batch_bytes)
 
     def finish(self) -> Batches:
         if self.join is None:
-            return self.pre[0].finish()
+            return bounded(self.pre[0].finish(), self.max_batch_bytes)
         joined: Batches = []
         for port, chain in enumerate(self.pre):
             for b in chain.finish():
@@ -172,13 +205,13 @@ class WorkerGraph:
         out = self._post(joined)
         assert self.post is not None
         out.extend(self.post.finish())
-        return out
+        return bounded(out, self.max_batch_bytes)
 
     def take_late(self) -> dict[str, Batches]:
         out: dict[str, Batches] = {}
         for c in self._chains():
             for name, batches in c.take_late().items():
-                out.setdefault(name, []).extend(batches)
+                out.setdefault(name, []).extend(bounded(batches, self.max_batch_bytes))
         return out
 
     @property

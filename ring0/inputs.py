@@ -6,6 +6,12 @@ on (so a fast input cannot starve the others). It returns None once every
 input has delivered EOS (``finished`` is then true) or when ``timeout``
 seconds pass without a frame (``timeout=None``: wait as long as it takes).
 
+An EOS frame's value says how the stream ended: ``EOS_END`` (0) — the data
+ended (a bounded source is exhausted): flush everything; ``EOS_STOPPED`` (1) —
+a drain stopped it with checkpoints on and a later run resumes it from the
+final checkpoint: state stays open (no window is closed early). ``stopped[i]``
+is true after input ``i`` delivered an ``EOS_STOPPED``.
+
 ``pause(i)`` stops reading input ``i`` (barrier alignment: its frames after
 the barrier stay in its ring) until ``resume_all()``. With one readable input
 left the wait blocks on that ring's own wait strategy; with several it waits
@@ -22,6 +28,8 @@ from engine.shm import FrameKind, Ring
 from engine.shm.reader import Frame, RingReader
 
 _EOS = int(FrameKind.EOS)
+EOS_END = 0  # EOS value: the stream's data ended
+EOS_STOPPED = 1  # EOS value: the stream stopped; a later run resumes it from the checkpoint
 
 
 class InputSet:
@@ -29,6 +37,7 @@ class InputSet:
         self.rings = [Ring.attach(n) for n in names]
         self.readers: list[RingReader] = [r.reader() for r in self.rings]
         self.done = [False] * len(names)
+        self.stopped = [False] * len(names)
         self.paused = [False] * len(names)
         self._burst = burst
         self._multi_wait = multi_wait_s
@@ -82,6 +91,7 @@ class InputSet:
     def _deliver(self, i: int, f: Frame) -> tuple[int, Frame]:
         if f.kind == _EOS:
             self.done[i] = True
+            self.stopped[i] = f.value == EOS_STOPPED
         return i, f
 
     def close(self) -> None:

@@ -15,6 +15,10 @@ output). Per frame:
   checksum), reports it to the coordinator (``Checkpointed``) and forwards
   BARRIER(N) to every output before it reads any frame of epoch N + 1.
 * EOS on every input → ``finish()`` (the remaining windows), EOS forwarded.
+  If an input was stopped by a drain (``EOS_STOPPED``, checkpoints on), the
+  worker does not close what is open: it snapshots the graph as its part of
+  the final epoch (reported like a barrier's, no barrier forwarded) and
+  forwards ``EOS_STOPPED``; the next run restores that state and goes on.
 
 The worker does no I/O but ring reads/writes and its state files. On start
 it restores the state file the last manifest recorded for it, if any.
@@ -32,7 +36,7 @@ from engine import control, faults
 from engine.counters import Counters
 from engine.shm import FrameKind, Ring
 from ring0.alignment import NONE, Aligner, Watermarks
-from ring0.inputs import InputSet
+from ring0.inputs import EOS_END, EOS_STOPPED, InputSet
 
 _DATA, _WATERMARK = int(FrameKind.DATA), int(FrameKind.WATERMARK)
 _BARRIER, _EOS = int(FrameKind.BARRIER), int(FrameKind.EOS)
@@ -106,15 +110,16 @@ def run_worker(spec, pipeline, counters: Counters, conn) -> None:  # type: ignor
         counters.set(slot, "late_rows", graph.late_rows)
         counters.set(slot, "blocked_ns", sum(w.blocked_ns for w in writers))
 
-    def checkpoint(epoch: int) -> None:
+    def checkpoint(epoch: int, barrier: bool = True) -> None:
         started = time.monotonic_ns()
         state = None
         if ckpt_dir is not None:
             path = ckpt_dir / f"epoch-{epoch:020d}" / f"worker-{spec.index}.state"
             path.parent.mkdir(parents=True, exist_ok=True)
             state = snapshot_graph(graph, path, marks.emitted)
-        for w in writers:
-            w.write_barrier(epoch)
+        if barrier:
+            for w in writers:
+                w.write_barrier(epoch)
         control.send(
             conn,
             control.Checkpointed(
@@ -132,6 +137,7 @@ def run_worker(spec, pipeline, counters: Counters, conn) -> None:  # type: ignor
         )
         faults.reached("worker.after_snapshot", epoch)
 
+    epoch = spec.first_epoch  # the open epoch: the one after the last aligned barrier
     while True:
         item = inputs.next(timeout=0.05 if idle else None)
         if item is None:
@@ -156,25 +162,35 @@ def run_worker(spec, pipeline, counters: Counters, conn) -> None:  # type: ignor
             reader.release(frame)
             advance()
         elif kind == _BARRIER:
-            epoch = frame.value
+            barrier = frame.value
             reader.release(frame)
-            done = aligner.on_barrier(i, epoch)
+            done = aligner.on_barrier(i, barrier)
             if done is not None:
                 checkpoint(done)
+                epoch = done + 1
         elif kind == _EOS:
             reader.release(frame)
-            marks.end(i)
+            if inputs.stopped[i]:
+                marks.stop(i)
+            else:
+                marks.end(i)
             advance()
             done = aligner.on_eos(i)
             if done is not None:
                 checkpoint(done)
+                epoch = done + 1
         else:
             reader.release(frame)
     counters.set(slot, "late_rows", graph.late_rows)
-    emit(graph.finish())
-    emit_late()
+    end = EOS_END
+    if any(inputs.stopped) and ckpt_dir is not None:  # drained: open windows resume later
+        checkpoint(epoch, barrier=False)
+        end = EOS_STOPPED
+    else:
+        emit(graph.finish())
+        emit_late()
     for w in writers:
-        w.write_eos()
+        w.put(_EOS, b"", end)
         w.close()
     for r in out_rings:
         r.close()

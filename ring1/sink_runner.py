@@ -2,8 +2,10 @@
 
 Start: open the sink; if the last manifest recorded an epoch N, re-drive
 ``commit_epoch(N, committable)`` (idempotent) and ``rollback_epoch(N + 1)``
-(discard anything staged later); restore the final stage's state; then
-``begin_epoch(N + 1)``.
+(discard anything staged later), both through the retry policy, and confirm
+``Committed(N)`` (the coordinator then marks manifest N committed); on a
+fresh start (no manifest) ``rollback_epoch(1)``. Then restore the final
+stage's state and ``begin_epoch(N + 1)``.
 
 Per frame from the workers' rings (``InputSet``, aligned like a worker):
 
@@ -17,7 +19,9 @@ Per frame from the workers' rings (``InputSet``, aligned like a worker):
   (step 5): then ``commit_epoch(N)`` and ``Committed(N)``.
 * EOS on every input → the final stage finishes; ``pre_commit`` of the last
   epoch, report it, and wait for its ``Commit`` before closing: a bounded run
-  ends with everything committed.
+  ends with everything committed. After a drain (``EOS_STOPPED`` from a
+  worker) the final stage does not finish: its state goes into the last
+  epoch's report and the next run resumes it.
 """
 
 from __future__ import annotations
@@ -57,21 +61,6 @@ def run_sink(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[
     sink.open(ConnectorConfig(cfg.name, dict(cfg.options), spec.index, 1, schema))
     retry = policy(cfg)
     health = HealthTracker(threshold=cfg.health_failures)
-    restore = msgspec.json.decode(spec.restore) or {}
-    if restore.get("epoch") is not None:  # re-drive the last manifest's commit, drop what's newer
-        sink.commit_epoch(restore["epoch"], restore.get("committable"))
-        sink.rollback_epoch(restore["epoch"] + 1)
-    elif spec.first_epoch == 1:
-        sink.rollback_epoch(1)  # a fresh start: nothing staged by an earlier run survives
-    marks = Watermarks([0.0] * len(spec.in_rings))
-    if final is not None:
-        marks.emitted = restore_graph(final, restore.get("state"))
-    inputs = InputSet(spec.in_rings)
-    aligner = Aligner(inputs)
-    slot = spec.slot
-    ckpt_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
-    epoch = spec.first_epoch
-    sink.begin_epoch(epoch)
 
     def call(what: str, fn):  # type: ignore[no-untyped-def]
         try:
@@ -87,6 +76,24 @@ def run_sink(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[
             raise ConnectorError(f"{label}: {what} failed: {exc}") from exc
         health.record_success()
         return out
+
+    restore = msgspec.json.decode(spec.restore) or {}
+    if restore.get("epoch") is not None:  # re-drive the last manifest's commit, drop what's newer
+        n = restore["epoch"]
+        call("commit_epoch", lambda: sink.commit_epoch(n, restore.get("committable")))
+        call("rollback_epoch", lambda: sink.rollback_epoch(n + 1))
+        control.send(conn, control.Committed(n, "sink", spec.index))
+    elif spec.first_epoch == 1:  # a fresh start: nothing staged by an earlier run survives
+        call("rollback_epoch", lambda: sink.rollback_epoch(1))
+    marks = Watermarks([0.0] * len(spec.in_rings))
+    if final is not None:
+        marks.emitted = restore_graph(final, restore.get("state"))
+    inputs = InputSet(spec.in_rings)
+    aligner = Aligner(inputs)
+    slot = spec.slot
+    ckpt_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
+    epoch = spec.first_epoch
+    sink.begin_epoch(epoch)
 
     def write(batches: list[pa.RecordBatch]) -> None:
         for b in batches:
@@ -164,7 +171,10 @@ def run_sink(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[
                 sink.begin_epoch(epoch)
         elif kind == _EOS:
             reader.release(frame)
-            marks.end(i)
+            if inputs.stopped[i]:
+                marks.stop(i)
+            else:
+                marks.end(i)
             done = aligner.on_eos(i)
             if done is not None:
                 pre_commit(done)
@@ -172,7 +182,7 @@ def run_sink(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[
                 sink.begin_epoch(epoch)
         else:
             reader.release(frame)
-    if final is not None:
+    if final is not None and not (any(inputs.stopped) and ckpt_dir is not None):
         write(final.finish())
     pre_commit(epoch)  # the last epoch: everything after the last barrier
     handle_control(block_for=epoch)

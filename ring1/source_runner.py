@@ -14,7 +14,10 @@ Loop, one thread:
    (``ring1.partition``; round-robin by batch for a global query) and written
    to the workers' rings (a full ring waits: backpressure), then a WATERMARK
    (max event time seen − ``max_out_of_orderness_ms``) into every ring.
-5. ``finished()`` → report the final position, EOS into every ring.
+5. ``finished()`` → report the final position, EOS into every ring. After a
+   drain (``Stop``) of a source that has more, with checkpoints on, the EOS
+   says ``EOS_STOPPED``: downstream keeps its state open for the next run
+   instead of closing every window (``ring0.inputs``).
 
 A connector that raises is reported with its name and traceback (the child
 wrapper sends ``Failed``). Metrics go to the shared counters and, with the
@@ -34,13 +37,15 @@ from connectors.base import ConnectorConfig, SourceCheckpoint
 from engine import control, faults
 from engine.counters import Counters
 from engine.errors import ConnectorError, RingstreamError, SchemaMismatchError
-from engine.shm import Ring
+from engine.shm import FrameKind, Ring
+from ring0.inputs import EOS_END, EOS_STOPPED
 from ring1.batching import Batcher
 from ring1.health import HealthTracker
 from ring1.metrics import ConnectorMetrics
 from ring1.partition import split
 from ring1.retry import RetryPolicy, call_with_retry
 
+_EOS = int(FrameKind.EOS)
 _UNIT_MS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
 
 
@@ -200,8 +205,10 @@ def run_source(spec, pipeline, counters: Counters, conn) -> None:  # type: ignor
             flush_batcher()
     flush_batcher()
     checkpointed(last_epoch + 1, True)  # the final position: nothing after it
+    # a drain with checkpoints on: the next run resumes here, so nothing downstream may close
+    stopped = state["stop"] and not source.finished() and bool(spec.checkpoint_dir)
     for w in writers:
-        w.write_eos()
+        w.put(_EOS, b"", EOS_STOPPED if stopped else EOS_END)
         w.close()
     for r in rings:
         r.close()

@@ -20,6 +20,12 @@ join's matching rule:
 * **State**: ``snapshot()`` returns ``left`` and ``right`` (the buffered rows, input
   schemas), ``late_left``/``late_right`` (late rows not yet taken) and a one-row ``meta``
   table (format version, watermark, counters). ``restore`` rebuilds the buffers from them.
+* **Buffers** are tables of chunks in arrival order. Appending never copies the rows already
+  buffered: small chunks are merged pairwise, like a binary counter, until they hold
+  ``CHUNK_BYTES`` (each row is copied a few times at most, however small the batches).
+  Trimming a run of rows off the front — rows arriving in time order — is a zero-copy slice;
+  any other trim copies the rows kept. ``take_rows`` gathers rows chunk by chunk (Arrow's
+  ``take`` on a chunked column concatenates every chunk first: the whole buffer per call).
 
 Not guaranteed: order of output rows; that the buffers are minimal between watermarks (state
 is trimmed in ``on_watermark``); a dictionary-typed column of an admitted row may still share
@@ -38,6 +44,7 @@ from engine.errors import ConfigError, SchemaMismatchError, StateError
 from ring0.operators.base import Operator
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+CHUNK_BYTES = 1 << 20  # buffered chunks smaller than this are merged as new rows arrive
 STATE_VERSION = 1
 SIDES = ("left", "right")
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
@@ -106,6 +113,31 @@ def output_schema(
             )
         seen.add(f.name)
     return pa.schema(fields)
+
+
+def take_rows(table: pa.Table, idx: np.ndarray) -> pa.Table:
+    """The rows of ``table`` at positions ``idx`` (int64, in range), in ``idx`` order.
+
+    Gathers from each chunk separately, so the cost is the rows taken plus one small take per
+    chunk touched, not a copy of the whole table.
+    """
+    batches = table.to_batches()
+    if len(batches) <= 1:
+        return table.take(pa.array(idx, pa.int64()))
+    starts = np.cumsum([0] + [b.num_rows for b in batches])
+    chunk = np.searchsorted(starts, idx, side="right") - 1
+    order = np.argsort(chunk, kind="stable")
+    bounds = np.searchsorted(chunk[order], np.arange(len(batches) + 1))
+    parts = []
+    for c in np.flatnonzero(np.diff(bounds)).tolist():
+        local = idx[order[bounds[c] : bounds[c + 1]]] - starts[c]
+        parts.append(batches[c].take(pa.array(local, pa.int64())))
+    taken = pa.Table.from_batches(parts, schema=table.schema)
+    if np.all(order[1:] > order[:-1]):  # idx already grouped by chunk in its own order
+        return taken
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return taken.combine_chunks().take(pa.array(inverse))
 
 
 def key_codes(tables: Sequence[pa.Table], keys: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -269,8 +301,14 @@ class TwoInputJoin(Operator):
     def _append(self, port: int, rows: pa.Table, times: np.ndarray) -> None:
         if rows.num_rows == 0:
             return
-        buf = pa.concat_tables([self._rows[port], rows])
-        self._rows[port] = buf.combine_chunks() if buf.column(0).num_chunks > 32 else buf
+        chunks = [*self._rows[port].to_batches(), *rows.combine_chunks().to_batches()]
+        while (
+            len(chunks) > 1
+            and chunks[-2].nbytes < CHUNK_BYTES
+            and chunks[-1].num_rows >= chunks[-2].num_rows
+        ):
+            chunks[-2:] = [pa.concat_batches(chunks[-2:])]
+        self._rows[port] = pa.Table.from_batches(chunks, schema=self._rows[port].schema)
         self._t[port] = np.concatenate([self._t[port], times])
 
     def _keep(self, port: int, keep: np.ndarray) -> None:
@@ -278,7 +316,13 @@ class TwoInputJoin(Operator):
         if keep.all():
             return
         idx = np.flatnonzero(keep)
-        self._rows[port] = self._rows[port].take(pa.array(idx))
+        rows = self._rows[port]
+        if idx.size == 0:
+            self._rows[port] = rows.schema.empty_table()
+        elif idx[-1] - idx[0] + 1 == idx.size:  # one run: a slice, whole chunks before it go
+            self._rows[port] = rows.slice(int(idx[0]), int(idx.size))
+        else:
+            self._rows[port] = take_rows(rows, idx)
         self._t[port] = self._t[port][idx]
 
     def _emit(self, left: pa.Table, right: pa.Table) -> list[pa.RecordBatch]:

@@ -21,6 +21,15 @@ interleaving, from one thread):
   ``(-lower + out-of-orderness)`` of right rows. A lower watermark than before is ignored.
 * ``finish()`` — ``[]``: nothing is pending in an inner join.
 
+Matching. With integer key columns (the usual case, and the only one with more than one
+worker) each side keeps a sorted index of its buffered rows: a hash of the key (the key
+itself for one column) sorted, with the row positions in that order. New rows find their
+candidates with two ``np.searchsorted`` calls, compound keys are compared column by column,
+then the time filter. Appending merges the new rows into the index and trimming filters it,
+both linear numpy passes over int64 arrays, so a batch costs about its own rows plus a
+memmove of the index, never a rebuild of the other side. Other key types (strings, ...) use
+``Table.join`` of the new rows against the other side's whole buffer, once per batch.
+
 Times are compared in the common unit of both time columns (``common``), so a bound of 1 ms
 on ``timestamp[us]`` columns means 1000 us. Rows whose key or time is null never match and
 are dropped (``null_rows``). Not guaranteed: output order or batch boundaries.
@@ -32,7 +41,9 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ConfigError
-from ring0.operators.join.common import TwoInputJoin, clamp
+from ring0.operators.join.common import TwoInputJoin, clamp, take_rows
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 class IntervalJoin(TwoInputJoin):
@@ -70,6 +81,14 @@ class IntervalJoin(TwoInputJoin):
         self._lower = lower_ms * self.per_ms
         self._upper = upper_ms * self.per_ms
         self._key_names = [f"k{i}" for i in range(len(self._keys[0]))]
+        self._fast = all(pa.types.is_integer(left_schema.field(k).type) for k in left_key)
+        # per port, with _fast: key columns as int64 (row aligned), the key hashes sorted and
+        # the row positions in that order
+        self._kv: list[list[np.ndarray]] = [[], []]
+        self._hs = [np.empty(0, np.uint64), np.empty(0, np.uint64)]
+        self._order = [np.empty(0, np.int64), np.empty(0, np.int64)]
+        for port in (0, 1):
+            self._reindex(port)
         try:  # the hash join supports fewer key types than Arrow has: fail now, not mid-run
             probe = self._index(self._rows[0], self._t[0], 0, "n")
             other = self._index(self._rows[1], self._t[1], 1, "b")
@@ -100,6 +119,77 @@ class IntervalJoin(TwoInputJoin):
         wm = self._wm_units()
         return clamp(wm - self._upper) if port == 0 else clamp(wm + self._lower)
 
+    def restore(self, state: dict[str, pa.Table]) -> None:
+        super().restore(state)
+        for port in (0, 1):
+            self._reindex(port)
+
+    # -- the sorted key index (integer keys) ------------------------------------------------
+
+    def _key_arrays(self, rows: pa.Table, port: int) -> list[np.ndarray]:
+        """The key columns of admitted rows (never null) as int64 arrays."""
+        return [np.asarray(rows.column(k).to_numpy(), dtype=np.int64) for k in self._keys[port]]
+
+    @staticmethod
+    def _hash(keys: list[np.ndarray]) -> np.ndarray:
+        """One uint64 per row: the key itself for one column, else a mix (may collide)."""
+        if len(keys) == 1:
+            return keys[0].view(np.uint64)
+        with np.errstate(over="ignore"):
+            h = np.zeros(len(keys[0]), dtype=np.uint64)
+            for col in keys:
+                h = (h ^ col.view(np.uint64)) * _GOLDEN
+                h ^= h >> np.uint64(29)
+        return h
+
+    def _reindex(self, port: int) -> None:
+        if not self._fast:
+            return
+        self._kv[port] = self._key_arrays(self._rows[port], port)
+        h = self._hash(self._kv[port])
+        self._order[port] = np.argsort(h, kind="stable").astype(np.int64)
+        self._hs[port] = h[self._order[port]]
+
+    def _append(self, port: int, rows: pa.Table, times: np.ndarray) -> None:
+        base = self._rows[port].num_rows
+        super()._append(port, rows, times)
+        if not self._fast or rows.num_rows == 0:
+            return
+        keys = self._key_arrays(rows, port)
+        self._kv[port] = [np.concatenate(p) for p in zip(self._kv[port], keys, strict=True)]
+        h = self._hash(keys)
+        o = np.argsort(h, kind="stable")
+        at = np.searchsorted(self._hs[port], h[o], side="right")
+        self._hs[port] = np.insert(self._hs[port], at, h[o])
+        self._order[port] = np.insert(self._order[port], at, o.astype(np.int64) + base)
+
+    def _keep(self, port: int, keep: np.ndarray) -> None:
+        if not keep.all() and self._fast:
+            new_pos = np.cumsum(keep) - 1
+            kept = keep[self._order[port]]
+            self._hs[port] = self._hs[port][kept]
+            self._order[port] = new_pos[self._order[port][kept]]
+            self._kv[port] = [a[keep] for a in self._kv[port]]
+        super()._keep(port, keep)
+
+    def _candidates(self, rows: pa.Table, port: int) -> tuple[np.ndarray, np.ndarray]:
+        """(new row, buffered row of the other side) pairs with equal keys."""
+        other = 1 - port
+        keys = self._key_arrays(rows, port)
+        h, hs = self._hash(keys), self._hs[other]
+        lo = np.searchsorted(hs, h, side="left")
+        count = np.searchsorted(hs, h, side="right") - lo
+        total = int(count.sum())
+        new_i = np.repeat(np.arange(len(h), dtype=np.int64), count)
+        first = np.repeat(lo - (np.cumsum(count) - count), count)
+        old_i = self._order[other][first + np.arange(total, dtype=np.int64)]
+        if len(keys) > 1:  # hashes collide: compare the keys themselves
+            same = np.ones(total, dtype=bool)
+            for mine, theirs in zip(keys, self._kv[other], strict=True):
+                same &= mine[new_i] == theirs[old_i]
+            new_i, old_i = new_i[same], old_i[same]
+        return new_i, old_i
+
     def _index(self, rows: pa.Table, times: np.ndarray, port: int, tag: str) -> pa.Table:
         """Key columns (renamed k0..), time ``{tag}t`` and row number ``{tag}i`` of ``rows``."""
         cols = [rows.column(k) for k in self._keys[port]]
@@ -111,26 +201,27 @@ class IntervalJoin(TwoInputJoin):
         buffered = self._rows[other]
         if buffered.num_rows == 0:
             return []
-        pairs = self._index(rows, times, port, "n").join(
-            self._index(buffered, self._t[other], other, "b"),
-            keys=self._key_names,
-            join_type="inner",
-            use_threads=False,
-        )
-        if pairs.num_rows == 0:
-            return []
-        new_t, old_t = pairs.column("nt").to_numpy(), pairs.column("bt").to_numpy()
-        new_i, old_i = pairs.column("ni").to_numpy(), pairs.column("bi").to_numpy()
-        if port == 0:
-            diff, li, ri = old_t - new_t, new_i, old_i
-            left, right = rows, buffered
+        if self._fast:
+            new_i, old_i = self._candidates(rows, port)
+            new_t, old_t = times[new_i], self._t[other][old_i]
         else:
-            diff, li, ri = new_t - old_t, old_i, new_i
-            left, right = buffered, rows
+            pairs = self._index(rows, times, port, "n").join(
+                self._index(buffered, self._t[other], other, "b"),
+                keys=self._key_names,
+                join_type="inner",
+                use_threads=False,
+            )
+            new_t, old_t = pairs.column("nt").to_numpy(), pairs.column("bt").to_numpy()
+            new_i, old_i = pairs.column("ni").to_numpy(), pairs.column("bi").to_numpy()
+        if new_i.size == 0:
+            return []
+        diff = old_t - new_t if port == 0 else new_t - old_t
         hit = (diff >= self._lower) & (diff <= self._upper)
         if not hit.any():
             return []
-        return self._emit(left.take(pa.array(li[hit])), right.take(pa.array(ri[hit])))
+        mine = rows.take(pa.array(new_i[hit]))
+        theirs = take_rows(buffered, old_i[hit])
+        return self._emit(mine, theirs) if port == 0 else self._emit(theirs, mine)
 
 
 def _trim(rows: pa.Table, times: np.ndarray, threshold: int) -> tuple[pa.Table, np.ndarray]:
