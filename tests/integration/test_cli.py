@@ -50,13 +50,17 @@ def last_epoch(run: FinishedRun) -> int:
 def test_cli_connectors_lists_builtin_sources_and_sinks() -> None:
     done = engine("connectors")
     assert done.returncode == 0, done.stderr
-    listed = dict(line.split() for line in done.stdout.splitlines())
-    assert listed["generator"] == "connectors.generator:GeneratorSource"
-    assert listed["nexmark"] == "connectors.nexmark:NexmarkSource"
-    assert listed["files"] == "connectors.files.source:FilesSource"
-    assert listed["files_sink"] == "connectors.files.sink:FilesSink"
-    assert listed["console"] == "connectors.console:ConsoleSink"
-    assert list(listed) == sorted(listed)
+    rows = [line.split() for line in done.stdout.splitlines()]
+    listed = {(kind, name): target for kind, name, target in rows}
+    assert listed["source", "generator"] == "connectors.generator:GeneratorSource"
+    assert listed["source", "nexmark"] == "connectors.nexmark:NexmarkSource"
+    assert listed["source", "files"] == "connectors.files.source:FilesSource"
+    assert listed["sink", "files"] == "connectors.files.sink:FilesSink"
+    assert listed["sink", "console"] == "connectors.console:ConsoleSink"
+    assert listed["sink", "subscribe"] == "connectors.subscribe:SubscribeSink"
+    for kind in ("source", "sink"):
+        names = [name for k, name, _ in rows if k == kind]
+        assert names == sorted(names)
 
 
 def test_cli_checkpoints_of_finished_run_lists_committed_epochs_and_exits_0(
