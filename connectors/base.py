@@ -200,6 +200,8 @@ class Sink:
         pass
 
     def capabilities(self) -> SinkCapabilities:
+        """What this sink guarantees. Called at validate time too, before ``open``: it may
+        read ``self.config`` (already set) but nothing ``open`` creates."""
         return SinkCapabilities()
 
     def health_check(self) -> bool:

@@ -281,7 +281,8 @@ class CollectingSink(Sink):
                     staged.unlink(missing_ok=True)
 
     def capabilities(self) -> SinkCapabilities:
-        durable = self.path is not None
+        # may be called before open (validate time): read the option, not the opened state
+        durable = bool(self.config.options.get("path"))
         return SinkCapabilities(exactly_once=durable, two_phase_commit=durable)
 
     def table(self) -> pa.Table:
