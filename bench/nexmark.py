@@ -20,7 +20,9 @@ Figures: ``events_per_s`` is source rows per second — the rows the query reads
 which is what the engine counts; ``model_events_per_s`` is ``--events`` over
 the same time (the Nexmark convention: the generator's events of every kind).
 Each figure is the median of ``--repeat`` rounds; a round runs every query and
-variant once, interleaved, so drift on a shared machine hits all alike.
+variant once, interleaved, so drift on a shared machine hits all alike. The
+1-minute load average before and after (``load_average``) says how shared the
+machine was.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "queries": measure(queries, args.events, args.repeat, topo),
     }
-    # other work on the machine: the 1-minute load average before and after the runs
+    # other work on the machine: the 1-minute load average before the first run and after the
+    # last (the latter counts this benchmark's own processes too: about 2 on 2 CPUs)
     result["load_average"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
