@@ -59,6 +59,23 @@ def max_event_ms(column: pa.Array) -> int | None:
     return None if top is None else int(top)
 
 
+def fitting(batch: pa.RecordBatch, max_payload: int) -> list[pa.RecordBatch]:
+    """Zero-copy slices of ``batch`` whose frames fit a ring (at most half its payload each).
+
+    A wide batch (long strings) may not fit the ring it goes to; it is cut by
+    rows, never rejected. Empty batches are dropped.
+    """
+    rows = batch.num_rows
+    if not rows:
+        return []
+    limit = max_payload // 2
+    size = batch.nbytes + 4096  # IPC framing and padding
+    if size <= limit:
+        return [batch]
+    step = max(1, rows * limit // size)
+    return [batch.slice(i, step) for i in range(0, rows, step)]
+
+
 def policy(cfg) -> RetryPolicy:  # type: ignore[no-untyped-def]
     r = cfg.retry
     return RetryPolicy(max_retries=r.max_retries, base_s=r.base_ms / 1000, cap_s=r.cap_ms / 1000)
@@ -113,11 +130,12 @@ def run_source(spec, pipeline, counters: Counters, conn) -> None:  # type: ignor
         if key is None:  # round-robin by batch
             target = state["rr"] % len(writers)
             state["rr"] += 1
-            writers[target].write_batch(batch)
+            for piece in fitting(batch, writers[target].max_payload):
+                writers[target].write_batch(piece)
         else:
             for w, part in zip(writers, split(batch, key, len(writers)), strict=True):
-                if part.num_rows:
-                    w.write_batch(part)
+                for piece in fitting(part, w.max_payload):
+                    w.write_batch(piece)
         if time_col is not None:
             top = max_event_ms(batch.column(time_col))
             if top is not None and (state["max_ts"] is None or top > state["max_ts"]):
