@@ -39,27 +39,15 @@ from engine.pipeline import (
     UdfStep,
     WindowStep,
 )
+from ring0.expr.coerce import CAST_TYPES
 from ring0.graph import Chain, WorkerGraph
 from ring0.operators.base import Operator
 
-_TYPES = {
-    "int8": pa.int8(),
-    "int16": pa.int16(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "uint8": pa.uint8(),
-    "uint16": pa.uint16(),
-    "uint32": pa.uint32(),
-    "uint64": pa.uint64(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "double": pa.float64(),
-    "bool": pa.bool_(),
-    "string": pa.string(),
-    "timestamp": pa.timestamp("ms"),
+_TYPES = {  # the expression language's cast names, plus explicit timestamp units
+    **CAST_TYPES,
     "timestamp_ms": pa.timestamp("ms"),
     "timestamp_us": pa.timestamp("us"),
-    "date32": pa.date32(),
+    "timestamp_ns": pa.timestamp("ns"),
 }
 
 
