@@ -56,16 +56,19 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
     events = rows = 0
     emitted = -(2**63)
 
-    def write(batches: list[pa.RecordBatch], stream: str = "main") -> None:
+    def deliver(batches: list[pa.RecordBatch], stream: str = "main") -> None:
+        """Batches that passed the final stage (if any) to the sinks reading ``stream``."""
         nonlocal rows
+        for out in batches:
+            if out.num_rows:
+                for name, sink in sinks:
+                    if name == stream:
+                        sink.write_batch(out)
+                rows += out.num_rows if stream == "main" else 0
+
+    def write(batches: list[pa.RecordBatch], stream: str = "main") -> None:
         for b in batches:
-            b_out = final.process(b, 0) if stream == "main" else [b]
-            for out in b_out:
-                if out.num_rows:
-                    for name, sink in sinks:
-                        if name == stream:
-                            sink.write_batch(out)
-                    rows += out.num_rows if stream == "main" else 0
+            deliver(final.process(b, 0) if stream == "main" else [b], stream)
 
     def late() -> None:
         for name, batches in graph.take_late().items():
@@ -99,18 +102,10 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
                 emitted = low  # type: ignore[assignment]
                 write(graph.on_watermark(low))  # type: ignore[arg-type]
                 late()
-                for out in final.on_watermark(low):  # type: ignore[arg-type]
-                    for name, sink in sinks:
-                        if name == "main" and out.num_rows:
-                            sink.write_batch(out)
-                    rows += out.num_rows
+                deliver(final.on_watermark(low))  # type: ignore[arg-type]
     write(graph.finish())
     late()
-    for out in final.finish():
-        for name, sink in sinks:
-            if name == "main" and out.num_rows:
-                sink.write_batch(out)
-        rows += out.num_rows
+    deliver(final.finish())
     for _name, sink in sinks:
         sink.commit_epoch(1, sink.pre_commit(1))
         sink.close()
