@@ -17,8 +17,15 @@ while some live input has not sent a watermark yet.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+import pyarrow as pa
+
+from engine.shm import FrameKind
 from ring0.inputs import InputSet
+
+_DATA, _WATERMARK = int(FrameKind.DATA), int(FrameKind.WATERMARK)
+_BARRIER, _EOS = int(FrameKind.BARRIER), int(FrameKind.EOS)
 
 NONE = -(2**63)
 DONE = 2**63 - 1
@@ -104,3 +111,62 @@ class Watermarks:
             return None
         self.emitted = low
         return low
+
+
+def drive(
+    inputs: InputSet,
+    marks: Watermarks,
+    aligner: Aligner,
+    *,
+    on_data: Callable[[int, pa.RecordBatch], None],
+    on_watermark: Callable[[int], None],
+    on_epoch: Callable[[int], None],
+    timeout: float | None = None,
+    on_tick: Callable[[], None] | None = None,
+) -> None:
+    """The frame protocol of every consumer of several rings (worker, sink), until all end.
+
+    DATA → ``on_data(input, batch)`` (the frame is released right after it);
+    WATERMARK, EOS and a quiet ``timeout`` (an input may have gone idle) →
+    ``on_watermark(wm)`` whenever the minimum over inputs moves; a BARRIER or
+    EOS that completes an alignment → ``on_epoch(N)``. An EOS marked stopped
+    holds that input's watermark (it resumes in a later run). ``on_tick`` runs
+    after every frame or timeout (control messages).
+    """
+    while True:
+        item = inputs.next(timeout=timeout)
+        if on_tick is not None:
+            on_tick()
+        if item is None:
+            if inputs.finished:
+                return
+            wm = marks.advance()
+            if wm is not None:
+                on_watermark(wm)
+            continue
+        i, frame = item
+        reader = inputs.readers[i]
+        kind = frame.kind
+        marks.seen(i)
+        done = None
+        if kind == _DATA:
+            batch = reader.batch(frame)
+            on_data(i, batch)
+            del batch
+        elif kind == _WATERMARK:
+            marks.update(i, frame.value)
+        elif kind == _BARRIER:
+            done = aligner.on_barrier(i, frame.value)
+        elif kind == _EOS:
+            if inputs.stopped[i]:
+                marks.stop(i)
+            else:
+                marks.end(i)
+            done = aligner.on_eos(i)
+        reader.release(frame)
+        if kind in (_WATERMARK, _EOS):
+            wm = marks.advance()
+            if wm is not None:
+                on_watermark(wm)
+        if done is not None:
+            on_epoch(done)

@@ -35,11 +35,10 @@ import pyarrow as pa
 from engine import control, faults
 from engine.counters import Counters
 from engine.shm import FrameKind, Ring
-from ring0.alignment import NONE, Aligner, Watermarks
+from ring0.alignment import NONE, Aligner, Watermarks, drive
 from ring0.inputs import EOS_END, EOS_STOPPED, InputSet
 
-_DATA, _WATERMARK = int(FrameKind.DATA), int(FrameKind.WATERMARK)
-_BARRIER, _EOS = int(FrameKind.BARRIER), int(FrameKind.EOS)
+_EOS = int(FrameKind.EOS)
 _META = "worker/meta"
 
 
@@ -98,10 +97,7 @@ def run_worker(spec, pipeline, counters: Counters, conn) -> None:  # type: ignor
         for name, batches in graph.take_late().items():
             emit(batches, streams.get(name, []))
 
-    def advance() -> None:
-        wm = marks.advance()
-        if wm is None:
-            return
+    def on_watermark(wm: int) -> None:
         emit(graph.on_watermark(wm))
         emit_late()
         for w in writers:
@@ -137,54 +133,25 @@ def run_worker(spec, pipeline, counters: Counters, conn) -> None:  # type: ignor
         )
         faults.reached("worker.after_snapshot", epoch)
 
-    epoch = spec.first_epoch  # the open epoch: the one after the last aligned barrier
-    while True:
-        item = inputs.next(timeout=0.05 if idle else None)
-        if item is None:
-            if inputs.finished:
-                break
-            advance()  # an input may have gone idle
-            continue
-        i, frame = item
-        reader = inputs.readers[i]
-        kind = frame.kind
-        marks.seen(i)
-        if kind == _DATA:
-            batch = reader.batch(frame)
-            emit(graph.process(batch, spec.in_ports[i] if spec.in_ports else 0))
-            emit_late()
-            counters.add(slot, "rows_in", batch.num_rows)
-            counters.add(slot, "batches_in", 1)
-            del batch
-            reader.release(frame)
-        elif kind == _WATERMARK:
-            marks.update(i, frame.value)
-            reader.release(frame)
-            advance()
-        elif kind == _BARRIER:
-            barrier = frame.value
-            reader.release(frame)
-            done = aligner.on_barrier(i, barrier)
-            if done is not None:
-                checkpoint(done)
-                epoch = done + 1
-        elif kind == _EOS:
-            reader.release(frame)
-            if inputs.stopped[i]:
-                marks.stop(i)
-            else:
-                marks.end(i)
-            advance()
-            done = aligner.on_eos(i)
-            if done is not None:
-                checkpoint(done)
-                epoch = done + 1
-        else:
-            reader.release(frame)
+    epoch = [spec.first_epoch]  # the open epoch: the one after the last aligned barrier
+    ports = spec.in_ports or [0] * len(spec.in_rings)
+
+    def on_data(i: int, batch: pa.RecordBatch) -> None:
+        emit(graph.process(batch, ports[i]))
+        emit_late()
+        counters.add(slot, "rows_in", batch.num_rows)
+        counters.add(slot, "batches_in", 1)
+
+    def on_epoch(done: int) -> None:
+        checkpoint(done)
+        epoch[0] = done + 1
+
+    drive(inputs, marks, aligner, on_data=on_data, on_watermark=on_watermark,
+          on_epoch=on_epoch, timeout=0.05 if idle else None)  # fmt: skip
     counters.set(slot, "late_rows", graph.late_rows)
     end = EOS_END
     if any(inputs.stopped) and ckpt_dir is not None:  # drained: open windows resume later
-        checkpoint(epoch, barrier=False)
+        checkpoint(epoch[0], barrier=False)
         end = EOS_STOPPED
     else:
         emit(graph.finish())

@@ -36,17 +36,13 @@ from connectors.base import ConnectorConfig
 from engine import control, faults
 from engine.counters import Counters
 from engine.errors import ConnectorError, RingstreamError
-from engine.shm import FrameKind
-from ring0.alignment import Aligner, Watermarks
+from ring0.alignment import Aligner, Watermarks, drive
 from ring0.graph import WorkerGraph
 from ring0.inputs import InputSet
 from ring0.worker import restore_graph, snapshot_graph
 from ring1.health import HealthTracker
 from ring1.retry import call_with_retry
 from ring1.source_runner import policy
-
-_DATA, _WATERMARK = int(FrameKind.DATA), int(FrameKind.WATERMARK)
-_BARRIER, _EOS = int(FrameKind.BARRIER), int(FrameKind.EOS)
 
 
 def run_sink(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[no-untyped-def]
@@ -92,8 +88,7 @@ def run_sink(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[
     aligner = Aligner(inputs)
     slot = spec.slot
     ckpt_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
-    epoch = spec.first_epoch
-    sink.begin_epoch(epoch)
+    sink.begin_epoch(spec.first_epoch)
 
     def write(batches: list[pa.RecordBatch]) -> None:
         for b in batches:
@@ -135,56 +130,33 @@ def run_sink(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[
         )  # fmt: skip
         faults.reached("sink.after_pre_commit", n)
 
-    last_control = time.monotonic()
-    while True:
-        item = inputs.next(timeout=0.05)
+    epoch = [spec.first_epoch]
+    last_control = [time.monotonic()]
+
+    def on_tick() -> None:
         now = time.monotonic()
-        if now - last_control > 0.01:
+        if now - last_control[0] > 0.01:
             handle_control()
-            last_control = now
-        if item is None:
-            if inputs.finished:
-                break
-            continue
-        i, frame = item
-        reader = inputs.readers[i]
-        kind = frame.kind
-        if kind == _DATA:
-            batch = reader.batch(frame)
-            write(final.process(batch, 0) if final is not None else [batch])
-            del batch
-            reader.release(frame)
-        elif kind == _WATERMARK:
-            marks.update(i, frame.value)
-            reader.release(frame)
-            wm = marks.advance()
-            if wm is not None and final is not None:
-                write(final.on_watermark(wm))
-            if wm is not None:
-                counters.set(slot, "watermark", wm)
-        elif kind == _BARRIER:
-            reader.release(frame)
-            done = aligner.on_barrier(i, frame.value)
-            if done is not None:
-                pre_commit(done)
-                epoch = done + 1
-                sink.begin_epoch(epoch)
-        elif kind == _EOS:
-            reader.release(frame)
-            if inputs.stopped[i]:
-                marks.stop(i)
-            else:
-                marks.end(i)
-            done = aligner.on_eos(i)
-            if done is not None:
-                pre_commit(done)
-                epoch = done + 1
-                sink.begin_epoch(epoch)
-        else:
-            reader.release(frame)
+            last_control[0] = now
+
+    def on_data(_i: int, batch: pa.RecordBatch) -> None:
+        write(final.process(batch, 0) if final is not None else [batch])
+
+    def on_watermark(wm: int) -> None:
+        if final is not None:
+            write(final.on_watermark(wm))
+        counters.set(slot, "watermark", wm)
+
+    def on_epoch(done: int) -> None:
+        pre_commit(done)
+        epoch[0] = done + 1
+        sink.begin_epoch(epoch[0])
+
+    drive(inputs, marks, aligner, on_data=on_data, on_watermark=on_watermark,
+          on_epoch=on_epoch, timeout=0.05, on_tick=on_tick)  # fmt: skip
     if final is not None and not (any(inputs.stopped) and ckpt_dir is not None):
         write(final.finish())
-    pre_commit(epoch)  # the last epoch: everything after the last barrier
-    handle_control(block_for=epoch)
+    pre_commit(epoch[0])  # the last epoch: everything after the last barrier
+    handle_control(block_for=epoch[0])
     inputs.close()
     sink.close()
