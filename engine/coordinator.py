@@ -67,7 +67,6 @@ from engine.topology import Topology
 _CTX = mp.get_context("spawn")
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
-_DEBUG = bool(os.environ.get("RINGSTREAM_FAULT_DEBUG"))
 
 
 @dataclass
@@ -434,8 +433,6 @@ class Coordinator:
             for c in self.children:
                 while not c.done and c.conn.poll():  # type: ignore[attr-defined]
                     msg = self._recv(c)
-                    if _DEBUG:
-                        self._say(f"debug {time.monotonic() - start:.3f} {c.label}: {msg}")
                     if isinstance(msg, control.Failed):
                         raise ChildFailedError(_failure(c, msg))
                     if isinstance(msg, control.Done):

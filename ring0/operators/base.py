@@ -28,7 +28,8 @@ operator with these calls, from one thread, in any interleaving, after
 Every output batch has exactly ``output_schema``. Counters: ``late_rows``
 (rows behind watermark + allowed lateness, dropped) and, when built with a
 late-data output, ``take_late() -> list[RecordBatch]`` returns the late rows
-(input schema) collected since the last call.
+(input schema) collected since the last call; a two-input operator takes the
+port, ``take_late(port)``, since its inputs have different schemas.
 
 Not guaranteed: output batch boundaries or row order within a batch; an
 operator may emit empty lists for any call. Vectorised: no per-row Python on
