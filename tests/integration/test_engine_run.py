@@ -20,6 +20,7 @@ import pytest
 from connectors.files.sink import read_committed
 from connectors.generator import generate
 from engine.shm import segment
+from tests.tables import assert_tables_match
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = [("window_start", "ascending"), ("key", "ascending")]
@@ -213,7 +214,9 @@ def test_run_one_two_four_workers_identical_output_equal_to_pyarrow(tmp_path: Pa
         assert f"done: {events:,} events" in done.stdout
         assert f"{events // 100_000 * keys:,} output rows to {out}" in done.stdout
         tables[len(workers)] = read_committed(out).sort_by(KEYS)
-    assert tables[1].equals(tables[2]) and tables[1].equals(tables[4])
+    # float sums follow batch boundaries, which differ by worker count: equal to FLOAT_RTOL
+    assert_tables_match(tables[2], tables[1])
+    assert_tables_match(tables[4], tables[1])
     got = tables[1]
     assert_equals_reference(got, keys, events)
     assert got.column_names == [

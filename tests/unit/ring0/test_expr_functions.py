@@ -101,7 +101,9 @@ def same(a: list[object], b: list[object]) -> bool:
         ("regexp_matches(s, 'l+')", None),
         ("s like '%b%'", None),
         ("s ilike '%É%'", None),
-        ("epoch_ms(t)", None),
+        # DuckDB 2.0 cannot take epoch_ms of an Arrow timestamp[ms] column (TIMESTAMP_MS:
+        # "Unimplemented type for cast (INT64 -> INT64)"); through TIMESTAMP it means the same.
+        ("epoch_ms(t)", "epoch_ms(t::TIMESTAMP)"),
         ("year(t)", None),
         ("month(t)", None),
         ("day(t)", None),
