@@ -34,6 +34,8 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+from engine.errors import UsageError
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -59,7 +61,7 @@ def run(awaitable: Awaitable[T], timeout_s: float | None = None) -> T:
     else:
         if asyncio.iscoroutine(awaitable):
             awaitable.close()  # never awaited: no "coroutine was never awaited" warning
-        raise RuntimeError("connectors.aio.run called from inside a running event loop")
+        raise UsageError("connectors.aio.run called from inside a running event loop")
 
     async def bounded() -> T:
         return await asyncio.wait_for(awaitable, timeout_s)

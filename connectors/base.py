@@ -1,4 +1,4 @@
-"""The connector contract: what a source or sink implements (see DESIGN.md §6).
+"""The connector contract: what a source or sink implements (docs/architecture.md, "Connectors").
 
 Sync, not async: every connector runs in its own Ring 1 process, with its
 own core and nothing else to do, so a blocking call costs nobody else
@@ -27,6 +27,18 @@ Source — call order, from one thread of the source process::
 * ``notify_committed(epoch)``: every row up to that epoch's checkpoint is
   durable downstream (a CDC source acks its slot here). Not guaranteed to be
   called for every epoch: a later one implies the earlier ones.
+* A record the source cannot turn into a row (a value that does not parse, a
+  malformed line) is neither raised nor dropped: it goes into
+  ``SourceBatch.bad`` as a ``BadRecord`` (where, which column and value, why,
+  the raw text), and the source's position moves past it like past a row. The
+  runtime then fails the run (``on_error = "fail"``, the default) or sends it
+  to the dead-letter output (``on_error = "dead_letter"``). A batch may carry
+  bad records and no rows.
+* When ``poll_batch`` raises, the position has not moved past any row it did
+  not return: ``checkpoint()`` right after is still exact, and a retried
+  ``poll_batch`` (the runtime retries transient errors, ``engine.errors``)
+  returns the rows that one would have returned. Raise ``TransientError`` for
+  a failure that may go away (a dropped connection); anything else is final.
 * Not guaranteed: ``close`` is called on a graceful stop only, never after a
   crash or kill; rows returned after the last checkpoint may be replayed.
 
@@ -50,17 +62,29 @@ Sink — call order, from one thread of the sink process::
 * Not guaranteed: ``close`` after a crash; ``commit_epoch`` promptly (a
   crash between the manifest and the commit defers it to the next start).
 
-Both: ``health_check()`` raises (or returns False) when the external system is
-unreachable; ``metrics()`` returns a flat dict of numbers the runtime adds to
-its own (records, bytes, errors, poll latency, last offset).
+* ``write_batch`` is not retried: a write that raised may have done part of
+  its work, so the run restarts from the last checkpoint instead (the epoch is
+  rolled back and replayed). ``commit_epoch`` and ``rollback_epoch`` are
+  idempotent by contract and are retried on transient errors.
+
+Both: options are declared once, as a typed struct (``options_type``, see
+``connectors.options``); ``open`` parses them into ``self.options`` (a
+connector without ``options_type`` reads ``config.options`` as it is).
+``health_check()`` raises (or returns False) when the external system is
+unreachable; ``metrics()`` returns a flat dict of numbers the runtime publishes
+beside its own (records, bytes, errors, latency); a ``lag`` entry (messages,
+bytes or files not yet read, in the source's own unit) is shown as the
+connector's lag.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
+
+from connectors.options import Options, parse_options
 
 
 @dataclass(frozen=True)
@@ -88,13 +112,48 @@ class SourceCheckpoint:
     position: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class BadRecord:
+    """One input record a source could not turn into a row.
+
+    ``location`` names where it is (a file, a topic partition); ``line`` is its
+    line (1-based) or offset there when the source knows it; ``column`` and
+    ``value`` the field that failed, when one did; ``error`` why; ``raw`` the
+    record as it was read (text or bytes), when the source has it.
+    """
+
+    location: str
+    error: str
+    line: int | None = None
+    column: str | None = None
+    value: str | None = None
+    raw: str | bytes | None = None
+
+    def describe(self) -> str:
+        """``<location> line <n> column '<c>': value '<v>': <error>`` (the parts known)."""
+        text = self.location
+        if self.line is not None:
+            text += f" line {self.line}"
+        if self.column is not None:
+            text += f" column {self.column!r}"
+        if self.value is not None:
+            shown = self.value if len(self.value) <= 80 else self.value[:77] + "..."
+            text += f": value {shown!r}"
+        return f"{text}: {self.error}"
+
+
 @dataclass
 class SourceBatch:
-    """Rows a source polled, with the partition they came from if the source has some."""
+    """Rows a source polled, with the partition they came from if the source has some.
+
+    ``bad``: records that could not become rows (see the module docstring); the
+    batch may have no rows when a poll found only bad records.
+    """
 
     batch: pa.RecordBatch
     partition: int | None = None
     offset: int | None = None  # the source's offset of the last row, for metrics
+    bad: list[BadRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -117,8 +176,12 @@ class SinkCapabilities:
 class Source:
     """Base class of sources: see the module docstring for call order and guarantees."""
 
+    options_type: ClassVar[type[Options] | None] = None
+
     def open(self, config: ConnectorConfig) -> None:
+        """Keep ``config`` and parse ``self.options`` (subclasses call this first)."""
         self.config = config
+        self.options = _parse(self.options_type, config, "sources")
 
     def schema(self) -> pa.Schema:
         raise NotImplementedError
@@ -170,11 +233,20 @@ class Source:
 class Sink:
     """Base class of sinks: see the module docstring for call order and guarantees."""
 
+    options_type: ClassVar[type[Options] | None] = None
+
     def open(self, config: ConnectorConfig) -> None:
+        """Keep ``config`` and parse ``self.options`` (subclasses call this first)."""
         self.config = config
+        self.options = _parse(self.options_type, config, "sinks")
 
     def check_config(self, config: ConnectorConfig) -> None:
-        """Raise ``ConfigError`` for bad options, with no side effect (``validate`` calls it)."""
+        """Raise ``ConfigError`` for bad options, with no side effect (``validate`` calls it).
+
+        The default parses the options; a sink with checks a type cannot express
+        (a path that must be a directory) overrides it and calls this first.
+        """
+        _parse(self.options_type, config, "sinks")
 
     def schema(self) -> pa.Schema | None:
         """The schema this sink requires, or None to accept the pipeline's."""
@@ -212,3 +284,9 @@ class Sink:
 
     def close(self) -> None:
         pass
+
+
+def _parse(cls: type[Options] | None, config: ConnectorConfig, section: str) -> Any:
+    if cls is None:
+        return None
+    return parse_options(cls, config.options, f"{section}.{config.name}")

@@ -21,37 +21,27 @@ only label the output and a replay prints rows again
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Annotated, Literal, TextIO
 
 import pyarrow as pa
+from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, WriteResult
-from engine.errors import ConfigError
+from connectors.options import Options
 
-OPTIONS = ("max_rows", "stream")
+
+class ConsoleOptions(Options, frozen=True):
+    max_rows: Annotated[int, Meta(ge=0)] = 20
+    stream: Literal["stdout", "stderr"] = "stdout"
 
 
 class ConsoleSink(Sink):
+    options_type = ConsoleOptions
+
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
-        unknown = sorted(set(config.options) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"console sink {config.name!r}: unknown option {unknown[0]!r}; "
-                f"known: {', '.join(OPTIONS)}"
-            )
-        self.max_rows = config.options.get("max_rows", 20)
-        if (
-            isinstance(self.max_rows, bool)
-            or not isinstance(self.max_rows, int)
-            or (self.max_rows < 0)
-        ):
-            raise ConfigError(f"console sink max_rows={self.max_rows!r} must be >= 0")
-        self.stream_name = config.options.get("stream", "stdout")
-        if self.stream_name not in ("stdout", "stderr"):
-            raise ConfigError(
-                f"console sink stream={self.stream_name!r} must be 'stdout' or 'stderr'"
-            )
+        self.max_rows = self.options.max_rows
+        self.stream_name = self.options.stream
         self.epoch: int | None = None
         self.records = 0
         self.batches = 0

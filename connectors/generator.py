@@ -15,9 +15,9 @@ batches ``j, j + n, j + 2n, ...`` of ``batch_rows`` events each, so each
 instance's event time only grows. Generation is vectorised (numpy uint64).
 
 ``GeneratorSource`` is a ``connectors.base.Source`` (built-in type
-``"generator"``). Options, all optional: ``events`` (default 20_000_000;
-0 = unbounded), ``keys`` (10_000), ``batch_rows`` (65_536), ``seed`` (1),
-``events_per_second`` (1_000_000); an unknown option is a ``ConfigError``.
+``"generator"``). Options (``GeneratorOptions``), all optional: ``events``
+(default 20_000_000; 0 = unbounded), ``keys`` (10_000), ``batch_rows``
+(65_536), ``seed`` (1), ``events_per_second`` (1_000_000).
 ``poll_batch(n)`` returns at most ``n`` rows: a batch index larger than ``n``
 comes out in several slices. Position: ``{"batch": b, "row": r}`` — the next
 row is row ``r`` of batch index ``b`` (``row`` is 0 except when a poll cut a
@@ -28,25 +28,28 @@ Construct directly (tests, benchmarks) with ``GeneratorSource.create(**options)`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
+from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
+from connectors.options import Options
 from engine.errors import CheckpointError, ConfigError
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64())])
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
-DEFAULTS: dict[str, int] = {
-    "events": 20_000_000,
-    "keys": 10_000,
-    "batch_rows": 65_536,
-    "seed": 1,
-    "events_per_second": 1_000_000,
-}
+
+
+class GeneratorOptions(Options, frozen=True):
+    events: Annotated[int, Meta(ge=0)] = 20_000_000  # 0 = unbounded
+    keys: Annotated[int, Meta(ge=1)] = 10_000
+    batch_rows: Annotated[int, Meta(ge=1)] = 65_536
+    seed: int = 1
+    events_per_second: Annotated[int, Meta(ge=1)] = 1_000_000
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -73,6 +76,8 @@ def generate(
 class GeneratorSource(Source):
     """One instance of the generator (see the module docstring for options and positions)."""
 
+    options_type = GeneratorOptions
+
     @classmethod
     def create(
         cls, *, name: str = "generator", instance: int = 0, instances: int = 1, **options: Any
@@ -84,32 +89,17 @@ class GeneratorSource(Source):
 
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
-        unknown = sorted(set(config.options) - set(DEFAULTS))
-        if unknown:
+        opts: GeneratorOptions = self.options
+        if config.instances < 1 or not 0 <= config.instance < config.instances:
             raise ConfigError(
-                f"generator {config.name!r}: unknown option {unknown[0]!r}; "
-                f"known: {', '.join(DEFAULTS)}"
+                f"sources.{config.name}: instance={config.instance} must be in "
+                f"[0, {config.instances})"
             )
-        opts = {**DEFAULTS, **config.options}
-        for key, value in opts.items():
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"generator {key}={value!r} must be an integer")
-        for key in ("keys", "batch_rows", "events_per_second"):
-            if opts[key] < 1:
-                raise ConfigError(f"generator {key}={opts[key]} must be >= 1")
-        if opts["events"] < 0:
-            raise ConfigError(f"generator events={opts['events']} must be >= 0 (0 = unbounded)")
-        if config.instances < 1:
-            raise ConfigError(f"generator instances={config.instances} must be >= 1")
-        if not 0 <= config.instance < config.instances:
-            raise ConfigError(
-                f"generator instance={config.instance} must be in [0, {config.instances})"
-            )
-        self.events: int = opts["events"]  # 0 = unbounded
-        self.keys: int = opts["keys"]
-        self.batch_rows: int = opts["batch_rows"]
-        self.seed: int = opts["seed"]
-        self.events_per_second: int = opts["events_per_second"]
+        self.events: int = opts.events  # 0 = unbounded
+        self.keys: int = opts.keys
+        self.batch_rows: int = opts.batch_rows
+        self.seed: int = opts.seed
+        self.events_per_second: int = opts.events_per_second
         self.instance = config.instance
         self.instances = config.instances
         self.offset = config.instance  # the batch index of the next row

@@ -64,11 +64,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow as pa
+from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
+from connectors.options import Options
 from engine.client import (
     DEFAULT_DIR,
     PROTOCOL,
@@ -83,8 +85,8 @@ from engine.errors import ConfigError, ConnectorError, RingError
 from engine.shm import FrameKind, Ring
 from engine.shm.reader import Frame, RingReader
 from engine.shm.segment import check_capacity
+from engine.typenames import parse_schema
 
-OPTIONS = ("dir", "schema", "max_clients", "ring_capacity", "end_after_clients")
 _SCHEMA, _DATA, _EOS = int(FrameKind.SCHEMA), int(FrameKind.DATA), int(FrameKind.EOS)
 _HELLO_TIMEOUT_S = 1.0
 
@@ -283,13 +285,6 @@ class Endpoint:
         self._stop_r = self._stop_w = self.events = self._events_w = -1
 
 
-def int_option(opts: dict[str, Any], key: str, default: int, low: int, where: str) -> int:
-    value = opts.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{where}.{key}={value!r} must be an integer >= {low}")
-    return value
-
-
 @dataclass
 class _Client:
     peer: Peer
@@ -303,32 +298,37 @@ class _Client:
     rows: int = 0
 
 
+class PushOptions(Options, frozen=True):
+    schema: dict[str, str]
+    dir: str = DEFAULT_DIR
+    max_clients: Annotated[int, Meta(ge=1)] = 16
+    ring_capacity: Annotated[int, Meta(ge=1 << 16)] = 4 << 20
+    end_after_clients: Annotated[int, Meta(ge=0)] = 0
+
+
 class PushSource(Source):
     """Rows pushed by attached client processes (see the module docstring)."""
+
+    options_type = PushOptions
 
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
         where = f"sources.{config.name}"
-        opts = dict(config.options)
-        unknown = sorted(set(opts) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown option {unknown[0]!r}; known: {', '.join(OPTIONS)}"
-            )
+        opts: PushOptions = self.options
         if config.instances != 1:
             raise ConfigError(
                 f"{where}.parallelism={config.instances}: a push source runs "
                 "as one instance (clients share its socket)"
             )
-        self._schema = _parse_schema(opts.get("schema"), f"{where}.schema")
-        self._max_clients = int_option(opts, "max_clients", 16, 1, where)
-        self._capacity = int_option(opts, "ring_capacity", 4 << 20, 1 << 16, where)
+        self._schema = parse_schema(opts.schema, f"{where}.schema")
+        self._max_clients = opts.max_clients
+        self._capacity = opts.ring_capacity
         try:
             check_capacity(self._capacity)
         except ConfigError as exc:
             raise ConfigError(f"{where}.ring_capacity: {exc}") from None
-        self._end_after = int_option(opts, "end_after_clients", 0, 0, where)
-        self._dir = Path(str(opts.get("dir", DEFAULT_DIR)))
+        self._end_after = opts.end_after_clients
+        self._dir = Path(opts.dir)
         self._label = f"push source {config.name!r}"
         self._endpoint: Endpoint | None = None
         self._lock = threading.Lock()
@@ -554,22 +554,6 @@ class PushSource(Source):
             if c.end is None:
                 c.end = ("ended", "the pipeline stopped: the push source closed")
             self._drop(c)
-
-
-def _parse_schema(value: object, where: str) -> pa.Schema:
-    from engine.plan import arrow_type
-
-    if isinstance(value, pa.Schema):
-        return value
-    if not isinstance(value, dict) or not value:
-        raise ConfigError(
-            f'{where}={value!r} must be a table of column = "type" '
-            '(e.g. { symbol = "string", price = "float64" })'
-        )
-    for col, t in value.items():
-        if not isinstance(t, str):
-            raise ConfigError(f'{where}.{col}={t!r} must be a type name such as "int64"')
-    return pa.schema([(str(col), arrow_type(t, f"{where}.{col}")) for col, t in value.items()])
 
 
 def _text(schema: pa.Schema | None) -> str:

@@ -24,12 +24,14 @@ is chained); a class that is not a ``Source`` (``resolve_source``) or
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 from typing import Literal, TypeVar
 
 from connectors.base import Sink, Source
+from connectors.options import check_no_runtime_keys
 from engine.errors import ConfigError, ConnectorNotFoundError
+from engine.importing import load_object
+from engine.pipeline import SINK_RUNTIME_KEYS, SOURCE_RUNTIME_KEYS
 
 GROUP = "ringstream.connectors"
 
@@ -106,37 +108,18 @@ def _resolve(type_name: str, kind: Kind, base: type[C]) -> type[C]:
             f"unknown {kind} type {type_name!r}; known: {known} "
             f"(or a dotted path 'package.module:Class')"
         )
-    obj = _load(type_name, kind, target)
+    obj = load_object(
+        target,
+        f"{kind} type {type_name!r} ({target})",
+        dotted=True,
+        error=ConnectorNotFoundError,
+    )
     if not (isinstance(obj, type) and issubclass(obj, base)):
         raise ConfigError(
             f"{kind} type {type_name!r} -> {target} is not a subclass of "
             f"connectors.base.{base.__name__}"
         )
-    return obj
-
-
-def _load(type_name: str, kind: Kind, target: str) -> object:
-    """Import ``module:attr`` (or ``module.attr``) and return the attribute."""
-    if ":" in target:
-        module_name, _, attr = target.partition(":")
-    else:
-        module_name, _, attr = target.rpartition(".")
-    if not module_name or not attr:
-        raise ConnectorNotFoundError(
-            f"{kind} type {type_name!r}: {target!r} is not 'package.module:Class'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConnectorNotFoundError(
-            f"{kind} type {type_name!r}: cannot import {module_name!r} for {target}: {exc}"
-        ) from exc
-    obj: object = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise ConnectorNotFoundError(
-                f"{kind} type {type_name!r}: {module_name!r} has no attribute {attr!r}"
-            ) from exc
+    if obj.options_type is not None:
+        runtime = SOURCE_RUNTIME_KEYS if kind == "source" else SINK_RUNTIME_KEYS
+        check_no_runtime_keys(obj.options_type, runtime, f"{kind} type {type_name!r}")
     return obj

@@ -46,20 +46,19 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
+from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, WriteResult
-from connectors.push import Endpoint, Peer, int_option, log
+from connectors.options import Options
+from connectors.push import Endpoint, Peer, log
 from engine.client import DEFAULT_DIR, schema_to_text, socket_path, split_to_fit
 from engine.errors import ConfigError, ConnectorError, FrameTooLargeError, PeerGoneError
 from engine.shm import Ring
 from engine.shm.segment import check_capacity
 from engine.shm.writer import RingWriter
-
-OPTIONS = ("dir", "policy", "ring_capacity", "block_timeout_ms")
-POLICIES = ("block", "drop")
 
 
 @dataclass
@@ -72,28 +71,30 @@ class _Subscriber:
     dropped_rows: int = 0
 
 
+class SubscribeOptions(Options, frozen=True):
+    dir: str = DEFAULT_DIR
+    policy: Literal["block", "drop"] = "block"
+    ring_capacity: Annotated[int, Meta(ge=1 << 16)] = 4 << 20
+    block_timeout_ms: Annotated[int, Meta(ge=1)] = 5_000
+
+
 class SubscribeSink(Sink):
     """Every batch to every attached subscriber (see the module docstring)."""
+
+    options_type = SubscribeOptions
 
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
         where = f"sinks.{config.name}"
-        opts = dict(config.options)
-        unknown = sorted(set(opts) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown option {unknown[0]!r}; known: {', '.join(OPTIONS)}"
-            )
-        self._policy = opts.get("policy", "block")
-        if self._policy not in POLICIES:
-            raise ConfigError(f"{where}.policy={self._policy!r} must be one of {POLICIES}")
-        self._capacity = int_option(opts, "ring_capacity", 4 << 20, 1 << 16, where)
+        opts: SubscribeOptions = self.options
+        self._policy = opts.policy
+        self._capacity = opts.ring_capacity
         try:
             check_capacity(self._capacity)
         except ConfigError as exc:
             raise ConfigError(f"{where}.ring_capacity: {exc}") from None
-        self._block_s = int_option(opts, "block_timeout_ms", 5_000, 1, where) / 1000
-        self._dir = Path(str(opts.get("dir", DEFAULT_DIR)))
+        self._block_s = opts.block_timeout_ms / 1000
+        self._dir = Path(opts.dir)
         self._label = f"subscribe sink {config.name!r}"
         self._limit = self._capacity // 4
         self._lock = threading.Lock()

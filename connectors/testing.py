@@ -54,8 +54,9 @@ from connectors.base import (
     SourceCheckpoint,
     WriteResult,
 )
-from connectors.files import parse_schema
+from connectors.options import Options
 from engine.errors import CheckpointError, ConfigError, ConnectorError
+from engine.typenames import parse_schema
 
 MARKERS = ("end", "crash", "stall", "fail")
 _CRASHED: set[tuple[str, int, int]] = set()  # (source name, instance, script index) that fired
@@ -65,24 +66,25 @@ class ConformanceError(ConnectorError):
     """A connector broke a rule of its contract (the message names the connector and the rule)."""
 
 
-def _check_options(kind: str, config: ConnectorConfig, known: tuple[str, ...]) -> None:
-    unknown = sorted(set(config.options) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{kind} {config.name!r}: unknown option {unknown[0]!r}; known: {', '.join(known)}"
-        )
+class ScriptedOptions(Options, frozen=True):
+    script: list[Any]  # batches (lists of row tables, or RecordBatches) and markers
+    schema: Any = None  # {column = "type"} or a pa.Schema; default: the first batch's
+
+
+class CollectOptions(Options, frozen=True):
+    path: str | None = None
 
 
 class ScriptedSource(Source):
     """Plays a script of batches and markers; see the module docstring."""
 
+    options_type = ScriptedOptions
+
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
-        _check_options("scripted source", config, ("script", "schema"))
-        script = config.options.get("script")
-        if not isinstance(script, list):
-            raise ConfigError(f"scripted source {config.name!r}: script={script!r} must be a list")
-        schema = parse_schema(config.options["schema"]) if "schema" in config.options else None
+        script = self.options.script
+        where = f"sources.{config.name}.schema"
+        schema = parse_schema(self.options.schema, where) if self.options.schema else None
         self.items: list[pa.RecordBatch | dict[str, Any]] = []
         dealt = 0
         self._mine: list[bool] = []
@@ -205,10 +207,11 @@ class ScriptedSource(Source):
 class CollectingSink(Sink):
     """Collects batches in memory and, with ``path``, commits epochs to a JSON-lines file."""
 
+    options_type = CollectOptions
+
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
-        _check_options("collect sink", config, ("path",))
-        raw = config.options.get("path")
+        raw = self.options.path
         self.path = None if raw is None else Path(raw)
         self.written: list[pa.RecordBatch] = []
         self.committed: dict[int, list[pa.RecordBatch]] = {}
@@ -485,7 +488,7 @@ def check_sink(
     rows of epochs 1 and 3, in any order.
     """
     if not batches:
-        raise ValueError("check_sink needs at least one batch")
+        raise ConfigError("check_sink needs at least one batch")
     ck = _Checker(sink_cls, config)
     sink = ck.call("constructible without arguments", sink_cls)
     ck.call("open works", sink.open, config)

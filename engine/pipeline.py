@@ -258,7 +258,7 @@ def parse(raw: dict[str, Any], where: str = "pipeline") -> Pipeline:
     try:
         pipeline = msgspec.convert(raw, Pipeline)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {tomlfile.key_reason(exc)}") from None
+        raise ConfigError(f"{where}: {tomlfile.key_reason(exc, root=Pipeline, data=raw)}") from None
     for key, items in (("sources", pipeline.sources), ("sinks", pipeline.sinks)):
         if not items:
             raise ConfigError(f"{where}: {key}: at least one is needed")

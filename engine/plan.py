@@ -39,23 +39,9 @@ from engine.pipeline import (
     UdfStep,
     WindowStep,
 )
-from ring0.expr.coerce import CAST_TYPES
+from engine.typenames import parse_schema
 from ring0.graph import Chain, WorkerGraph
 from ring0.operators.base import Operator
-
-_TYPES = {  # the expression language's cast names, plus explicit timestamp units
-    **CAST_TYPES,
-    "timestamp_ms": pa.timestamp("ms"),
-    "timestamp_us": pa.timestamp("us"),
-    "timestamp_ns": pa.timestamp("ns"),
-}
-
-
-def arrow_type(name: str, where: str) -> pa.DataType:
-    try:
-        return _TYPES[name.lower()]
-    except KeyError:
-        raise ConfigError(f"{where}: unknown type {name!r} (types: {sorted(_TYPES)})") from None
 
 
 def open_source(cfg: SourceConfig, instance: int = 0) -> Source:
@@ -68,8 +54,14 @@ def open_source(cfg: SourceConfig, instance: int = 0) -> Source:
     try:
         src.open(ConnectorConfig(cfg.name, dict(cfg.options), instance, cfg.parallelism))
     except RingstreamError as exc:
-        raise ConfigError(f"sources.{cfg.name}: {exc}") from None
+        raise ConfigError(_named(f"sources.{cfg.name}", exc)) from None
     return src
+
+
+def _named(where: str, exc: Exception) -> str:
+    """``exc``'s message, prefixed with ``where`` unless it already starts with it."""
+    text = str(exc)
+    return text if text.startswith(where) else f"{where}: {text}"
 
 
 def _keys(k: str | list[str]) -> list[str]:
@@ -96,7 +88,7 @@ def build_step(
 
             out = None
             if step.output_schema is not None:
-                out = pa.schema([(c, arrow_type(t, where)) for c, t in step.output_schema.items()])
+                out = parse_schema(step.output_schema, f"{where}.output_schema")
             return UserFunction(step.function, schema, out)
         from ring0.operators.aggregates import parse_aggregate
 
@@ -319,7 +311,7 @@ class Plan:
             try:
                 cls().check_config(ConnectorConfig(s.name, dict(s.options)))
             except ConfigError as exc:
-                raise ConfigError(f"sinks.{s.name}: {exc}") from None
+                raise ConfigError(_named(f"sinks.{s.name}", exc)) from None
 
     def sink_schema(self, input_name: str) -> pa.Schema:
         return self.final_schema if input_name == "main" else self.late_schemas[input_name]

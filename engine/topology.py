@@ -193,7 +193,7 @@ def load(path: str | Path) -> Topology:
     try:
         t = msgspec.convert(data, Topology)
     except msgspec.ValidationError as exc:
-        reason = tomlfile.key_reason(exc, {"ring_capacity": "rings.capacity"})
+        reason = tomlfile.key_reason(exc, {"ring_capacity": "rings.capacity"}, Topology, data)
         raise ConfigError(
             f"{path}: {reason if reason.startswith('rings.') else 'topology.' + reason}"
         ) from None

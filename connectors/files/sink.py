@@ -58,7 +58,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -66,14 +66,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
+from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
+from connectors.options import Options, invalid, parse_options
 from engine.checkpoint.state import fsync_dir, publish
 from engine.errors import ConfigError, ConnectorError, SchemaMismatchError
 
 FORMATS = {"parquet": "parquet", "jsonl": "jsonl"}  # format -> file extension
 STAGING = ".staging"
-_OPTIONS = {"path", "format", "prefix"}
+
+
+class FilesSinkOptions(Options, frozen=True):
+    path: Annotated[str, Meta(min_length=1)]
+    format: Literal["parquet", "jsonl"] = "parquet"
+    prefix: str = "part"
+
+
+def _where(config: ConnectorConfig) -> str:
+    return f"sinks.{config.name}"
+
+
+def _check_prefix(config: ConnectorConfig, opts: FilesSinkOptions) -> None:
+    p = opts.prefix
+    if not p or p[0] in "._" or "/" in p:
+        raise ConfigError(
+            invalid(
+                _where(config), "prefix", p,
+                "must be non-empty, without '/', and not start with '.' or '_' "
+                "(readers would skip the files)",
+            )  # fmt: skip
+        )
 _L = pa.large_string()
 _CLASH = (
     "they come from another run, or from a restore older than an epoch that was committed; "
@@ -84,14 +107,18 @@ _CLASH = (
 class FilesSink(Sink):
     """One instance of the files sink (see the module docstring)."""
 
+    options_type = FilesSinkOptions
+
     def check_config(self, config: ConnectorConfig) -> None:
-        self._options(config)
+        super().check_config(config)
+        _check_prefix(config, parse_options(FilesSinkOptions, config.options, _where(config)))
 
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
-        self._options(config)
-        opts = config.options
-        self.dir = Path(opts["path"]).absolute()
+        opts: FilesSinkOptions = self.options
+        _check_prefix(config, opts)
+        self.format, self.prefix = opts.format, opts.prefix
+        self.dir = Path(opts.path).absolute()
         self.staging = self.dir / STAGING
         self.staging.mkdir(parents=True, exist_ok=True)
         self._schema = config.schema
@@ -102,26 +129,6 @@ class FilesSink(Sink):
         self._writer: _ParquetWriter | _JsonlWriter | None = None
         self._rows = 0
         self._counters = {"rows": 0.0, "bytes": 0.0, "files_committed": 0.0}
-
-    def _options(self, config: ConnectorConfig) -> None:
-        opts = config.options
-        unknown = sorted(set(opts) - _OPTIONS)
-        if unknown:
-            raise ConfigError(f"files sink {config.name!r}: unknown option(s) {unknown}")
-        if not opts.get("path"):
-            raise ConfigError(f"files sink {config.name!r}: option 'path' (a directory) is needed")
-        self.format = str(opts.get("format", "parquet"))
-        if self.format not in FORMATS:
-            raise ConfigError(
-                f"files sink {config.name!r}: format={self.format!r} is not one of "
-                f"{sorted(FORMATS)}"
-            )
-        self.prefix = str(opts.get("prefix", "part"))
-        if not self.prefix or self.prefix[0] in "._" or "/" in self.prefix:
-            raise ConfigError(
-                f"files sink {config.name!r}: prefix={self.prefix!r} must be non-empty, without "
-                "'/', and not start with '.' or '_' (readers would skip the files)"
-            )
 
     # --- names ----------------------------------------------------------------
 

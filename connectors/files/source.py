@@ -39,18 +39,29 @@ from __future__ import annotations
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
+from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
-from connectors.files import format_of, parse_schema, same_columns
+from connectors.files import format_of, same_columns
+from connectors.options import Options
 from engine.errors import CheckpointError, ConfigError, ConnectorError, SchemaMismatchError
+from engine.typenames import parse_schema
 
-OPTIONS = ("path", "pattern", "format", "schema", "batch_rows", "follow")
+
+class FilesSourceOptions(Options, frozen=True):
+    path: Annotated[str, Meta(min_length=1)]
+    pattern: str = "*"
+    format: Literal["csv", "jsonl", "parquet"] | None = None
+    schema: dict[str, str] | None = None
+    batch_rows: Annotated[int, Meta(ge=1)] = 65_536
+    follow: bool = False
+
 _TICK_S = 0.05  # data_ready: how often the directory is looked at
 _SETTLE_S = 1.0
 # Arrow's messages for a value or field that does not fit the schema (CSV, JSON).
@@ -122,32 +133,16 @@ class _FileReader:
 class FilesSource(Source):
     """See the module docstring for options, positions and guarantees."""
 
+    options_type = FilesSourceOptions
+
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
-        opts = dict(config.options)
-        unknown = sorted(set(opts) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"files source {config.name!r}: unknown option {unknown[0]!r}; "
-                f"known: {', '.join(OPTIONS)}"
-            )
-        if not isinstance(opts.get("path"), str) or not opts["path"]:
-            raise ConfigError(f"files source {config.name!r}: path={opts.get('path')!r} is needed")
-        self.root = Path(opts["path"])
-        self.pattern: str = opts.get("pattern", "*")
-        self.format: str | None = opts.get("format")
-        if self.format is not None:
-            format_of(self.root, self.format)  # validates the name
-        self.batch_rows: int = opts.get("batch_rows", 65_536)
-        if (
-            isinstance(self.batch_rows, bool)
-            or not isinstance(self.batch_rows, int)
-            or (self.batch_rows < 1)
-        ):
-            raise ConfigError(f"files source batch_rows={self.batch_rows!r} must be >= 1")
-        self.follow = opts.get("follow", False)
-        if not isinstance(self.follow, bool):
-            raise ConfigError(f"files source follow={self.follow!r} must be true or false")
+        opts: FilesSourceOptions = self.options
+        self.root = Path(opts.path)
+        self.pattern: str = opts.pattern
+        self.format: str | None = opts.format
+        self.batch_rows: int = opts.batch_rows
+        self.follow = opts.follow
         if self.root.is_dir():
             self._dir: Path | None = self.root
         elif self.root.is_file():
@@ -166,8 +161,8 @@ class FilesSource(Source):
         everything = self._list(share_only=False)
         self._known: set[str] = {n for n in everything if self._mine(n)}
         self._pending = sorted(self._known)
-        if "schema" in opts:
-            self._schema = parse_schema(opts["schema"], "files source schema")
+        if opts.schema is not None:
+            self._schema = parse_schema(opts.schema, f"sources.{config.name}.schema")
         elif everything:
             first = _FileReader(self._path(everything[0]), self._format(everything[0]), None, 1)
             first.close()

@@ -8,8 +8,12 @@ Options (the ``[[sources]]`` table; every key optional except ``kind``):
   unbounded.
 * ``seed`` (1), ``events_per_second`` (1 000 000: event-time density, not a
   rate limit), ``start_ms`` (1 700 000 000 000: event time of event 0),
-  ``max_out_of_orderness_ms`` (0: event times in order; ``d`` > 0: each row
-  up to ``d`` ms late, deterministically — see ``model``).
+  ``jitter_ms`` (0: event times in order; ``d`` > 0: each row up to ``d`` ms
+  late, deterministically — see ``model``). Its old name,
+  ``max_out_of_orderness_ms``, is also the runtime's watermark key: written
+  flat in ``[[sources]]`` it sets the watermark's lag, as for every source;
+  inside an explicit ``options = { ... }`` table it is still read as
+  ``jitter_ms``.
 * ``batch_rows`` (65 536): model events per chunk. Chunk ``c`` covers events
   ``[c * batch_rows, (c + 1) * batch_rows)``; a poll returns the chunk's rows
   of ``kind`` (~92 % of ``batch_rows`` for bids, 6 % auctions, 2 % persons).
@@ -34,43 +38,36 @@ many returns ``None`` without being finished.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, ClassVar, Literal
 
 import pyarrow as pa
+from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
 from connectors.nexmark.model import (
     DEFAULT_START_MS,
-    LAYOUT,
     MAX_OOO_MS,
     SCHEMAS,
     count_before,
     generate_events,
     nth_index,
 )
+from connectors.options import Options
 from engine.errors import ConfigError, StateError
 
-DEFAULTS: dict[str, int] = {
-    "events": 10_000_000,
-    "seed": 1,
-    "events_per_second": 1_000_000,
-    "batch_rows": 65_536,
-    "start_ms": DEFAULT_START_MS,
-    "max_out_of_orderness_ms": 0,
-}
-_MINIMUM = {"events": 0, "events_per_second": 1, "batch_rows": 1, "max_out_of_orderness_ms": 0}
 _SKIP_LIMIT = 64  # empty chunks one poll may skip before it returns None
 
 
-def _int_option(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"nexmark {name}={value!r} must be an integer")
-    low = _MINIMUM.get(name)
-    if low is not None and value < low:
-        raise ConfigError(f"nexmark {name}={value} must be >= {low}")
-    if name == "max_out_of_orderness_ms" and value > MAX_OOO_MS:
-        raise ConfigError(f"nexmark {name}={value} must be <= {MAX_OOO_MS}")
-    return value
+class NexmarkOptions(Options, frozen=True):
+    kind: Literal["bid", "auction", "person"]
+    events: Annotated[int, Meta(ge=0)] = 10_000_000  # 0 = unbounded
+    seed: int = 1
+    events_per_second: Annotated[int, Meta(ge=1)] = 1_000_000
+    batch_rows: Annotated[int, Meta(ge=1)] = 65_536
+    start_ms: int = DEFAULT_START_MS
+    jitter_ms: Annotated[int, Meta(ge=0, le=MAX_OOO_MS)] = 0
+    # Its old name is the runtime's watermark key: only an explicit options table reached it.
+    renamed: ClassVar[dict[str, str]] = {"max_out_of_orderness_ms": "jitter_ms"}
 
 
 class NexmarkSource(Source):
@@ -84,33 +81,23 @@ class NexmarkSource(Source):
     start_ms: int
     ooo_ms: int
 
+    options_type = NexmarkOptions
+
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
-        options = dict(config.options)
-        unknown = sorted(set(options) - set(DEFAULTS) - {"kind"})
-        if unknown:
-            raise ConfigError(
-                f"nexmark source {config.name!r}: unknown option(s) {unknown}; "
-                f"known: {sorted([*DEFAULTS, 'kind'])}"
-            )
-        kind = options.get("kind")
-        if kind not in LAYOUT:
-            raise ConfigError(
-                f"nexmark source {config.name!r}: kind={kind!r} must be one of {sorted(LAYOUT)}"
-            )
-        values = {k: _int_option(k, options.get(k, v)) for k, v in DEFAULTS.items()}
+        opts: NexmarkOptions = self.options
         if config.instances < 1 or not 0 <= config.instance < config.instances:
             raise ConfigError(
-                f"nexmark source {config.name!r}: instance={config.instance} of "
+                f"sources.{config.name}: instance={config.instance} of "
                 f"instances={config.instances} is out of range"
             )
-        self.kind = kind
-        self.events = values["events"]
-        self.seed = values["seed"]
-        self.events_per_second = values["events_per_second"]
-        self.batch_rows = values["batch_rows"]
-        self.start_ms = values["start_ms"]
-        self.ooo_ms = values["max_out_of_orderness_ms"]
+        self.kind = opts.kind
+        self.events = opts.events
+        self.seed = opts.seed
+        self.events_per_second = opts.events_per_second
+        self.batch_rows = opts.batch_rows
+        self.start_ms = opts.start_ms
+        self.ooo_ms = opts.jitter_ms
         self._chunk = config.instance  # the next chunk to generate
         self._pending: pa.RecordBatch | None = None  # a chunk's rows, some not returned yet
         self._pending_chunk = -1  # the chunk _pending holds

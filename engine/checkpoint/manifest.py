@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.errors import CorruptCheckpointError
+from engine.errors import CheckpointError, CorruptCheckpointError
 
 MAGIC = b"RSMANIF\x00"
 FORMAT_VERSION = 1
@@ -90,7 +90,7 @@ _decoder = msgspec.json.Decoder(Manifest)
 def encode(m: Manifest) -> bytes:
     """The bytes of a manifest file holding ``m``."""
     if m.format_version != FORMAT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"manifest format_version={m.format_version}; this build writes {FORMAT_VERSION}"
         )
     payload = _encoder.encode(m)

@@ -1,4 +1,4 @@
-"""Type rules: kinds of Arrow types, the common type of several, and the names ``cast`` knows.
+"""Type rules: kinds of Arrow types and the common type of several (cast names: engine.typenames).
 
 Kinds: ``null`` (the type of the literal ``null``), ``int`` (int8..uint64),
 ``float`` (float16..float64), ``string`` (string, large_string), ``bool``,
@@ -17,20 +17,6 @@ number, timestamps of different zones) has no common type.
 from __future__ import annotations
 
 import pyarrow as pa
-
-CAST_TYPES: dict[str, pa.DataType] = {
-    "int8": pa.int8(), "tinyint": pa.int8(),
-    "int16": pa.int16(), "smallint": pa.int16(),
-    "int32": pa.int32(), "int": pa.int32(), "integer": pa.int32(),
-    "int64": pa.int64(), "bigint": pa.int64(),
-    "uint8": pa.uint8(), "uint16": pa.uint16(), "uint32": pa.uint32(), "uint64": pa.uint64(),
-    "float32": pa.float32(), "real": pa.float32(), "float": pa.float32(),
-    "float64": pa.float64(), "double": pa.float64(),
-    "bool": pa.bool_(), "boolean": pa.bool_(),
-    "string": pa.string(), "varchar": pa.string(), "text": pa.string(),
-    "timestamp": pa.timestamp("ms"),
-    "date32": pa.date32(), "date": pa.date32(),
-}  # fmt: skip
 
 _UNIT_RANK = {"s": 0, "ms": 1, "us": 2, "ns": 3}
 UNIT_PER_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}  # ticks of a unit in one millisecond

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.typenames import CAST_TYPES
 from ring0.expr import nodes as n
-from ring0.expr.coerce import CAST_TYPES, UNIT_PER_MS, arithmetic_type, common_type, kind
+from ring0.expr.coerce import UNIT_PER_MS, arithmetic_type, common_type, kind
 from ring0.expr.functions import FUNCTIONS, arity_text
 from ring0.expr.kernels import (
     COMPARE,

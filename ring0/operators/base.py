@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from engine.errors import StateError
+
 
 class Operator:
     """Base class: defaults for a stateless one-input operator (see the module docstring)."""
@@ -65,7 +67,7 @@ class Operator:
 
     def restore(self, state: dict[str, pa.Table]) -> None:
         if state:
-            raise ValueError(f"{type(self).__name__} is stateless; got state {sorted(state)}")
+            raise StateError(f"{type(self).__name__} is stateless; got state {sorted(state)}")
 
     def take_late(self) -> list[pa.RecordBatch]:
         return []

@@ -23,13 +23,13 @@ call (the batch may live in ring memory, released after it).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 
 from engine.errors import ConfigError, SchemaMismatchError
+from engine.importing import load_object
 from ring0.operators.base import Operator
 
 BatchFunction = Callable[[pa.RecordBatch], Any]
@@ -118,20 +118,7 @@ class UserFunction(Operator):
 
 def load(spec: str) -> BatchFunction:
     """Import ``"package.module:callable"`` (the attribute may be dotted)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"user function {spec!r} must have the form 'package.module:callable'")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as e:  # ImportError, or whatever the module raised while importing
-        raise ConfigError(f"user function {spec!r}: cannot import {module_name!r}: {e!r}") from e
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError as e:
-            raise ConfigError(
-                f"user function {spec!r}: {module_name!r} has no attribute {attr!r}"
-            ) from e
+    target = load_object(spec, f"user function {spec!r}", form="package.module:callable")
     if not callable(target):
         raise ConfigError(
             f"user function {spec!r} is not callable: {type(target).__name__} {target!r}"

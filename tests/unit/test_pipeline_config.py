@@ -234,3 +234,40 @@ def test_partition_same_key_same_worker_and_every_row_kept() -> None:
         assert (np.diff(rows) > 0).all()  # order within a part is preserved
     counts = np.bincount(partition_ids(np.arange(10_000), 4), minlength=4)
     assert counts.min() > 2000  # consecutive keys spread evenly
+
+
+def test_pipeline_file_not_utf8_is_a_clean_error_naming_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'[pipeline]\nname = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: line 2: not UTF-8 \(byte 0xe9"):
+        pipeline.load(bad, {})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda r: r["sources"].__setitem__(
+                0, {"name": "e", "type": "generator", "options": {}, "event_tme": "ts"}
+            ),
+            "sources[0].event_tme: unknown key (did you mean `event_time`?)",
+        ),
+        (
+            lambda r: r["checkpoint"].update(intervall_ms=5),
+            "checkpoint.intervall_ms: unknown key (did you mean `interval_ms`?)",
+        ),
+        (
+            lambda r: r["pipeline"].update(delivery="once"),
+            "pipeline.delivery: Invalid enum value 'once' (valid: 'at-least-once', 'exactly-once')",
+        ),
+        (
+            lambda r: r["query"]["steps"][0].update(op="sort"),
+            "query.steps[0].op: Invalid value 'sort' (valid: 'filter', 'project', 'udf', "
+            "'window', 'group_by')",
+        ),
+    ],
+)
+def test_pipeline_errors_say_what_would_be_right(edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    raw = raw_quickstart()
+    edit(raw)
+    assert message in parse_error(raw)

@@ -347,9 +347,10 @@ def test_plan_bad_sink_option_is_refused_at_validate_time() -> None:
 
 def test_plan_bad_connector_option_names_the_source() -> None:
     text = build_error(raw_with(lambda r: r["sources"][0].update(keys=0)))
-    assert text == "sources.events: generator keys=0 must be >= 1"
+    # one shape for every connector option error (connectors.options)
+    assert text == "sources.events.keys=0 must be an integer >= 1"
     text = build_error(raw_with(lambda r: r["sources"][0].update(keyz=1)))
-    assert text.startswith("sources.events: generator 'events': unknown option 'keyz'")
+    assert text.startswith("sources.events: unknown option 'keyz' (did you mean 'keys'?)")
 
 
 def test_plan_bad_udf_reference_names_step_and_function() -> None:

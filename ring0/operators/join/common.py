@@ -234,7 +234,7 @@ class TwoInputJoin(Operator):
 
     def _check_port(self, port: int) -> None:
         if port not in (0, 1):
-            raise ValueError(f"port={port!r}: a join has ports 0 (left) and 1 (right)")
+            raise ConfigError(f"port={port!r}: a join has ports 0 (left) and 1 (right)")
 
     def _times(self, table: pa.Table, port: int) -> np.ndarray:
         """The time column of ``table`` as int64 in the common unit (nulls read as 0)."""

@@ -156,7 +156,8 @@ def test_files_empty_directory_without_schema_rejected(tmp_path: Path) -> None:
         ({"format": "xml"}, "format='xml'"),
         ({"batch_rows": 0}, "batch_rows=0"),
         ({"follow": "yes"}, "follow='yes'"),
-        ({"schema": {"id": "int"}}, "schema.id='int'"),
+        # "int" is a type name now (int32: one vocabulary, engine.typenames)
+        ({"schema": {"id": "integr"}}, "schema.id: unknown type 'integr'"),
     ],
 )
 def test_files_bad_options_rejected_naming_them(

@@ -105,7 +105,7 @@ def test_generator_restore_batch_of_another_instance_rejected() -> None:
 @pytest.mark.parametrize("field", ["keys", "batch_rows", "events_per_second"])
 def test_generator_nonpositive_settings_rejected_naming_the_key(field: str) -> None:
     kwargs = {"events": 10, "keys": 3, "batch_rows": 4, field: 0}
-    with pytest.raises(ConfigError, match=f"generator {field}=0"):
+    with pytest.raises(ConfigError, match=f"sources.generator.{field}=0 must be an integer >= 1"):
         GeneratorSource.create(**kwargs)
 
 
