@@ -142,6 +142,41 @@ class BadRecord:
         return f"{text}: {self.error}"
 
 
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),  # the [[sources]] name
+        pa.field("location", pa.string(), nullable=False),  # file, topic/partition, table
+        pa.field("line", pa.int64()),  # line or offset there, when known
+        pa.field("column", pa.string()),  # the column that failed, when one did
+        pa.field("value", pa.string()),  # its text, when known
+        pa.field("error", pa.string(), nullable=False),  # why
+        pa.field("raw", pa.string()),  # the record as read (bytes that are not UTF-8: \xNN)
+    ]
+)
+
+
+def dead_letter_batch(source: str, records: list[BadRecord]) -> pa.RecordBatch:
+    """The rows of a dead-letter output (``DEAD_LETTER_SCHEMA``) for ``records``."""
+
+    def text(raw: str | bytes | None) -> str | None:
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8", errors="backslashreplace")
+        return raw
+
+    return pa.RecordBatch.from_pydict(
+        {
+            "source": [source] * len(records),
+            "location": [r.location for r in records],
+            "line": [r.line for r in records],
+            "column": [r.column for r in records],
+            "value": [r.value for r in records],
+            "error": [r.error for r in records],
+            "raw": [text(r.raw) for r in records],
+        },
+        schema=DEAD_LETTER_SCHEMA,
+    )
+
+
 @dataclass
 class SourceBatch:
     """Rows a source polled, with the partition they came from if the source has some.

@@ -67,22 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     summary = Coordinator(p, t, out=None if args.quiet else sys.stderr, plan=plan).run()
-    if summary.already_complete:
-        print(f"done: already complete at epoch {summary.last_epoch}; nothing to do")
-        return 0
-    stopped = f" (stopped by {summary.stopped_by}, drained)" if summary.stopped_by else ""
-    extra = ""
-    if summary.late_rows:
-        extra += f"; {summary.late_rows:,} late rows dropped"
-    if summary.restarts:
-        extra += f"; recovered {summary.restarts} time(s)"
-    if summary.last_epoch is not None:
-        extra += f"; last committed epoch {summary.last_epoch}"
-    print(
-        f"done{stopped}: {summary.events:,} events in {summary.elapsed_s:.2f} s "
-        f"({summary.events_per_s / 1e6:.2f} M events/s); {summary.output_rows:,} output rows "
-        f"to {summary.output}{extra}"
-    )
+    print(summary.text())
     return 0
 
 

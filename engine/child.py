@@ -1,12 +1,17 @@
 """What every spawned child does first and last: pin, verify, report, run, report.
 
-Call order in a child: ignore SIGINT (the coordinator drains on Ctrl-C) → ask
-the kernel to kill it if the coordinator dies (no orphans, even after a
-SIGKILL of the coordinator; the next run sweeps the segments left) → pin
-to its CPU → read the affinity back and report it in ``Ready`` → run its role
-→ ``Done``; any exception is sent as ``Failed`` with the traceback and the
-child exits 1. The coordinator never trusts a child's pinning blindly: it
-compares the reported affinity with what it asked for.
+Call order in a child: ignore SIGINT and SIGTERM (the coordinator drains on
+Ctrl-C or ``kill``, and a signal to the whole process group — a shell's Ctrl-C,
+systemd, ``timeout`` — must drain exactly like one to the coordinator alone;
+the coordinator spawns children with both signals blocked, so not even a
+child still importing sees one) → ask the kernel to kill it if the
+coordinator dies (no orphans, even after a SIGKILL of the coordinator; the
+next run sweeps the segments left) → pin to its CPU → read the affinity back
+and report it in ``Ready`` → run its role → ``Done``. Any exception is sent
+as ``Failed`` with the traceback and whether it is permanent
+(``engine.errors.is_permanent``: the coordinator then ends the run instead of
+restarting it), and the child exits 1. The coordinator never trusts a child's
+pinning blindly: it compares the reported affinity with what it asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import traceback
 import msgspec
 
 from engine import control
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class ChildSpec(msgspec.Struct, kw_only=True):
@@ -38,6 +45,7 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     in_ports: list[int] = []  # worker: the port (0 left / 1 right) of each input ring
     in_idle_s: list[float] = []  # worker: idle timeout of each input ring (0 = never)
     out_streams: list[str] = []  # worker: the stream ("main" or a late output) of each out ring
+    dead_letter_rings: list[str] = []  # source: one ring per sink of its dead-letter output
     checkpoint_dir: str = ""
     first_epoch: int = 1
     restore: bytes = b"null"  # role-specific JSON: what the last manifest recorded for it
@@ -56,6 +64,14 @@ class ChildSpec(msgspec.Struct, kw_only=True):
             _CACHE["plan"] = Plan.build(pipeline, self.workers, schemas=schemas)
         return _CACHE["plan"]
 
+    def store(self):  # type: ignore[no-untyped-def]
+        """The checkpoint store (None without checkpoints): where state files go."""
+        if not self.checkpoint_dir:
+            return None
+        from engine.checkpoint.store import CheckpointStore
+
+        return CheckpointStore(self.checkpoint_dir)
+
 
 _CACHE: dict[str, object] = {}
 
@@ -72,8 +88,10 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
+    for s in STOP_SIGNALS:  # pending ones (blocked since the spawn) are discarded here
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     spec = msgspec.json.decode(spec_bytes, type=ChildSpec)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(spec.parent)
     try:
         import pyarrow as pa
@@ -90,17 +108,20 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
         pipeline = msgspec.json.decode(spec.pipeline, type=Pipeline)
         counters = Counters.attach(spec.counters, spec.slots)
         if spec.role == "source":
-            from ring1.source_runner import run_source as run
+            from ring1.source_runner import SourceRunner as Runner
         elif spec.role == "worker":
-            from ring0.worker import run_worker as run
+            from ring0.worker import Worker as Runner  # type: ignore[assignment]
         else:
-            from ring1.sink_runner import run_sink as run
+            from ring1.sink_runner import SinkRunner as Runner  # type: ignore[assignment]
         spec.plan(pipeline)  # imports and checks every operator now, not on the clock
+        runner = Runner(spec, pipeline, counters, conn)
         control.send(conn, control.Ready(spec.role, spec.index, os.getpid(), spec.cpu, affinity))
-        run(spec, pipeline, counters, conn)
+        runner.run()
         counters.close()
         control.send(conn, control.Done(spec.role, spec.index, os.getpid()))
     except BaseException as exc:  # reported to the coordinator, which re-raises it
+        from engine.errors import is_permanent
+
         try:
             control.send(
                 conn,
@@ -110,6 +131,7 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
                     os.getpid(),
                     f"{type(exc).__name__}: {exc}",
                     traceback.format_exc(),
+                    permanent=is_permanent(exc),
                 ),
             )
         finally:

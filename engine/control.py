@@ -6,7 +6,8 @@ pinning, with the affinity the kernel reports), ``Failed`` (with the
 traceback), ``Done`` (with final figures), ``Checkpointed`` (its part of epoch
 N: a source's offset, a worker's state file, a sink's committable),
 ``Committed`` (a sink made epoch N visible), ``RequestCheckpoint`` (a source
-asks for an epoch now), ``Health`` (a connector changed health state).
+asks for an epoch now), ``Health`` (a connector changed health state),
+``Metrics`` (a connector's numbers, about once a second).
 Coordinator → child: ``Stop`` (drain: stop polling, send end-of-stream),
 ``Barrier`` (source: record your offset, inject BARRIER(N)), ``Commit`` (sink:
 commit epoch N), ``NotifyCommitted`` (source: epoch N is durable).
@@ -15,6 +16,8 @@ commit epoch N), ``NotifyCommitted`` (source: epoch N is durable).
 from __future__ import annotations
 
 import msgspec
+
+from engine.checkpoint.manifest import StateFileRef
 
 
 class Ready(msgspec.Struct, tag=True):
@@ -31,6 +34,7 @@ class Failed(msgspec.Struct, tag=True):
     pid: int
     error: str
     traceback: str
+    permanent: bool = False  # the same input would fail again: do not restart the run
 
 
 class Done(msgspec.Struct, tag=True):
@@ -44,13 +48,15 @@ class Stop(msgspec.Struct, tag=True):
 
 
 class Checkpointed(msgspec.Struct, tag=True):
+    """A child's part of epoch N (steps 2, 3 and 4 of ``engine.epochs``)."""
+
     epoch: int
     role: str
     index: int
     position: dict | None = None  # source: its offset after the last row of the epoch
     finished: bool = False  # source: its last report (it ends; no barrier follows)
     exhausted: bool = False  # source: a bounded source returned its last row
-    state: dict | None = None  # worker/sink final stage: {"path", "bytes", "checksum"}
+    state: StateFileRef | None = None  # worker, sink with a final stage: its state file
     committable: dict | None = None  # sink: what pre_commit staged
     watermark: int | None = None
     metrics: dict[str, float] = {}
@@ -74,6 +80,14 @@ class Health(msgspec.Struct, tag=True):
     error: str = ""
 
 
+class Metrics(msgspec.Struct, tag=True):
+    """A connector's numbers (its own ``metrics()`` and the runtime's), sent now and then."""
+
+    role: str
+    index: int
+    values: dict[str, float]
+
+
 class Barrier(msgspec.Struct, tag=True):
     epoch: int
 
@@ -87,6 +101,14 @@ class NotifyCommitted(msgspec.Struct, tag=True):
     epoch: int
 
 
+class SinkRestore(msgspec.Struct):
+    """What a sink starts from after a restart: manifest N's epoch, committable, state."""
+
+    epoch: int
+    committable: dict | None = None
+    state: StateFileRef | None = None
+
+
 Message = (
     Ready
     | Failed
@@ -96,6 +118,7 @@ Message = (
     | Committed
     | RequestCheckpoint
     | Health
+    | Metrics
     | Barrier
     | Commit
     | NotifyCommitted

@@ -1,43 +1,27 @@
 """The coordinator: the process ``python -m engine run`` starts.
 
-Lifecycle (the code follows these numbers):
+Lifecycle (the methods follow these numbers; the epoch protocol has its own
+steps, 1-7, in ``engine.epochs``):
 
-1. Sweep segments left by dead owners; pin itself to ``topology.coordinator``.
-   Recovery: load the newest valid manifest (a corrupt or truncated one is
-   reported and skipped, falling back to the one before); refuse one written
-   by a different pipeline or worker count.
-2. Create every ring (source instance × worker, worker × sink) and the
-   counters segment. It owns them all and unlinks them in step 8.
-3. Spawn every child with the ``spawn`` method — sinks, workers, then
-   sources — each with what the manifest recorded for it (sink: epoch N and
-   its committable, to re-commit; worker: its state file; source: its
-   offset), and wait for each ``Ready``; refuse to go on if a child's
-   reported affinity is not the CPU it was given.
-4. Supervise: every 10 ms read control messages and exit codes. A ``Failed``
-   message or a non-zero exit is a ``ChildFailedError`` naming the child,
-   its pid and exit code (and its traceback): every child is stopped, and
-   with checkpoints on the run restarts from step 1 (at most
-   ``max_restarts`` times, the backoff doubling each time).
-5. Epochs (DESIGN.md §5): every ``interval_ms`` (or when a source asks) open
-   epoch N: ``Barrier(N)`` to each source (step 1–2 there), which injects
-   BARRIER(N); workers align and snapshot (3); sinks pre-commit (4). With
-   every report of N in — each source's offset, each worker's state file,
-   each sink's committable — write **manifest N** (temp, fsync, rename, fsync
-   dir: the point of no return), then ``Commit(N)`` to the sinks, then
-   ``NotifyCommitted(N)`` to the sources; when every sink confirms, mark the
-   manifest committed. One epoch is in flight at a time; the end of a
-   bounded stream (or a drain) closes the last epoch the same way.
-6. On SIGINT/SIGTERM, drain: tell the sources to stop; they report their
-   final offsets and send EOS; sinks commit the last epoch. With checkpoints
-   on, the EOS says "stopped" (``ring0.inputs.EOS_STOPPED``): workers
-   snapshot what is still open (windows) into the last epoch instead of
-   closing it early, and the next run resumes exactly there; without
-   checkpoints they flush it. A second signal, or ``drain_timeout``
-   expiring, skips the drain.
-7. Print a progress line every second (events, rates, watermark, ring
-   occupancy, backpressure, last checkpoint) and a summary at the end.
-8. Always: SIGTERM the children still alive, wait, SIGKILL, join; close and
-   unlink every segment.
+L1. Prepare: sweep segments left by dead owners; pin to
+    ``topology.coordinator``; with checkpoints on, lock the checkpoint
+    directory (one live run per directory, ``engine.checkpoint.lock``).
+L2. Recover: the newest valid manifest (a corrupt or truncated one is reported
+    and skipped); refuse one written by a different pipeline or worker count;
+    a bounded run whose manifest says it completed does nothing.
+L3. Wire: every ring (``engine.wiring``) and the counters segment.
+L4. Spawn every child (``engine.supervisor``) — sinks, workers, sources —
+    each with what the manifest recorded for it, and wait for each ``Ready``.
+L5. Supervise until every child is done: control messages; epochs (open
+    every ``interval_ms`` or when a source asks; write the manifest of each
+    complete one; send commits; mark them committed); on SIGINT/SIGTERM drain
+    (sources stop and report their final offsets, workers snapshot what is
+    open, sinks commit the last epoch); a progress line every second. A child
+    that fails is a ``ChildFailedError``: every child is stopped and, with
+    checkpoints on and the failure not permanent, the run restarts from L2
+    (at most ``max_restarts`` times, the backoff doubling each time).
+L6. Always: kill the children still alive, close and unlink every segment,
+    release the lock.
 
 Not guaranteed: without checkpoints a failed run is not recovered and its
 sinks' uncommitted output is discarded at the next start; rescaling (a
@@ -50,81 +34,22 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import TextIO
 
 import msgspec
-import multiprocess as mp
 
-from engine import child, control, faults
-from engine.counters import NO_WATERMARK, Counters
+from engine import control, faults
+from engine.child import ChildSpec
+from engine.counters import Counters
+from engine.epochs import Ack, EpochTracker
 from engine.errors import ChildFailedError, ConfigError, RingstreamError
 from engine.pipeline import Pipeline
 from engine.plan import Plan
-from engine.shm import Ring, sweep_stale
+from engine.progress import EpochStat, Progress, Summary
+from engine.shm import sweep_stale
+from engine.supervisor import Interrupted, Supervisor
 from engine.topology import Topology
-
-_CTX = mp.get_context("spawn")
-READY_TIMEOUT_S = 120.0
-STOP_GRACE_S = 5.0
-
-
-@dataclass
-class Child:
-    role: str
-    index: int
-    name: str
-    cpu: int
-    slot: int
-    process: object
-    conn: object
-    pid: int = 0
-    done: bool = False
-
-    @property
-    def label(self) -> str:
-        return (
-            f"{self.role} {self.name!r} {self.index}" if self.name else f"{self.role} {self.index}"
-        )
-
-
-@dataclass
-class EpochStat:
-    epoch: int
-    duration_ms: float
-    alignment_ms: float
-    state_bytes: int
-
-
-@dataclass
-class Summary:
-    events: int
-    output_rows: int
-    elapsed_s: float
-    output: str
-    late_rows: int
-    stopped_by: str | None = None
-    pinning: list[str] = field(default_factory=list)
-    restarts: int = 0
-    restored_epoch: int | None = None
-    last_epoch: int | None = None
-    epochs: list[EpochStat] = field(default_factory=list)
-    already_complete: bool = False
-
-    @property
-    def events_per_s(self) -> float:
-        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-@dataclass
-class _Epoch:
-    epoch: int
-    started: float
-    sources: dict[tuple[str, int], control.Checkpointed] = field(default_factory=dict)
-    workers: dict[int, control.Checkpointed] = field(default_factory=dict)
-    sinks: dict[int, control.Checkpointed] = field(default_factory=dict)
-    committed: set[int] = field(default_factory=set)
-    manifest: bool = False
+from engine.wiring import Wiring
 
 
 class Coordinator:
@@ -136,26 +61,27 @@ class Coordinator:
         drain_timeout_s: float = 30.0,
         plan: Plan | None = None,
     ) -> None:
-        self.pipeline = pipeline
-        self.topology = topology
-        self.out = out
+        self.pipeline, self.topology, self.out = pipeline, topology, out
         self.drain_timeout_s = drain_timeout_s
-        self.plan = plan
-        self.children: list[Child] = []
-        self.rings: list[Ring] = []
-        self.counters: Counters | None = None
+        self.plan = plan or Plan.build(pipeline, len(topology.workers))
         self.store = None
+        self.lock = None
+        self.supervisor = Supervisor()
+        self.wiring: Wiring | None = None
+        self.counters: Counters | None = None
+        self.health: dict[str, str] = {}  # child label -> last health state
+        self.metrics: dict[str, dict[str, float]] = {}  # child label -> last connector metrics
         self._signals = 0
         self._signal_name: str | None = None
-        self._events = 0  # of attempts before the current one (replayed events count again)
-        self._rows = 0  # rows their sinks received (rolled-back ones included)
-        self._active_s = 0.0  # their running time (children ready -> failure)
-        self._attempt_started = time.monotonic()
         self._stats: list[EpochStat] = []
+        self._started = time.monotonic()
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         if self.out is not None:
-            print(text, file=self.out, flush=True)
+            try:
+                print(text, file=self.out, flush=True)
+            except BrokenPipeError:  # the reader went away (``| head``, a killed ``tee``)
+                self.out = None
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals += 1
@@ -164,45 +90,43 @@ class Coordinator:
     def run(self) -> Summary:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self._prepare()
             return self._run()
         finally:
-            self._shutdown()  # 8
+            self._shutdown()
+            if self.lock is not None:
+                self.lock.release()
             for s, handler in old.items():
                 signal.signal(s, handler)
 
-    def _run(self) -> Summary:
-        p, t = self.pipeline, self.topology
-        for name in sweep_stale():  # 1
-            self._say(f"removed stale segment {name} (its owner is gone)")
+    def _prepare(self) -> None:
+        """L1."""
+        for name in sweep_stale():
+            self.say(f"removed stale segment {name} (its owner is gone)")
         if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, {t.coordinator})
-        if self.plan is None:
-            self.plan = Plan.build(p, len(t.workers))
+            os.sched_setaffinity(0, {self.topology.coordinator})
+        p = self.pipeline
         if p.checkpointing:
+            from engine.checkpoint.lock import DirectoryLock
             from engine.checkpoint.store import CheckpointStore
 
+            self.lock = DirectoryLock(p.checkpoint_dir)
+            self.lock.acquire()
             self.store = CheckpointStore(p.checkpoint_dir, keep=p.checkpoint.keep)
-        restarts = 0
+
+    def _run(self) -> Summary:
+        p = self.pipeline
+        restarts, earlier = 0, None
         while True:
-            manifest = self._recover()
-            if manifest is not None and _complete(manifest) and manifest.sink_status == "committed":
-                done = manifest.epoch
-                if restarts:  # a child died after the last commit: this run is complete
-                    self._say(f"epoch {done} completed the run before the failure; nothing to redo")
-                    return Summary(self._events, self._rows, self._active_s, self._outputs(), 0,
-                                   restarts=restarts, restored_epoch=done, last_epoch=done,
-                                   epochs=list(self._stats))  # fmt: skip
-                self._say(
-                    f"pipeline {p.pipeline.name!r} already completed at epoch {done} "
-                    f"(checkpoints in {p.checkpoint_dir}); delete that directory to run it again"
-                )
-                return Summary(0, 0, 0.0, self._outputs(), 0, already_complete=True,
-                               restored_epoch=done, last_epoch=done)  # fmt: skip
+            manifest = self._recover()  # L2
+            if manifest is not None and manifest.complete and manifest.sink_status == "committed":
+                return self._already_complete(manifest.epoch, restarts, earlier)
             try:
                 summary = self._attempt(manifest)
             except ChildFailedError as exc:
-                if not p.checkpointing or restarts >= p.checkpoint.max_restarts or self._signals:
-                    if p.checkpointing and restarts >= p.checkpoint.max_restarts:
+                gave_up = restarts >= p.checkpoint.max_restarts
+                if not p.checkpointing or exc.permanent or gave_up or self._signals:
+                    if p.checkpointing and gave_up and not exc.permanent:
                         raise ChildFailedError(
                             f"{exc}\n(gave up after {restarts} restart(s): "
                             f"checkpoint.max_restarts = {p.checkpoint.max_restarts})"
@@ -210,27 +134,42 @@ class Coordinator:
                     raise
                 restarts += 1
                 backoff = p.checkpoint.restart_backoff_ms / 1000 * 2 ** (restarts - 1)
-                self._say(
+                self.say(
                     f"failure: {exc.args[0].splitlines()[0]}\nrestart {restarts}/"
                     f"{p.checkpoint.max_restarts} in {backoff:.1f} s from the last checkpoint"
                 )
-                self._events += self._sum("source", "rows_out")
-                self._rows += self._sum("sink", "rows_in")
-                self._active_s += time.monotonic() - self._attempt_started
-                self._shutdown(hard=True)  # state comes from the checkpoint: no grace needed
+                lost = self._summary(time.monotonic() - self._started, None, None)
+                if earlier is None:
+                    earlier = lost
+                else:
+                    earlier.add(lost)
+                self._shutdown()  # state comes from the checkpoint: no grace needed
                 time.sleep(backoff)
                 continue
             summary.restarts = restarts
-            summary.elapsed_s += self._active_s
-            summary.events += self._events
-            summary.output_rows += self._rows
+            if earlier is not None:
+                summary.add(earlier)
             return summary
 
+    def _already_complete(self, epoch: int, restarts: int, earlier: Summary | None) -> Summary:
+        if restarts and earlier is not None:  # a child died after the last commit
+            self.say(f"epoch {epoch} completed the run before the failure; nothing to redo")
+            earlier.restarts, earlier.restored_epoch, earlier.last_epoch = restarts, epoch, epoch
+            earlier.epochs = list(self._stats)
+            return earlier
+        self.say(
+            f"pipeline {self.pipeline.pipeline.name!r} already completed at epoch {epoch} "
+            f"(checkpoints in {self.pipeline.checkpoint_dir}); delete that directory to run it "
+            "again"
+        )
+        return Summary(0, 0, 0.0, self._outputs(), already_complete=True,
+                       restored_epoch=epoch, last_epoch=epoch)  # fmt: skip
+
     def _recover(self):  # type: ignore[no-untyped-def]
-        """1. The newest valid manifest of this pipeline, or None."""
+        """L2. The newest valid manifest of this pipeline, or None."""
         if self.store is None:
             return None
-        manifest = self.store.latest_valid(report=lambda text: self._say(f"checkpoint: {text}"))
+        manifest = self.store.latest_valid(report=lambda text: self.say(f"checkpoint: {text}"))
         if manifest is None:
             self.store.discard_newer(-1)  # skipped manifests, state files of unfinished epochs
             return None
@@ -241,34 +180,49 @@ class Coordinator:
                 f"pipeline (hash {manifest.pipeline_hash}, this one {p.hash()}); use another "
                 "checkpoint.dir or delete it to start over"
             )
-        if _workers_of(manifest) and len(self.topology.workers) != _workers_of(manifest):
+        workers = manifest.workers()
+        if workers and len(self.topology.workers) != workers:
             raise ConfigError(
-                f"topology: epoch {manifest.epoch} was checkpointed with "
-                f"{_workers_of(manifest)} workers; this topology has "
-                f"{len(self.topology.workers)} (rescaling from a checkpoint is not supported)"
+                f"topology: epoch {manifest.epoch} was checkpointed with {workers} workers; "
+                f"this topology has {len(self.topology.workers)} (rescaling from a checkpoint "
+                "is not supported)"
             )
+        for s in p.sources:
+            offsets = manifest.source_offsets.get(s.name)
+            if offsets is not None and len(offsets) != s.parallelism:
+                raise ConfigError(
+                    f"sources.{s.name}.parallelism: epoch {manifest.epoch} was checkpointed "
+                    f"with {len(offsets)} instances, this pipeline has {s.parallelism}"
+                )
         self.store.discard_newer(manifest.epoch)
-        self._say(f"recovering from epoch {manifest.epoch} ({p.checkpoint_dir})")
+        self.say(f"recovering from epoch {manifest.epoch} ({p.checkpoint_dir})")
         return manifest
 
     def _attempt(self, manifest) -> Summary:  # type: ignore[no-untyped-def]
+        """L3-L5, once."""
         p, t, plan = self.pipeline, self.topology, self.plan
-        assert plan is not None
-        self.children, self.rings = [], []
         workers = len(t.workers)
-        # 2. rings and counters
-        src_rings = {
-            (s.name, i): [self._ring() for _ in range(workers)]
-            for s in p.sources
-            for i in range(s.parallelism)
-        }
-        sink_rings = {k.name: [self._ring() for _ in range(workers)] for k in p.sinks}
-        self.counters = Counters.create(len(src_rings) + workers + len(p.sinks))
-        # 3. spawn sinks, workers, sources; wait for Ready
+        self.wiring = Wiring.create(p, plan.inputs, workers, t.ring_capacity)  # L3
+        nsources = sum(s.parallelism for s in p.sources)
+        self.counters = Counters.create(nsources + workers + len(p.sinks))
         first_epoch = manifest.epoch + 1 if manifest is not None else 1
+        self._spawn_all(manifest, first_epoch)  # L4
+        self._started = time.monotonic()
+        try:
+            pinning = self.supervisor.await_ready(lambda: self._signals)
+        except Interrupted:
+            self.say(f"{self._signal_name} while starting: stopped before any row was read")
+            return Summary(0, 0, 0.0, self._outputs(), stopped_by=self._signal_name,
+                           last_epoch=manifest.epoch if manifest else None)  # fmt: skip
+        self.say("pinned: " + "; ".join(pinning))
+        return self._supervise(pinning, first_epoch, manifest)  # L5
+
+    def _spawn_all(self, manifest, first_epoch: int) -> None:  # type: ignore[no-untyped-def]
+        p, t, plan, w = self.pipeline, self.topology, self.plan, self.wiring
+        assert w is not None and self.counters is not None
         base = {
             "pipeline": msgspec.json.encode(p),
-            "workers": workers,
+            "workers": len(t.workers),
             "schemas": {k: v.serialize().to_pybytes() for k, v in plan.source_schemas.items()},
             "checkpoint_dir": str(p.checkpoint_dir) if p.checkpointing else "",
             "first_epoch": first_epoch,
@@ -276,421 +230,167 @@ class Coordinator:
             "slots": self.counters.slots,
             "parent": os.getpid(),
         }
-        connectors = t.connectors
-        ncon = 0
+        cpus = iter(t.connectors * (len(p.sinks) + sum(s.parallelism for s in p.sources)))
 
         def spawn(role: str, index: int, name: str, cpu: int, **kw) -> None:  # type: ignore[no-untyped-def]
-            slot = len(self.children)
-            spec = child.ChildSpec(role=role, index=index, name=name, cpu=cpu, slot=slot,
-                                   **base, **kw)  # fmt: skip
-            parent_end, child_end = _CTX.Pipe()
-            proc = _CTX.Process(
-                target=child.main,
-                args=(msgspec.json.encode(spec), child_end),
-                name=f"ringstream-{role}-{name or index}",
-                daemon=True,
-            )
-            proc.start()
-            child_end.close()
-            self.children.append(Child(role, index, name, cpu, slot, proc, parent_end, proc.pid))
+            slot = len(self.supervisor.children)
+            self.supervisor.spawn(ChildSpec(role=role, index=index, name=name, cpu=cpu,
+                                            slot=slot, **base, **kw))  # fmt: skip
 
         for n, k in enumerate(p.sinks):
             restore = None
             if manifest is not None:
-                restore = {
-                    "epoch": manifest.epoch,
-                    "committable": (manifest.sink_committables.get(k.name) or [None])[0],
-                    "state": self._state_ref(manifest, "sink", n),
-                }
-            spawn("sink", n, k.name, connectors[ncon % len(connectors)],
-                  in_rings=[r.name for r in sink_rings[k.name]], out_rings=[],
+                committable = (manifest.sink_committables.get(k.name) or [None])[0]
+                state = _state(manifest, "sink", n)
+                restore = control.SinkRestore(manifest.epoch, committable, state)
+            spawn("sink", n, k.name, next(cpus), in_rings=w.to_sink[k.name], out_rings=[],
                   restore=msgspec.json.encode(restore))  # fmt: skip
-            ncon += 1
-        for w in range(workers):
+        for i in range(len(t.workers)):
             ins, ports, idle = [], [], []
             for port, src in enumerate(plan.inputs):
                 cfg = p.source_named(src)
-                for i in range(cfg.parallelism):
-                    ins.append(src_rings[(src, i)][w].name)
+                for j in range(cfg.parallelism):
+                    ins.append(w.to_worker[(src, j)][i])
                     ports.append(port)
                     idle.append(cfg.idle_timeout_ms / 1000)
-            restore = self._state_ref(manifest, "worker", w) if manifest is not None else None
-            spawn("worker", w, "", t.workers[w], in_rings=ins, in_ports=ports, in_idle_s=idle,
-                  out_rings=[sink_rings[k.name][w].name for k in p.sinks],
-                  out_streams=[k.input for k in p.sinks],
-                  restore=msgspec.json.encode(restore))  # fmt: skip
+            outs, streams = w.worker_outputs(p, i)
+            state = _state(manifest, "worker", i) if manifest is not None else None
+            spawn("worker", i, "", t.workers[i], in_rings=ins, in_ports=ports, in_idle_s=idle,
+                  out_rings=outs, out_streams=streams,
+                  restore=msgspec.json.encode(state))  # fmt: skip
         for s in p.sources:
             offsets = manifest.source_offsets.get(s.name) if manifest is not None else None
-            if offsets is not None and len(offsets) != s.parallelism:
-                raise ConfigError(
-                    f"sources.{s.name}.parallelism: epoch {manifest.epoch} was checkpointed with "
-                    f"{len(offsets)} instances, this pipeline has {s.parallelism}"
-                )
-            for i in range(s.parallelism):
-                pos = offsets[i].get("position") if offsets is not None else None
-                spawn("source", i, s.name, connectors[ncon % len(connectors)],
-                      in_rings=[], out_rings=[r.name for r in src_rings[(s.name, i)]],
+            for j in range(s.parallelism):
+                pos = offsets[j].get("position") if offsets is not None else None
+                spawn("source", j, s.name, next(cpus), in_rings=[],
+                      out_rings=w.to_worker.get((s.name, j), []),
+                      dead_letter_rings=w.dead_letter[(s.name, j)],
                       restore=msgspec.json.encode(pos))  # fmt: skip
-                ncon += 1
-        pinning = self._await_ready()
-        self._say("pinned: " + "; ".join(pinning))
-        return self._supervise(pinning, first_epoch, manifest)
-
-    def _state_ref(self, manifest, role: str, index: int) -> dict | None:  # type: ignore[no-untyped-def]
-        assert self.store is not None
-        for ref in manifest.worker_states:
-            if ref.worker == _state_slot(role, index):
-                return {"path": str(self.store.root / ref.path), "checksum": ref.crc32c_or_sha256}
-        return None
-
-    def _ring(self) -> Ring:
-        ring = Ring.create(self.topology.ring_capacity)
-        self.rings.append(ring)
-        return ring
-
-    def _await_ready(self) -> list[str]:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        pinning = []
-        for c in self.children:
-            while not c.conn.poll(0.05):  # type: ignore[attr-defined]
-                self._check_alive(c)
-                if time.monotonic() > deadline:
-                    raise ChildFailedError(
-                        f"{c.label} (pid {c.pid}) did not start within {READY_TIMEOUT_S:.0f} s"
-                    )
-                if self._signals:
-                    raise RingstreamError(f"interrupted by {self._signal_name} while starting")
-            msg = self._recv(c)
-            if isinstance(msg, control.Failed):
-                raise ChildFailedError(_failure(c, msg))
-            assert isinstance(msg, control.Ready)
-            if msg.affinity and msg.affinity != [c.cpu]:
-                raise ChildFailedError(
-                    f"{c.label} (pid {c.pid}) asked for CPU {c.cpu} but runs on {msg.affinity}"
-                )
-            pinning.append(f"{c.label} pid {c.pid} cpu {c.cpu}")
-        return pinning
-
-    def _recv(self, c: Child) -> control.Message | None:
-        """The child's next message; a closed pipe means the child is gone: say how."""
-        try:
-            return control.recv(c.conn)
-        except (EOFError, OSError):
-            c.process.join(5)  # type: ignore[attr-defined]
-            self._check_alive(c)
-            raise ChildFailedError(_failure(c, None) + " without reporting the end") from None
-
-    def _send(self, c: Child, msg: control.Message) -> None:
-        """Send ``msg`` to ``c``; a child that died since it was last checked is a failure.
-
-        Its end of the pipe is closed, so the write fails with ``BrokenPipeError``
-        (or ``ConnectionResetError``): that is the child's death, not the
-        coordinator's, and it restarts the run like any other. A child that
-        exited 0 ended normally (its ``Done`` is still unread): it needs nothing more.
-        """
-        try:
-            control.send(c.conn, msg)
-        except OSError:
-            c.process.join(5)  # type: ignore[attr-defined]
-            if c.process.exitcode == 0:  # type: ignore[attr-defined]
-                return
-            self._check_alive(c)
-            raise ChildFailedError(
-                _failure(c, None) + f" before it could be sent {type(msg).__name__}"
-            ) from None
-
-    def _check_alive(self, c: Child) -> None:
-        proc = c.process
-        if not proc.is_alive() and proc.exitcode not in (0, None):  # type: ignore[attr-defined]
-            failure = None
-            try:
-                while c.conn.poll():  # type: ignore[attr-defined]
-                    msg = control.recv(c.conn)
-                    if isinstance(msg, control.Failed):
-                        failure = msg
-            except (EOFError, OSError):
-                pass
-            raise ChildFailedError(_failure(c, failure))
-
-    # 4-7 -----------------------------------------------------------------------------------
 
     def _supervise(self, pinning: list[str], first_epoch: int, manifest) -> Summary:  # type: ignore[no-untyped-def]
-        p = self.pipeline
-        start = last_print = last_epoch_at = self._attempt_started = time.monotonic()
-        last_in = 0
-        stop_sent_at: float | None = None
-        self._epochs: dict[int, _Epoch] = {}
-        self._finished: dict[tuple[str, int], control.Checkpointed] = {}
-        self._next_epoch = first_epoch
-        self._committed = manifest.epoch if manifest is not None else None
-        if manifest is not None and manifest.sink_status != "committed":
-            # 6. the sinks re-drive its commit as they start; their Committed marks it
-            self._epochs[manifest.epoch] = _Epoch(manifest.epoch, start, manifest=True)
-        want_epoch = False
-        resuming = manifest is not None
-        interval = p.checkpoint.interval_ms / 1000
-        while True:
-            for c in self.children:
-                while not c.done and c.conn.poll():  # type: ignore[attr-defined]
-                    msg = self._recv(c)
-                    if isinstance(msg, control.Failed):
-                        raise ChildFailedError(_failure(c, msg))
-                    if isinstance(msg, control.Done):
-                        c.done = True
-                    elif isinstance(msg, control.Checkpointed):
-                        self._on_checkpointed(c, msg)
-                    elif isinstance(msg, control.Committed):
-                        self._on_committed(msg)
-                    elif isinstance(msg, control.RequestCheckpoint):
-                        want_epoch = True
-                    elif isinstance(msg, control.Health):
-                        self._say(
-                            f"health: {c.label} is {msg.state}"
-                            + (f": {msg.error}" if msg.error else "")
-                        )
-                self._check_alive(c)
-            self._complete_epochs()
-            if all(c.done for c in self.children):
-                break
+        """L5: until every child is done."""
+        p, sup = self.pipeline, self.supervisor
+        assert self.counters is not None and self.wiring is not None
+        slots: dict[str, list[int]] = {}
+        for c in sup.children:
+            slots.setdefault(c.role, []).append(c.slot)
+        progress = Progress(self.counters, slots, self.wiring.rings)
+        tracker = EpochTracker([c.reporter for c in sup.children], len(p.sinks), first_epoch)
+        if manifest is not None:
+            tracker.recovering(manifest.epoch, manifest.sink_status == "committed")
+        start = last_print = last_epoch_at = self._started = time.monotonic()
+        last_in, stop_sent_at, want_epoch = 0, None, False
+        resuming, interval = manifest is not None, p.checkpoint.interval_ms / 1000
+        while not sup.all_done:
+            for c, msg in sup.poll():
+                if isinstance(msg, control.Done):
+                    tracker.ended(c.reporter)
+                elif isinstance(msg, control.Checkpointed):
+                    if tracker.acknowledge(c.reporter, msg) is not Ack.ACCEPTED:
+                        self.say(f"warning: ignored a second or stray report of epoch "
+                                 f"{msg.epoch} from {c.label}")  # fmt: skip
+                elif isinstance(msg, control.Committed):
+                    if tracker.confirmed(msg.epoch, msg.index):
+                        self._committed(msg.epoch)  # step 7
+                elif isinstance(msg, control.RequestCheckpoint):
+                    want_epoch = True
+                elif isinstance(msg, control.Health):
+                    self.health[c.label] = msg.state
+                    why = f": {msg.error}" if msg.error else ""
+                    self.say(f"health: {c.label} is {msg.state}{why}")
+                elif isinstance(msg, control.Metrics):
+                    self.metrics[c.label] = msg.values
+            for done in tracker.complete():  # steps 5 and 6
+                faults.reached("coordinator.before_manifest", done.epoch)
+                if self.store is not None:
+                    self.store.write_manifest(done.manifest(p))
+                faults.reached("coordinator.after_manifest", done.epoch)
+                for k in sup.of("sink"):
+                    if not k.done:
+                        sup.send(k, control.Commit(done.epoch, done.sinks[k.index].committable))
+                sup.send_all("source", control.NotifyCommitted(done.epoch))
+                self._stats.append(done.stat())
             now = time.monotonic()
-            if resuming and self._sum("source", "rows_out") > 0:
-                self._say(
-                    f"processing again {now - start:.2f} s after the restart's children were ready"
-                )
+            if resuming and progress.sum("source", "rows_out") > 0:
+                self.say(f"processing again {now - start:.2f} s after the restart's children "
+                         "were ready")  # fmt: skip
                 resuming = False
-            if (  # 5. open the next epoch
-                p.checkpointing
-                and stop_sent_at is None
-                and not self._finished
-                and not any(not e.manifest for e in self._epochs.values())
-                and (want_epoch or now - last_epoch_at >= interval)
-            ):
-                self._open_epoch()
+            if (p.checkpointing and stop_sent_at is None and tracker.can_open()
+                    and (want_epoch or now - last_epoch_at >= interval)):  # fmt: skip
+                sup.send_all("source", control.Barrier(tracker.open()))  # step 1
                 last_epoch_at, want_epoch = now, False
-            if self._signals and stop_sent_at is None:  # 6. drain
-                self._say(f"{self._signal_name}: draining (signal again to stop at once)")
-                for c in self.children:
-                    if c.role == "source" and not c.done:
-                        self._send(c, control.Stop())
+            if self._signals and stop_sent_at is None:  # drain
+                self.say(f"{self._signal_name}: draining (signal again to stop at once)")
+                sup.send_all("source", control.Stop())
                 stop_sent_at = now
             if stop_sent_at is not None and (
                 self._signals > 1 or now - stop_sent_at > self.drain_timeout_s
             ):
                 raise RingstreamError(f"stopped by {self._signal_name} before the drain finished")
-            if now - last_print >= (1.0 if now - start > 1.0 else 0.5):  # 7. progress
-                events = self._sum("source", "rows_out")
-                self._say(
-                    self._progress(now - start, events, (events - last_in) / (now - last_print))
-                )
+            if now - last_print >= (1.0 if now - start > 1.0 else 0.5):  # progress
+                events = progress.sum("source", "rows_out")
+                rate = (events - last_in) / (now - last_print)
+                self.say(progress.line(now - start, events, rate, tracker.committed))
                 last_in, last_print = events, now
             time.sleep(0.01)
-        elapsed = time.monotonic() - start
-        for c in self.children:
-            c.process.join(10)  # type: ignore[attr-defined]
+        sup.join(10)
+        summary = self._summary(time.monotonic() - start, progress, tracker.committed)
+        summary.pinning, summary.epochs = pinning, list(self._stats)
+        summary.restored_epoch = manifest.epoch if manifest is not None else None
+        summary.stopped_by = self._signal_name
+        return summary
+
+    def _committed(self, epoch: int) -> None:
+        """Step 7: every sink confirmed ``epoch``."""
+        # retention may already have dropped it (keep = 1, a later manifest written first)
+        if self.store is not None and self.store.manifest_path(epoch).exists():
+            self.store.mark_committed(epoch)
+
+    def _summary(self, elapsed: float, progress: Progress | None, committed: int | None) -> Summary:
+        if progress is None:
+            slots: dict[str, list[int]] = {}
+            for c in self.supervisor.children:
+                slots.setdefault(c.role, []).append(c.slot)
+            assert self.counters is not None
+            progress = Progress(self.counters, slots, [])
+        sinks = {
+            k.name: self.counters.get(c.slot, "rows_in")  # type: ignore[union-attr]
+            for c in self.supervisor.of("sink")
+            for k in self.pipeline.sinks[c.index : c.index + 1]
+        }
+        main = [k.name for k in self.pipeline.sinks if k.input == "main"]
         return Summary(
-            events=self._sum("source", "rows_out"),
-            output_rows=self._sum("sink", "rows_in"),
+            events=progress.sum("source", "rows_out"),
+            output_rows=sum(sinks.get(k, 0) for k in main),
             elapsed_s=elapsed,
             output=self._outputs(),
-            late_rows=self._sum("worker", "late_rows"),
-            stopped_by=self._signal_name,
-            pinning=pinning,
-            restored_epoch=manifest.epoch if manifest is not None else None,
-            last_epoch=self._committed,
-            epochs=list(self._stats),
+            late_rows=progress.sum("worker", "late_rows"),
+            null_time_rows=progress.sum("worker", "null_time_rows"),
+            out_of_range_rows=progress.sum("worker", "out_of_range_rows"),
+            dead_letter_rows=progress.sum("source", "dead_letter_rows"),
+            sink_rows=sinks,
+            last_epoch=committed,
         )
 
     def _outputs(self) -> str:
-        return ", ".join(str(k.options.get("path", k.name)) for k in self.pipeline.sinks)
+        return ", ".join(
+            str(k.options.get("path", k.name)) for k in self.pipeline.sinks if k.input == "main"
+        ) or ", ".join(k.name for k in self.pipeline.sinks)
 
-    def _open_epoch(self) -> None:
-        n = self._next_epoch
-        self._next_epoch += 1
-        self._epochs[n] = _Epoch(n, time.monotonic())
-        for c in self.children:
-            if c.role == "source" and not c.done:
-                self._send(c, control.Barrier(n))
-
-    def _on_checkpointed(self, c: Child, msg: control.Checkpointed) -> None:
-        e = self._epochs.get(msg.epoch)
-        if e is None:
-            e = self._epochs[msg.epoch] = _Epoch(msg.epoch, time.monotonic())
-            self._next_epoch = max(self._next_epoch, msg.epoch + 1)
-        if c.role == "source":
-            e.sources[(c.name, c.index)] = msg
-            if msg.finished:
-                self._finished[(c.name, c.index)] = msg
-        elif c.role == "worker":
-            e.workers[c.index] = msg
-        else:
-            e.sinks[c.index] = msg
-
-    def _on_committed(self, msg: control.Committed) -> None:
-        e = self._epochs.get(msg.epoch)
-        if e is None:
-            return
-        e.committed.add(msg.index)
-        if len(e.committed) == len(self.pipeline.sinks):
-            # retention may already have dropped it (keep = 1, a later manifest written first)
-            if self.store is not None and self.store.manifest_path(msg.epoch).exists():
-                self.store.mark_committed(msg.epoch)
-            del self._epochs[msg.epoch]
-
-    def _complete_epochs(self) -> None:
-        """5. Write the manifest of each epoch whose reports are all in, in epoch order."""
-        for n in sorted(self._epochs):
-            e = self._epochs[n]
-            if e.manifest:
-                continue
-            if not self._all_reported(e):
-                return
-            faults.reached("coordinator.before_manifest", n)
-            if self.store is not None:
-                self.store.write_manifest(self._manifest(e))
-            faults.reached("coordinator.after_manifest", n)
-            e.manifest = True
-            self._committed = n
-            for c in self.children:
-                if c.role == "sink" and not c.done:
-                    self._send(c, control.Commit(n, e.sinks[c.index].committable))
-            for c in self.children:
-                if c.role == "source" and not c.done:
-                    self._send(c, control.NotifyCommitted(n))
-            self._stats.append(self._stat(e))
-
-    def _all_reported(self, e: _Epoch) -> bool:
-        for c in self.children:
-            if c.role == "source":
-                key = (c.name, c.index)
-                fin = self._finished.get(key)
-                if key not in e.sources and not (fin is not None and fin.epoch <= e.epoch):
-                    return False
-            elif c.role == "worker":
-                if c.index not in e.workers and not c.done:
-                    return False
-            elif c.index not in e.sinks:
-                return False
-        return True
-
-    def _stat(self, e: _Epoch) -> EpochStat:
-        reports = [*e.workers.values(), *e.sinks.values()]
-        return EpochStat(
-            e.epoch,
-            (time.monotonic() - e.started) * 1000,
-            max((r.metrics.get("alignment_ms", 0.0) for r in reports), default=0.0),
-            int(sum((r.state or {}).get("bytes", 0) for r in reports)),
-        )
-
-    def _manifest(self, e: _Epoch):  # type: ignore[no-untyped-def]
-        from engine.checkpoint.manifest import FORMAT_VERSION, Manifest, StateFileRef
-
-        assert self.store is not None
-        p = self.pipeline
-        offsets: dict[str, list[dict]] = {}
-        for s in p.sources:
-            offsets[s.name] = []
-            for i in range(s.parallelism):
-                r = e.sources.get((s.name, i)) or self._finished[(s.name, i)]
-                offsets[s.name].append(
-                    {"position": r.position, "finished": r.finished, "exhausted": r.exhausted}
-                )
-        states = []
-        for role, reports in (("worker", e.workers), ("sink", e.sinks)):
-            for index, r in sorted(reports.items()):
-                if r.state:
-                    path = os.path.relpath(r.state["path"], self.store.root)
-                    states.append(StateFileRef(_state_slot(role, index), path,
-                                               r.state["bytes"], r.state["checksum"]))  # fmt: skip
-        stat = self._stat(e)
-        return Manifest(
-            format_version=FORMAT_VERSION,
-            pipeline_id=p.pipeline.name,
-            pipeline_hash=p.hash(),
-            epoch=e.epoch,
-            created_unix_s=time.time(),
-            source_offsets=offsets,
-            worker_states=states,
-            sink_committables={k.name: [e.sinks[n].committable] for n, k in enumerate(p.sinks)},
-            sink_status="pending",
-            watermarks={
-                f"worker {i}": r.watermark for i, r in e.workers.items() if r.watermark is not None
-            },  # fmt: skip
-            metrics={
-                "duration_ms": stat.duration_ms,
-                "alignment_ms": stat.alignment_ms,
-                "state_bytes": float(stat.state_bytes),
-            },
-        )
-
-    def _sum(self, role: str, name: str) -> int:
-        if self.counters is None:
-            return 0
-        return sum(self.counters.get(c.slot, name) for c in self.children if c.role == role)
-
-    def _progress(self, elapsed: float, events: int, rate: float) -> str:
-        assert self.counters is not None
-        marks = [
-            self.counters.get(c.slot, "watermark") for c in self.children if c.role == "worker"
-        ]
-        marks = [m for m in marks if m != NO_WATERMARK]
-        wm = f"{min(marks) / 1000:.3f}s" if marks else "-"
-        occupancy = max((r.stats()["occupancy"] / r.capacity for r in self.rings), default=0.0)
-        blocked = self._sum("source", "blocked_ns") / 1e9
-        ckpt = f" | epoch {self._committed} committed" if self._committed is not None else ""
-        return (
-            f"[{elapsed:6.1f}s] in {self._events + events:,} events ({rate / 1e6:.2f} M/s) | "
-            f"out {self._sum('sink', 'rows_in'):,} rows | watermark {wm} | "
-            f"rings max {occupancy:.0%} full | sources blocked {blocked:.1f}s{ckpt}"
-        )
-
-    def _shutdown(self, hard: bool = False) -> None:
-        """8. SIGTERM (``hard``: SIGKILL), wait, SIGKILL every child; unlink every segment."""
-        alive = [c for c in self.children if c.process.is_alive()]  # type: ignore[attr-defined]
-        for c in alive:
-            if hard:
-                c.process.kill()  # type: ignore[attr-defined]
-            else:
-                c.process.terminate()  # type: ignore[attr-defined]
-        deadline = time.monotonic() + STOP_GRACE_S
-        for c in alive:
-            c.process.join(max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
-            if c.process.is_alive():  # type: ignore[attr-defined]
-                c.process.kill()  # type: ignore[attr-defined]
-                c.process.join()  # type: ignore[attr-defined]
-        for c in self.children:
-            c.conn.close()  # type: ignore[attr-defined]
-        for ring in self.rings:
-            ring.close()
+    def _shutdown(self) -> None:
+        """L6 (also between attempts): children, rings, counters."""
+        self.supervisor.shutdown()
+        if self.wiring is not None:
+            self.wiring.close()
+            self.wiring = None
         if self.counters is not None:
             self.counters.close()
-        self.children, self.rings, self.counters = [], [], None
+            self.counters = None
 
 
-def _state_slot(role: str, index: int) -> int:
-    """Workers' state files are numbered 0..; a sink's final stage -(1 + its index)."""
-    return index if role == "worker" else -1 - index
-
-
-def _workers_of(manifest) -> int:  # type: ignore[no-untyped-def]
-    return len({r.worker for r in manifest.worker_states if r.worker >= 0}) or 0
-
-
-def _complete(manifest) -> bool:  # type: ignore[no-untyped-def]
-    """Every source instance exhausted: a bounded run that finished and committed."""
-    offsets = manifest.source_offsets
-    return bool(offsets) and all(o.get("exhausted") for inst in offsets.values() for o in inst)
-
-
-def _failure(c: Child, msg: control.Failed | None) -> str:
-    code = c.process.exitcode  # type: ignore[attr-defined]
-    how = (
-        f"was killed by {signal.Signals(-code).name}"
-        if code is not None and code < 0
-        else f"exited with code {code}"
-        if code is not None
-        else "failed"
-    )
-    text = f"{c.label} (pid {c.pid}) {how}"
-    if msg is not None:
-        text += f": {msg.error}\n--- traceback from {c.label} ---\n{msg.traceback.rstrip()}"
-    return text
+def _state(manifest, role: str, index: int):  # type: ignore[no-untyped-def]
+    """The state file manifest N recorded for ``role`` ``index``, if any."""
+    for ref in manifest.state_files:
+        if ref.role == role and ref.index == index:
+            return ref
+    return None

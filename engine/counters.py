@@ -16,14 +16,18 @@ FIELDS = (
     "rows_out",
     "batches_in",
     "batches_out",
+    "bytes_in",
     "bytes_out",
-    "blocked_ns",
+    "blocked_ns",  # time spent waiting for room in a full ring (backpressure)
     "watermark",
-    "late_rows",
+    "late_rows",  # rows dropped: behind the watermark
+    "null_time_rows",  # rows dropped: a null event time (or join key)
+    "out_of_range_rows",  # rows dropped: an event time outside engine.timeunits' range
+    "dead_letter_rows",  # records a source sent to its dead-letter output
 )
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 NO_WATERMARK = -(2**63)
-_SLOT = 8  # cells per slot (>= len(FIELDS))
+_SLOT = 16  # cells per slot (>= len(FIELDS))
 
 
 class Counters:

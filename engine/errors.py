@@ -32,7 +32,7 @@ Three kinds of failure, told apart by two functions:
     ├── ChildFailedError
     ├── UsageError (also RuntimeError)
     ├── StateError (also ValueError)
-    ├── CheckpointError ── CorruptCheckpointError, CheckpointLockedError
+    ├── CheckpointError ── CorruptCheckpointError, CheckpointLockedError (also ConfigError)
     └── ConnectorError ── TransientError, RetriesExhaustedError
 """
 
@@ -140,7 +140,7 @@ class CorruptCheckpointError(CheckpointError):
     """A manifest or state file is truncated, has a bad magic/version or a wrong checksum."""
 
 
-class CheckpointLockedError(CheckpointError):
+class CheckpointLockedError(CheckpointError, ConfigError):
     """Another live run holds the checkpoint directory (the message names its pid)."""
 
 

@@ -3,14 +3,15 @@
 ``RINGSTREAM_FAULT="<point>@<epoch>[,<point>@<epoch>...]"`` makes the process
 that reaches ``<point>`` during epoch ``<epoch>`` SIGKILL itself there;
 ``RINGSTREAM_FAULT_MARKS=<dir>`` (required) records each fired point, so a
-point fires once across restarts. Points, in protocol order:
+point fires once across restarts. Points, in the order of the epoch
+protocol's steps (``engine.epochs``; the same numbers in docs/architecture.md):
 
 * ``source.after_checkpoint`` — a source reported its offset for N (step 2)
 * ``worker.after_snapshot`` — a worker wrote and reported its state (step 3)
 * ``sink.after_pre_commit`` — a sink staged epoch N and reported it (step 4)
 * ``coordinator.before_manifest`` — every report is in, nothing written (step 5)
 * ``coordinator.after_manifest`` — manifest N is durable, no commit sent (step 5)
-* ``sink.after_commit`` — a sink committed N but did not confirm it (step 5)
+* ``sink.after_commit`` — a sink committed N but did not confirm it (step 6)
 
 Without the variables every call is a dictionary lookup that finds nothing.
 """

@@ -23,8 +23,7 @@ from connectors import registry
 from connectors.base import ConnectorConfig
 from engine.pipeline import Pipeline
 from engine.plan import Plan, open_source
-from ring0.graph import WorkerGraph
-from ring1.source_runner import max_event_ms
+from engine.stream.watermarks import SourceWatermark
 
 
 @dataclass
@@ -41,7 +40,7 @@ class LocalResult:
 def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
     plan = plan or Plan.build(pipeline, 1)
     graph = plan.worker_graph()
-    final = WorkerGraph([plan.final_chain()], None, None)
+    final = plan.final_graph()
     sinks = []
     for k in pipeline.sinks:
         sink = registry.resolve_sink(k.type)()
@@ -52,6 +51,7 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
     cfgs = [pipeline.source_named(n) for n in plan.inputs]
     sources = [open_source(c) for c in cfgs]
     marks: list[int | None] = [None] * len(sources)
+    made = [SourceWatermark(c.event_time, c.max_out_of_orderness_ms) for c in cfgs]
     done = [False] * len(sources)
     events = rows = 0
     emitted = -(2**63)
@@ -89,12 +89,9 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
         events += batch.num_rows
         write(graph.process(batch, port))
         late()
-        t = cfgs[port].event_time
-        if t is not None and batch.num_rows:
-            top = max_event_ms(batch.column(t))
-            if top is not None:
-                wm = top - cfgs[port].max_out_of_orderness_ms
-                marks[port] = wm if marks[port] is None else max(marks[port], wm)
+        wm = made[port].advance(batch)
+        if wm is not None:
+            marks[port] = wm
         alive = [marks[i] for i in range(len(sources)) if not done[i]]
         if alive and all(m is not None for m in alive):
             low = min(alive)  # type: ignore[type-var]

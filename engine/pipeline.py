@@ -22,8 +22,10 @@
     idle_timeout_ms = 0              # silent this long: stops holding the watermark (0 = never)
     batch_max_rows = 65_536          # the runtime batches polls up to this many rows ...
     batch_max_wait_ms = 100          # ... or this long
-    retry = { max_retries = 5, base_ms = 50, cap_ms = 5_000 }
+    retry = { max_retries = 5, base_ms = 50, cap_ms = 5_000 }   # transient errors only
     health_failures = 3              # consecutive failures before the connector is unhealthy
+    on_error = "fail"                # a record it cannot read: "fail" the run (naming it) or
+    dead_letter_output = "dead_letter"   # ... "dead_letter": rows of this stream, for a sink
     events = 20_000_000              # every other key is the connector's own option
     keys = 10_000
 
@@ -107,6 +109,8 @@ SOURCE_RUNTIME_KEYS = frozenset(
         "batch_max_wait_ms",
         "retry",
         "health_failures",
+        "on_error",
+        "dead_letter_output",
     }
 )
 SINK_RUNTIME_KEYS = frozenset({"name", "type", "input", "retry", "health_failures"})
@@ -123,6 +127,8 @@ class SourceConfig(_Strict, kw_only=True):
     batch_max_wait_ms: NonNegative = 100
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     health_failures: Positive = 3
+    on_error: Literal["fail", "dead_letter"] = "fail"  # a record the connector cannot read
+    dead_letter_output: Name = "dead_letter"  # the stream bad records go to (a sink's input)
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from connectors import registry
-from connectors.base import ConnectorConfig, Source
+from connectors.base import DEAD_LETTER_SCHEMA, ConnectorConfig, Source
 from engine.errors import ConfigError, DeliveryGuaranteeError, RingstreamError
 from engine.pipeline import (
     FilterStep,
@@ -194,9 +194,9 @@ class Plan:
         plan.late_schemas = graph.late_schemas()
         plan.final_schema = plan.final_chain().output_schema
         plan.partition_keys = plan._partitioning(graph)
-        plan._check_sinks()
-        if replay:
+        if replay:  # first: a guarantee that cannot hold matters more than an option
             plan._check_delivery()
+        plan._check_sinks()
         return plan
 
     def worker_graph(self) -> WorkerGraph:
@@ -240,6 +240,10 @@ class Plan:
 
     def final_chain(self) -> Chain:
         return build_chain(self.pipeline.query.final, self.output_schema, None, "query.final")
+
+    def final_graph(self) -> WorkerGraph:
+        """``[[query.final]]`` as the graph a "main" sink runs (an empty one passes rows on)."""
+        return WorkerGraph([self.final_chain()], None, None)
 
     def _partitioning(self, graph: WorkerGraph) -> dict[str, list[str] | None]:
         q = self.pipeline.query
@@ -296,8 +300,35 @@ class Plan:
                     f"{self.workers} workers rows are partitioned by integer keys only"
                 )
 
+    def dead_letter_outputs(self) -> dict[str, list[str]]:
+        """Dead-letter output name -> the sources that send their bad records there."""
+        out: dict[str, list[str]] = {}
+        for s in self.pipeline.sources:
+            if s.on_error == "dead_letter":
+                out.setdefault(s.dead_letter_output, []).append(s.name)
+        return out
+
     def _check_sinks(self) -> None:
-        streams = {"main", *self.late_schemas}
+        dead = self.dead_letter_outputs()
+        for name, sources in dead.items():
+            if name == "main" or name in self.late_schemas:
+                raise ConfigError(
+                    f"sources.{sources[0]}.dead_letter_output: {name!r} is already the name of "
+                    f"{'the main output' if name == 'main' else 'a late output'}; choose another"
+                )
+        streams = {"main", *self.late_schemas, *dead}
+        taken = {s.input for s in self.pipeline.sinks}
+        for name in sorted(set(self.late_schemas) - taken):
+            raise ConfigError(
+                f"late_output {name!r} has no sink: its late rows would be lost; add a "
+                f'[[sinks]] with input = "{name}", or remove late_output to only count them'
+            )
+        for name, sources in sorted(dead.items()):
+            if name not in taken:
+                raise ConfigError(
+                    f"sources.{sources[0]}.on_error: \"dead_letter\" sends bad records to "
+                    f"{name!r}, which no sink reads; add a [[sinks]] with input = \"{name}\""
+                )
         for s in self.pipeline.sinks:
             if s.input not in streams:
                 raise ConfigError(
@@ -314,7 +345,11 @@ class Plan:
                 raise ConfigError(_named(f"sinks.{s.name}", exc)) from None
 
     def sink_schema(self, input_name: str) -> pa.Schema:
-        return self.final_schema if input_name == "main" else self.late_schemas[input_name]
+        if input_name == "main":
+            return self.final_schema
+        if input_name in self.late_schemas:
+            return self.late_schemas[input_name]
+        return DEAD_LETTER_SCHEMA
 
     def _check_delivery(self) -> None:
         p = self.pipeline

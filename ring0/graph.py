@@ -12,15 +12,14 @@ the join, and a chain after it. Snapshots are the operators' own tables under
 ``"<path>/<table>"`` names (``pre0.2/windows``, ``join/left``, ``post.0/...``),
 so a restore hands each operator back exactly its tables.
 
-Output size: every batch ``WorkerGraph`` returns (``process``, ``on_watermark``,
-``finish``, ``take_late``) holds at most about ``max_batch_bytes`` of Arrow
-buffers (default ``MAX_BATCH_BYTES``, 2 MiB); a larger one — a window closing
-hundreds of thousands of groups at once, a join that fans out — is cut into
-zero-copy slices of equal row counts. The worker writes each batch as one
-frame, and a frame must fit in a ring (``FrameTooLargeError`` otherwise), so
-rings of 4 MiB and more always take the graph's output. The bound is by
-average row width: a slice of unusually wide rows may exceed it a little;
-a single row is never cut.
+Output size: a batch the graph returns may be of any size (a window closing
+hundreds of thousands of groups at once, a join that fans out); the worker
+writes it with ``RingWriter.write_batches``, which cuts it to fit its rings.
+
+Counters, summed over the operators: ``late_rows`` (behind the watermark),
+``null_time_rows`` (a null event time, or a null join key), and
+``out_of_range_rows`` (an event time the engine cannot compute with,
+``engine.timeunits``). Each is a count of rows dropped, shown in the summary.
 """
 
 from __future__ import annotations
@@ -33,23 +32,6 @@ from engine.errors import StateError
 from ring0.operators.base import Operator
 
 Batches = list[pa.RecordBatch]
-
-MAX_BATCH_BYTES = 2 << 20  # output batches are cut to about this many bytes (ring frames)
-
-
-def bounded(batches: Batches, max_bytes: int) -> Batches:
-    """``batches`` with every batch over ``max_bytes`` cut into zero-copy slices of equal rows."""
-    out: Batches = []
-    for b in batches:
-        size = b.nbytes
-        if size <= max_bytes or b.num_rows <= 1:
-            out.append(b)
-            continue
-        pieces = -(-size // max_bytes)
-        step = -(-b.num_rows // pieces)
-        out.extend(b.slice(start, step) for start in range(0, b.num_rows, step))
-    return out
-
 
 class Chain:
     def __init__(
@@ -113,6 +95,14 @@ class Chain:
     def late_rows(self) -> int:
         return sum(op.late_rows for op in self.ops)
 
+    @property
+    def null_time_rows(self) -> int:
+        return sum(op.null_time_rows + op.null_rows for op in self.ops)
+
+    @property
+    def out_of_range_rows(self) -> int:
+        return sum(op.out_of_range_rows for op in self.ops)
+
     def late_schemas(self) -> dict[str, pa.Schema]:
         schemas = {}
         for i, name in enumerate(self.late):
@@ -140,21 +130,19 @@ def _take(state: dict[str, pa.Table], prefix: str) -> dict[str, pa.Table]:
 
 
 class WorkerGraph:
-    def __init__(
-        self,
-        pre: list[Chain],
-        join: Operator | None,
-        post: Chain | None,
-        max_batch_bytes: int = MAX_BATCH_BYTES,
-    ) -> None:
+    def __init__(self, pre: list[Chain], join: Operator | None, post: Chain | None) -> None:
         self.pre = pre
         self.join = join
         self.post = post
-        self.max_batch_bytes = max_batch_bytes
 
     @property
     def output_schema(self) -> pa.Schema:
         return self.post.output_schema if self.post is not None else self.pre[0].output_schema
+
+    @property
+    def stateful(self) -> bool:
+        """Whether there is anything to snapshot (an empty final stage has not)."""
+        return self.join is not None or any(c.ops for c in self._chains())
 
     def _chains(self) -> list[Chain]:
         return [*self.pre, *([self.post] if self.post is not None else [])]
@@ -168,11 +156,11 @@ class WorkerGraph:
     def process(self, batch: pa.RecordBatch, port: int) -> Batches:
         out = self.pre[port].process(batch)
         if self.join is None:
-            return bounded(out, self.max_batch_bytes)
+            return out
         joined: Batches = []
         for b in out:
             joined.extend(self.join.process(b, port))
-        return bounded(self._post(joined), self.max_batch_bytes)
+        return self._post(joined)
 
     def _post(self, batches: Batches) -> Batches:
         assert self.post is not None
@@ -183,7 +171,7 @@ class WorkerGraph:
 
     def on_watermark(self, watermark: int) -> Batches:
         if self.join is None:
-            return bounded(self.pre[0].on_watermark(watermark), self.max_batch_bytes)
+            return self.pre[0].on_watermark(watermark)
         joined: Batches = []
         for port, chain in enumerate(self.pre):
             for b in chain.on_watermark(watermark):
@@ -192,11 +180,11 @@ class WorkerGraph:
         out = self._post(joined)
         assert self.post is not None
         out.extend(self.post.on_watermark(watermark))
-        return bounded(out, self.max_batch_bytes)
+        return out
 
     def finish(self) -> Batches:
         if self.join is None:
-            return bounded(self.pre[0].finish(), self.max_batch_bytes)
+            return self.pre[0].finish()
         joined: Batches = []
         for port, chain in enumerate(self.pre):
             for b in chain.finish():
@@ -205,19 +193,34 @@ class WorkerGraph:
         out = self._post(joined)
         assert self.post is not None
         out.extend(self.post.finish())
-        return bounded(out, self.max_batch_bytes)
+        return out
 
     def take_late(self) -> dict[str, Batches]:
         out: dict[str, Batches] = {}
         for c in self._chains():
             for name, batches in c.take_late().items():
-                out.setdefault(name, []).extend(bounded(batches, self.max_batch_bytes))
+                out.setdefault(name, []).extend(batches)
         return out
+
+    def _count(self, name: str) -> int:
+        total = sum(getattr(c, name) for c in self._chains())
+        if self.join is not None:
+            total += getattr(self.join, name)
+            if name == "null_time_rows":
+                total += self.join.null_rows
+        return total
 
     @property
     def late_rows(self) -> int:
-        total = sum(c.late_rows for c in self._chains())
-        return total + (self.join.late_rows if self.join is not None else 0)
+        return self._count("late_rows")
+
+    @property
+    def null_time_rows(self) -> int:
+        return self._count("null_time_rows")
+
+    @property
+    def out_of_range_rows(self) -> int:
+        return self._count("out_of_range_rows")
 
     def snapshot(self) -> dict[str, pa.Table]:
         out: dict[str, pa.Table] = {}

@@ -1,164 +1,153 @@
 """The Ring 0 worker process: run the operator graph over its key partition.
 
-Inputs: one ring per (source instance) for each input of the query (port 0,
-or ports 0/1 for a join), each carrying this worker's key partition.
-Outputs: one ring per sink; each sink reads one stream ("main" or a late
-output). Per frame:
+Inputs: one ring per source instance for each input of the query (port 0, or
+ports 0/1 for a join), each carrying this worker's key partition. Outputs: one
+ring per sink reading a stream the worker makes ("main" or a late output).
+``Worker`` is an ``engine.stream.Consumer``; per event:
 
-* DATA → the graph; its output goes to the "main" rings, late rows of a
-  window with a late output go to that output's rings.
-* WATERMARK → the minimum over inputs (``ring0.alignment.Watermarks``); when
-  it moves, the graph emits what it closes and the watermark is forwarded.
-* BARRIER(N) → alignment (``Aligner``): that input pauses until every live
-  input has delivered BARRIER(N); then the worker snapshots the graph into
-  ``<checkpoint dir>/epoch-N/worker-<i>.state`` (temp → fsync → rename,
-  checksum), reports it to the coordinator (``Checkpointed``) and forwards
-  BARRIER(N) to every output before it reads any frame of epoch N + 1.
-* EOS on every input → ``finish()`` (the remaining windows), EOS forwarded.
-  If an input was stopped by a drain (``EOS_STOPPED``, checkpoints on), the
-  worker does not close what is open: it snapshots the graph as its part of
-  the final epoch (reported like a barrier's, no barrier forwarded) and
-  forwards ``EOS_STOPPED``; the next run restores that state and goes on.
+* ``on_data`` → the graph; its output goes to the "main" rings, late rows of
+  a window with a late output go to that output's rings.
+* ``on_watermark`` (the minimum over inputs moved) → the graph emits what it
+  closes; the watermark is forwarded.
+* ``on_barrier(N)`` (every live input delivered BARRIER(N): epoch step 3) →
+  snapshot the graph into this worker's state file of epoch N
+  (``engine.checkpoint.snapshot``), report it (``Checkpointed``), and forward
+  BARRIER(N) to every output before any frame of epoch N + 1.
+* ``finish`` (every input ended) → the graph's remaining windows, EOS
+  forwarded. If an input was stopped by a drain (``EOS_STOPPED``, checkpoints
+  on), nothing open is closed: the graph is snapshotted as this worker's part
+  of the final epoch (reported like a barrier's, no barrier forwarded) and
+  ``EOS_STOPPED`` is forwarded; the next run restores that state.
 
-The worker does no I/O but ring reads/writes and its state files. On start
-it restores the state file the last manifest recorded for it, if any.
+The worker does no I/O but ring reads/writes and its state files. On start it
+restores the state file the last manifest recorded for it, if any.
+Counters (shared memory, read by the coordinator): rows and batches in and
+out, watermark, rows dropped as late, with a null time or out of range.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import msgspec
 import pyarrow as pa
 
 from engine import control, faults
+from engine.checkpoint import snapshot
+from engine.checkpoint.manifest import StateFileRef
 from engine.counters import Counters
 from engine.shm import FrameKind, Ring
-from ring0.alignment import NONE, Aligner, Watermarks, drive
-from ring0.inputs import EOS_END, EOS_STOPPED, InputSet
+from engine.stream.consumer import Consumer
+from engine.stream.inputs import EOS_END, EOS_STOPPED, InputSet
+from engine.stream.watermarks import Watermarks
 
 _EOS = int(FrameKind.EOS)
-_META = "worker/meta"
 
 
-def restore_graph(graph, restore: dict | None) -> int:  # type: ignore[no-untyped-def]
-    """Load the state file a manifest recorded; returns the restored watermark."""
-    if not restore:
-        return NONE
-    from engine.checkpoint.state import read_state
+class Worker(Consumer):
+    def __init__(self, spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[no-untyped-def]
+        plan = spec.plan(pipeline)
+        self.spec, self.counters, self.conn, self.slot = spec, counters, conn, spec.slot
+        self.graph = plan.worker_graph()
+        self.store = spec.store()
+        restore = msgspec.json.decode(spec.restore, type=StateFileRef | None)
+        super().__init__(
+            InputSet(spec.in_rings), Watermarks(spec.in_idle_s or [0.0] * len(spec.in_rings))
+        )
+        if restore is not None:
+            self.marks.emitted = snapshot.load(self.store, restore, self.graph)
+        self.tick_s = 0.05 if any(spec.in_idle_s) else None
+        self.out_rings = [Ring.attach(n) for n in spec.out_rings]
+        self.writers = [r.writer() for r in self.out_rings]
+        self.streams: dict[str, list] = {}
+        for w, stream in zip(self.writers, spec.out_streams, strict=True):
+            w.write_schema(plan.output_schema if stream == "main" else plan.late_schemas[stream])
+            self.streams.setdefault(stream, []).append(w)
+        self.main = self.streams.get("main", [])
+        self.ports = spec.in_ports or [0] * len(spec.in_rings)
+        self.epoch = spec.first_epoch  # the open epoch: the one after the last aligned barrier
 
-    state = read_state(Path(restore["path"]), restore["checksum"])
-    meta = state.pop(_META, None)
-    graph.restore(state)
-    if meta is not None and meta.num_rows:
-        return int(meta.column("watermark")[0].as_py())
-    return NONE
+    # -- events ---------------------------------------------------------------------------
+    def on_data(self, input: int, batch: pa.RecordBatch) -> None:
+        self._emit(self.graph.process(batch, self.ports[input]))
+        self._emit_late()
+        self.counters.add(self.slot, "rows_in", batch.num_rows)
+        self.counters.add(self.slot, "batches_in", 1)
 
+    def on_watermark(self, watermark: int) -> None:
+        self._emit(self.graph.on_watermark(watermark))
+        self._emit_late()
+        for w in self.writers:
+            w.write_watermark(watermark)
+        c, slot = self.counters, self.slot
+        c.set(slot, "watermark", watermark)
+        self._publish_drops()
+        c.set(slot, "blocked_ns", sum(w.blocked_ns for w in self.writers))
 
-def snapshot_graph(graph, path: Path, watermark: int) -> dict:  # type: ignore[no-untyped-def]
-    from engine.checkpoint.state import write_state
+    def on_barrier(self, epoch: int) -> None:
+        self._checkpoint(epoch)
+        self.epoch = epoch + 1
 
-    tables = graph.snapshot()
-    tables[_META] = pa.table({"watermark": pa.array([watermark], pa.int64())})
-    ref = write_state(path, tables)
-    return {"path": str(path), "bytes": int(ref.bytes), "checksum": ref.checksum}
+    def finish(self) -> None:
+        end = EOS_END
+        if self.stopped and self.store is not None:  # drained: open windows resume later
+            self._checkpoint(self.epoch, barrier=False)
+            end = EOS_STOPPED
+        else:
+            self._emit(self.graph.finish())
+            self._emit_late()
+        self._publish_drops()
+        for w in self.writers:
+            w.put(_EOS, b"", end)
+            w.close()
+        for r in self.out_rings:
+            r.close()
+        self.inputs.close()
 
+    def run(self) -> None:
+        self.consume()
+        self.finish()
 
-def run_worker(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[no-untyped-def]
-    plan = spec.plan(pipeline)
-    graph = plan.worker_graph()
-    restored = restore_graph(graph, msgspec.json.decode(spec.restore))
-    inputs = InputSet(spec.in_rings)
-    aligner = Aligner(inputs)
-    marks = Watermarks(spec.in_idle_s or [0.0] * len(spec.in_rings))
-    marks.emitted = restored
-    idle = any(spec.in_idle_s)
-    out_rings = [Ring.attach(n) for n in spec.out_rings]
-    writers = [r.writer() for r in out_rings]
-    streams: dict[str, list] = {}
-    for w, stream in zip(writers, spec.out_streams, strict=True):
-        w.write_schema(plan.output_schema if stream == "main" else plan.late_schemas[stream])
-        streams.setdefault(stream, []).append(w)
-    main = streams.get("main", [])
-    slot = spec.slot
-    ckpt_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
-
-    def emit(batches, to=main) -> None:  # type: ignore[no-untyped-def]
+    # -- helpers --------------------------------------------------------------------------
+    def _emit(self, batches: list[pa.RecordBatch], to: list | None = None) -> None:
         for b in batches:
             if not b.num_rows:
                 continue
-            for w in to:
-                w.write_batch(b)
-            counters.add(slot, "rows_out", b.num_rows)
-            counters.add(slot, "batches_out", 1)
+            for w in self.main if to is None else to:
+                w.write_batches(b)
+            self.counters.add(self.slot, "rows_out", b.num_rows)
+            self.counters.add(self.slot, "batches_out", 1)
 
-    def emit_late() -> None:
-        for name, batches in graph.take_late().items():
-            emit(batches, streams.get(name, []))
+    def _emit_late(self) -> None:
+        for name, batches in self.graph.take_late().items():
+            self._emit(batches, self.streams.get(name, []))
 
-    def on_watermark(wm: int) -> None:
-        emit(graph.on_watermark(wm))
-        emit_late()
-        for w in writers:
-            w.write_watermark(wm)
-        counters.set(slot, "watermark", wm)
-        counters.set(slot, "late_rows", graph.late_rows)
-        counters.set(slot, "blocked_ns", sum(w.blocked_ns for w in writers))
+    def _publish_drops(self) -> None:
+        c, slot, g = self.counters, self.slot, self.graph
+        c.set(slot, "late_rows", g.late_rows)
+        c.set(slot, "null_time_rows", g.null_time_rows)
+        c.set(slot, "out_of_range_rows", g.out_of_range_rows)
 
-    def checkpoint(epoch: int, barrier: bool = True) -> None:
+    def _checkpoint(self, epoch: int, barrier: bool = True) -> None:
+        """Epoch step 3: state file, then the barrier downstream, then the report."""
         started = time.monotonic_ns()
-        state = None
-        if ckpt_dir is not None:
-            path = ckpt_dir / f"epoch-{epoch:020d}" / f"worker-{spec.index}.state"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            state = snapshot_graph(graph, path, marks.emitted)
+        ref = None
+        if self.store is not None:
+            ref = snapshot.save(
+                self.store, epoch, "worker", self.spec.index, self.graph, self.marks.emitted
+            )
         if barrier:
-            for w in writers:
+            for w in self.writers:
                 w.write_barrier(epoch)
         control.send(
-            conn,
+            self.conn,
             control.Checkpointed(
-                epoch,
-                "worker",
-                spec.index,
-                state=state,
-                watermark=marks.emitted,
+                epoch, "worker", self.spec.index, state=ref, watermark=self.marks.emitted,
                 metrics={
-                    "alignment_ms": aligner.alignment_ns / 1e6,
+                    "alignment_ms": self.aligner.alignment_ns / 1e6,
                     "snapshot_ms": (time.monotonic_ns() - started) / 1e6,
-                    "state_bytes": float(state["bytes"]) if state else 0.0,
+                    "state_bytes": float(ref.bytes) if ref else 0.0,
                 },
             ),
-        )
+        )  # fmt: skip
         faults.reached("worker.after_snapshot", epoch)
-
-    epoch = [spec.first_epoch]  # the open epoch: the one after the last aligned barrier
-    ports = spec.in_ports or [0] * len(spec.in_rings)
-
-    def on_data(i: int, batch: pa.RecordBatch) -> None:
-        emit(graph.process(batch, ports[i]))
-        emit_late()
-        counters.add(slot, "rows_in", batch.num_rows)
-        counters.add(slot, "batches_in", 1)
-
-    def on_epoch(done: int) -> None:
-        checkpoint(done)
-        epoch[0] = done + 1
-
-    drive(inputs, marks, aligner, on_data=on_data, on_watermark=on_watermark,
-          on_epoch=on_epoch, timeout=0.05 if idle else None)  # fmt: skip
-    counters.set(slot, "late_rows", graph.late_rows)
-    end = EOS_END
-    if any(inputs.stopped) and ckpt_dir is not None:  # drained: open windows resume later
-        checkpoint(epoch[0], barrier=False)
-        end = EOS_STOPPED
-    else:
-        emit(graph.finish())
-        emit_late()
-    for w in writers:
-        w.put(_EOS, b"", end)
-        w.close()
-    for r in out_rings:
-        r.close()
-    inputs.close()

@@ -1,4 +1,4 @@
-"""Counters of one connector: records, bytes, errors, retries, polls, poll latency.
+"""Counters of one connector: records, bytes, errors, retries, polls, poll/write latency.
 
 ``ConnectorMetrics`` is plain Python state updated once per poll or write
 (never per row). Poll latency goes into a fixed array of power-of-two
@@ -46,9 +46,12 @@ class ConnectorMetrics:
             self.last_offset = offset
         self.latency_counts[bucket(latency_s)] += 1
 
-    def record_write(self, rows: int, nbytes: int) -> None:
+    def record_write(self, rows: int, nbytes: int, latency_s: float | None = None) -> None:
+        """One write of ``rows`` rows (a sink); its latency joins the same histogram."""
         self.records += rows
         self.bytes += nbytes
+        if latency_s is not None:
+            self.latency_counts[bucket(latency_s)] += 1
 
     def record_error(self) -> None:
         self.errors += 1

@@ -16,8 +16,10 @@ Delay before retry ``k`` (``k = 0, 1, ...``)::
 many connector processes that failed together from retrying in lockstep.
 
 Never retried, re-raised at once: ``BaseException`` that is not an
-``Exception`` (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``) and
-``ConfigError`` (a bad setting does not get better by waiting).
+``Exception`` (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``),
+``ConfigError`` (a bad setting does not get better by waiting), and any
+exception for which ``retryable(exc)`` is false (the connector runtime passes
+``engine.errors.is_transient``: only errors that may go away are retried).
 
 Not guaranteed: that ``fn`` is idempotent — the caller decides what is safe to
 call again (a poll is; a commit is, by the sink contract; a write may not be).
@@ -56,6 +58,11 @@ class RetryPolicy:
         if not 0.0 <= self.jitter <= 1.0:
             raise ConfigError(f"retry jitter={self.jitter} must be in [0, 1]")
 
+    @classmethod
+    def from_config(cls, cfg) -> RetryPolicy:  # type: ignore[no-untyped-def]
+        """From a pipeline's ``retry = { max_retries, base_ms, cap_ms }`` table."""
+        return cls(max_retries=cfg.max_retries, base_s=cfg.base_ms / 1000, cap_s=cfg.cap_ms / 1000)
+
     def ceiling(self, retry: int) -> float:
         """The delay before retry ``retry`` (0-based) without jitter: ``min(cap, base * 2**k)``."""
         # 2**k overflows a float for huge k: the cap applies long before that.
@@ -78,6 +85,7 @@ def call_with_retry(
     on_retry: Callable[[int, Exception, float], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    retryable: Callable[[Exception], bool] | None = None,
 ) -> T:
     """``fn()``, retried on failure as ``policy`` says; ``what`` names the call in errors.
 
@@ -93,6 +101,8 @@ def call_with_retry(
         except ConfigError:
             raise
         except Exception as exc:
+            if retryable is not None and not retryable(exc):
+                raise
             if retry >= policy.max_retries:
                 last = str(exc) or type(exc).__name__
                 raise RetriesExhaustedError(

@@ -1,162 +1,194 @@
-"""The Ring 1 sink process: drain every worker's ring into one sink, with two-phase commit.
+"""The Ring 1 sink process: drain every producer's ring into one sink, with two-phase commit.
 
-Start: open the sink; if the last manifest recorded an epoch N, re-drive
-``commit_epoch(N, committable)`` (idempotent) and ``rollback_epoch(N + 1)``
-(discard anything staged later), both through the retry policy, and confirm
-``Committed(N)`` (the coordinator then marks manifest N committed); on a
-fresh start (no manifest) ``rollback_epoch(1)``. Then restore the final
-stage's state and ``begin_epoch(N + 1)``.
+Its inputs are the rings of its stream: one per worker for ``"main"`` or a late
+output, one per source instance for a dead-letter output. ``SinkRunner`` is an
+``engine.stream.Consumer``; ``run()``:
 
-Per frame from the workers' rings (``InputSet``, aligned like a worker):
+1. ``recover()``: if the last manifest recorded an epoch N, re-drive
+   ``commit_epoch(N, committable)`` (epoch step 6 again; idempotent) and
+   ``rollback_epoch(N + 1)`` (discard anything staged later), and confirm
+   ``Committed(N)``; on a fresh start ``rollback_epoch(1)``. Then restore the
+   final stage's state and ``begin_epoch``.
+2. ``consume()``, one method per event:
 
-* DATA → the final stage (``[[query.final]]``, if any) → ``write_batch``
-  (through the retry policy).
-* WATERMARK → minimum over workers → the final stage emits what closes.
-* BARRIER(N) on every input (DESIGN.md §5 step 4) → ``pre_commit(N)``;
-  report the committable and the final stage's state (``Checkpointed``);
-  ``begin_epoch(N + 1)``; go on reading — the commit comes later, as a
-  ``Commit(N)`` message, once the coordinator has written manifest N
-  (step 5): then ``commit_epoch(N)`` and ``Committed(N)``.
-* EOS on every input → the final stage finishes; ``pre_commit`` of the last
-  epoch, report it, and wait for its ``Commit`` before closing: a bounded run
-  ends with everything committed. After a drain (``EOS_STOPPED`` from a
-  worker) the final stage does not finish: its state goes into the last
-  epoch's report and the next run resumes it.
+   * ``on_data`` → the final stage (``[[query.final]]``, if any) → ``write_batch``;
+   * ``on_watermark`` (minimum over inputs) → the final stage emits what closes;
+   * ``on_barrier(N)`` (BARRIER(N) on every input: epoch step 4) →
+     ``pre_commit(N)``, the final stage's state file, ``Checkpointed`` with the
+     committable; ``begin_epoch(N + 1)``; reading goes on — the commit comes
+     later as a ``Commit(N)`` message, once the coordinator wrote manifest N
+     (step 5);
+   * ``on_tick`` → control messages: ``Commit(N)`` → ``commit_epoch(N)`` and
+     ``Committed(N)`` (step 6).
+
+3. ``finish()`` (every input ended): the final stage finishes, the last epoch
+   is pre-committed and reported, and the sink waits for its ``Commit`` before
+   closing: a bounded run ends with everything committed. After a drain
+   (``EOS_STOPPED``) the final stage does not finish: its state goes into the
+   last epoch's report and the next run resumes it.
+
+Every connector call goes through the guard (``ring1.guard``): ``commit_epoch``
+and ``rollback_epoch`` (idempotent by contract) are retried on transient
+errors; ``write_batch`` and ``pre_commit`` are not (a failed write may have
+done part of its work: the run restarts from the last checkpoint instead).
+Health transitions and, every second or so, metrics go to the coordinator.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import msgspec
 import pyarrow as pa
 
+from connectors import registry
 from connectors.base import ConnectorConfig
 from engine import control, faults
+from engine.checkpoint import snapshot
 from engine.counters import Counters
-from engine.errors import ConnectorError, RingstreamError
-from ring0.alignment import Aligner, Watermarks, drive
-from ring0.graph import WorkerGraph
-from ring0.inputs import InputSet
-from ring0.worker import restore_graph, snapshot_graph
-from ring1.health import HealthTracker
-from ring1.retry import call_with_retry
-from ring1.source_runner import policy
+from engine.stream.consumer import Consumer
+from engine.stream.inputs import InputSet
+from engine.stream.watermarks import Watermarks
+from ring1.guard import ConnectorGuard
+
+METRICS_EVERY_S = 1.0
+CONTROL_EVERY_S = 0.01
 
 
-def run_sink(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[no-untyped-def]
-    from connectors import registry
+class SinkRunner(Consumer):
+    tick_s = 0.05
 
-    cfg = next(s for s in pipeline.sinks if s.name == spec.name)
-    plan = spec.plan(pipeline)
-    label = f"sink {cfg.name!r} ({cfg.type})"
-    final = WorkerGraph([plan.final_chain()], None, None) if cfg.input == "main" else None
-    schema = plan.sink_schema(cfg.input)
-    sink = registry.resolve_sink(cfg.type)()
-    sink.open(ConnectorConfig(cfg.name, dict(cfg.options), spec.index, 1, schema))
-    retry = policy(cfg)
-    health = HealthTracker(threshold=cfg.health_failures)
+    def __init__(self, spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[no-untyped-def]
+        cfg = next(s for s in pipeline.sinks if s.name == spec.name)
+        plan = spec.plan(pipeline)
+        self.cfg, self.spec, self.conn = cfg, spec, conn
+        self.counters, self.slot = counters, spec.slot
+        self.label = f"sink {cfg.name!r} ({cfg.type})"
+        self.guard = ConnectorGuard.from_config(self.label, cfg, self._report_health)
+        self.final = plan.final_graph() if cfg.input == "main" else None
+        self.sink = registry.resolve_sink(cfg.type)()
+        config = ConnectorConfig(
+            cfg.name, dict(cfg.options), spec.index, 1, plan.sink_schema(cfg.input)
+        )
+        self.guard.call("open", lambda: self.sink.open(config))
+        self.store = spec.store()
+        self.restore = msgspec.json.decode(spec.restore, type=control.SinkRestore | None)
+        super().__init__(InputSet(spec.in_rings), Watermarks([0.0] * len(spec.in_rings)))
+        self.epoch = spec.first_epoch  # the open epoch
+        self._control_at = self._metrics_at = time.monotonic()
 
-    def call(what: str, fn):  # type: ignore[no-untyped-def]
-        try:
-            out = call_with_retry(
-                fn,
-                retry,
-                what=f"{label}: {what}",
-                on_retry=lambda _n, exc, _d: health.record_failure(exc),
-            )
-        except RingstreamError:
-            raise
-        except Exception as exc:
-            raise ConnectorError(f"{label}: {what} failed: {exc}") from exc
-        health.record_success()
-        return out
+    def run(self) -> None:
+        self.recover()
+        self.consume()
+        self.finish()
 
-    restore = msgspec.json.decode(spec.restore) or {}
-    if restore.get("epoch") is not None:  # re-drive the last manifest's commit, drop what's newer
-        n = restore["epoch"]
-        call("commit_epoch", lambda: sink.commit_epoch(n, restore.get("committable")))
-        call("rollback_epoch", lambda: sink.rollback_epoch(n + 1))
-        control.send(conn, control.Committed(n, "sink", spec.index))
-    elif spec.first_epoch == 1:  # a fresh start: nothing staged by an earlier run survives
-        call("rollback_epoch", lambda: sink.rollback_epoch(1))
-    marks = Watermarks([0.0] * len(spec.in_rings))
-    if final is not None:
-        marks.emitted = restore_graph(final, restore.get("state"))
-    inputs = InputSet(spec.in_rings)
-    aligner = Aligner(inputs)
-    slot = spec.slot
-    ckpt_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else None
-    sink.begin_epoch(spec.first_epoch)
+    def recover(self) -> None:
+        """Re-drive the last manifest's commit and drop what is newer, restore the final stage."""
+        r = self.restore
+        if r is not None:
+            self._commit(r.epoch, r.committable)
+            self.guard.call("rollback_epoch", lambda: self.sink.rollback_epoch(r.epoch + 1))
+            if self.final is not None and r.state is not None:
+                self.marks.emitted = snapshot.load(self.store, r.state, self.final)
+        elif self.spec.first_epoch == 1:  # a fresh start: nothing staged by an earlier run survives
+            self.guard.call("rollback_epoch", lambda: self.sink.rollback_epoch(1))
+        self._begin(self.epoch)
 
-    def write(batches: list[pa.RecordBatch]) -> None:
+    # -- events ---------------------------------------------------------------------------
+    def on_data(self, input: int, batch: pa.RecordBatch) -> None:
+        self._write(self.final.process(batch, 0) if self.final is not None else [batch])
+
+    def on_watermark(self, watermark: int) -> None:
+        if self.final is not None:
+            self._write(self.final.on_watermark(watermark))
+        self.counters.set(self.slot, "watermark", watermark)
+
+    def on_barrier(self, epoch: int) -> None:
+        self._pre_commit(epoch)
+        self.epoch = epoch + 1
+        self._begin(self.epoch)
+
+    def on_tick(self) -> None:
+        now = time.monotonic()
+        if now - self._control_at > CONTROL_EVERY_S:
+            self._control_at = now
+            self._handle_control()
+        if now - self._metrics_at >= METRICS_EVERY_S:
+            self._send_metrics()
+
+    def finish(self) -> None:
+        if self.final is not None and not (self.stopped and self.store is not None):
+            self._write(self.final.finish())
+        self._pre_commit(self.epoch)  # the last epoch: everything after the last barrier
+        self._handle_control(block_for=self.epoch)
+        self.inputs.close()
+        self._send_metrics()
+        self.guard.call("close", self.sink.close, retry=False)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _begin(self, epoch: int) -> None:
+        self.guard.call("begin_epoch", lambda: self.sink.begin_epoch(epoch), retry=False)
+
+    def _write(self, batches: list[pa.RecordBatch]) -> None:
         for b in batches:
-            if b.num_rows:
-                call("write_batch", lambda b=b: sink.write_batch(b))
-                counters.add(slot, "rows_in", b.num_rows)
-                counters.add(slot, "batches_in", 1)
-
-    def handle_control(block_for: int | None = None) -> None:
-        """Apply Commit messages; with ``block_for``, wait until that epoch is committed."""
-        while True:
-            if not conn.poll(0.05 if block_for is not None else 0):
-                if block_for is None:
-                    return
+            if not b.num_rows:
                 continue
-            msg = control.recv(conn)
-            if isinstance(msg, control.Commit):
-                call("commit_epoch", lambda m=msg: sink.commit_epoch(m.epoch, m.committable))
-                faults.reached("sink.after_commit", msg.epoch)
-                control.send(conn, control.Committed(msg.epoch, "sink", spec.index))
-                if block_for is not None and msg.epoch >= block_for:
-                    return
+            started = time.monotonic()
+            self.guard.call("write_batch", lambda b=b: self.sink.write_batch(b), retry=False)
+            self.guard.metrics.record_write(b.num_rows, b.nbytes, time.monotonic() - started)
+            c, slot = self.counters, self.slot
+            c.add(slot, "rows_in", b.num_rows)
+            c.add(slot, "batches_in", 1)
+            c.add(slot, "bytes_in", b.nbytes)
 
-    def pre_commit(n: int) -> None:
+    def _pre_commit(self, n: int) -> None:
+        """Epoch step 4: stage the epoch, save the final stage, report the committable."""
         started = time.monotonic_ns()
-        committable = call("pre_commit", lambda: sink.pre_commit(n))
-        state = None
-        if final is not None and ckpt_dir is not None and final.pre[0].ops:
-            path = ckpt_dir / f"epoch-{n:020d}" / f"sink-{spec.index}.state"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            state = snapshot_graph(final, path, marks.emitted)
+        committable = self.guard.call("pre_commit", lambda: self.sink.pre_commit(n), retry=False)
+        ref = None
+        if self.final is not None and self.store is not None and self.final.stateful:
+            ref = snapshot.save(
+                self.store, n, "sink", self.spec.index, self.final, self.marks.emitted
+            )
         control.send(
-            conn,
+            self.conn,
             control.Checkpointed(
-                n, "sink", spec.index, committable=committable, state=state,
-                metrics={"alignment_ms": aligner.alignment_ns / 1e6,
+                n, "sink", self.spec.index, committable=committable, state=ref,
+                metrics={"alignment_ms": self.aligner.alignment_ns / 1e6,
                          "pre_commit_ms": (time.monotonic_ns() - started) / 1e6},
             ),
         )  # fmt: skip
         faults.reached("sink.after_pre_commit", n)
 
-    epoch = [spec.first_epoch]
-    last_control = [time.monotonic()]
+    def _handle_control(self, block_for: int | None = None) -> None:
+        """Apply ``Commit`` messages (step 6); with ``block_for``, until that epoch committed."""
+        while True:
+            if not self.conn.poll(0.05 if block_for is not None else 0):
+                if block_for is None:
+                    return
+                continue
+            msg = control.recv(self.conn)
+            if isinstance(msg, control.Commit):
+                self._commit(msg.epoch, msg.committable)
+                if block_for is not None and msg.epoch >= block_for:
+                    return
 
-    def on_tick() -> None:
-        now = time.monotonic()
-        if now - last_control[0] > 0.01:
-            handle_control()
-            last_control[0] = now
+    def _commit(self, n: int, committable: dict | None) -> None:
+        """Epoch step 6: make epoch ``n`` visible, then confirm it."""
+        self.guard.call("commit_epoch", lambda: self.sink.commit_epoch(n, committable))
+        faults.reached("sink.after_commit", n)
+        control.send(self.conn, control.Committed(n, "sink", self.spec.index))
 
-    def on_data(_i: int, batch: pa.RecordBatch) -> None:
-        write(final.process(batch, 0) if final is not None else [batch])
+    def _send_metrics(self) -> None:
+        self._metrics_at = time.monotonic()
+        values = self.guard.as_dict()
+        try:
+            own = self.sink.metrics()
+        except Exception as exc:  # metrics must never stop the data
+            own = {}
+            self.guard.health.record_failure(exc)
+        values.update({f"connector_{k}": float(v) for k, v in own.items()})
+        control.send(self.conn, control.Metrics("sink", self.spec.index, values))
 
-    def on_watermark(wm: int) -> None:
-        if final is not None:
-            write(final.on_watermark(wm))
-        counters.set(slot, "watermark", wm)
-
-    def on_epoch(done: int) -> None:
-        pre_commit(done)
-        epoch[0] = done + 1
-        sink.begin_epoch(epoch[0])
-
-    drive(inputs, marks, aligner, on_data=on_data, on_watermark=on_watermark,
-          on_epoch=on_epoch, timeout=0.05, on_tick=on_tick)  # fmt: skip
-    if final is not None and not (any(inputs.stopped) and ckpt_dir is not None):
-        write(final.finish())
-    pre_commit(epoch[0])  # the last epoch: everything after the last barrier
-    handle_control(block_for=epoch[0])
-    inputs.close()
-    sink.close()
+    def _report_health(self, state: str, error: str) -> None:
+        control.send(self.conn, control.Health("sink", self.spec.index, state, error))

@@ -1,233 +1,244 @@
-"""The Ring 1 source process: the runtime around one source instance (DESIGN.md §6).
+"""The Ring 1 source process: the runtime around one source instance.
 
-Loop, one thread:
+``SourceRunner.run()`` loops, one thread, and calls one method per event:
 
-1. Control first: ``Barrier(N)`` → ``checkpoint()`` (the position after the
-   last row already written), report it (``Checkpointed``), write BARRIER(N)
-   into every ring — between two polls, so the barrier splits the stream
-   exactly at that position. ``NotifyCommitted(N)`` → ``notify_committed``.
-   ``Stop`` (drain) or SIGTERM → end-of-stream and exit cleanly.
-2. ``poll_batch`` through the retry policy (exponential backoff with jitter;
-   each failure marks health; ``RetriesExhaustedError`` names the connector).
-3. Batching: polls accumulate up to ``batch_max_rows`` or ``batch_max_wait_ms``.
-4. A batch is split by the partition key's hash into one batch per worker
-   (``ring1.partition``; round-robin by batch for a global query) and written
-   to the workers' rings (a full ring waits: backpressure), then a WATERMARK
-   (max event time seen − ``max_out_of_orderness_ms``) into every ring.
-5. ``finished()`` → report the final position, EOS into every ring. After a
-   drain (``Stop``) of a source that has more, with checkpoints on, the EOS
-   says ``EOS_STOPPED``: downstream keeps its state open for the next run
-   instead of closing every window (``ring0.inputs``).
+* control messages first — ``Barrier(N)`` → ``on_barrier(N)`` (epoch step 2:
+  the position after the last row already written is reported, then
+  BARRIER(N) goes into every ring — between two polls, so the barrier splits
+  the stream exactly at that position); ``NotifyCommitted(N)`` →
+  ``on_committed(N)`` (the connector's ``notify_committed``); ``Stop`` (a
+  drain) → ``on_stop()``;
+* ``poll_batch`` through the connector guard (``ring1.guard``: transient
+  errors retried with backoff, health, metrics), then ``on_data(batch)`` for
+  each batch the batcher completes (``batch_max_rows``/``batch_max_wait_ms``):
+  the batch is split by the partition key's hash into one part per worker
+  (``ring1.partition``; round-robin by batch for a global query), each part
+  written to its worker's ring (cut to fit by ``write_batches``; a full ring
+  waits: backpressure), then a WATERMARK (``engine.stream.SourceWatermark``)
+  into every ring;
+* records the connector could not read (``SourceBatch.bad``) → ``on_bad``:
+  the run fails naming the record (``on_error = "fail"``) or they go, as rows
+  of ``connectors.base.DEAD_LETTER_SCHEMA``, to the rings of the sinks that
+  read the source's dead-letter output (``on_error = "dead_letter"``); either
+  way they are counted;
+* ``finished()`` or a drain → ``finish()``: the final position is reported,
+  then EOS into every ring. After a drain of a source that has more, with
+  checkpoints on, the EOS says ``EOS_STOPPED``: downstream keeps its state
+  open for the next run instead of closing every window.
 
 A connector that raises is reported with its name and traceback (the child
-wrapper sends ``Failed``). Metrics go to the shared counters and, with the
-connector's own ``metrics()``, into each ``Checkpointed`` report.
+wrapper sends ``Failed``). Every second or so the connector's metrics go to
+the coordinator (``Metrics``).
 """
 
 from __future__ import annotations
 
-import signal
 import time
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from connectors.base import ConnectorConfig, SourceCheckpoint
+from connectors import registry
+from connectors.base import BadRecord, ConnectorConfig, SourceCheckpoint, dead_letter_batch
 from engine import control, faults
 from engine.counters import Counters
-from engine.errors import ConnectorError, RingstreamError, SchemaMismatchError
+from engine.errors import BadRecordError, SchemaMismatchError
 from engine.shm import FrameKind, Ring
-from ring0.inputs import EOS_END, EOS_STOPPED
+from engine.stream.inputs import EOS_END, EOS_STOPPED
+from engine.stream.watermarks import SourceWatermark
 from ring1.batching import Batcher
-from ring1.health import HealthTracker
-from ring1.metrics import ConnectorMetrics
+from ring1.guard import ConnectorGuard
 from ring1.partition import split
-from ring1.retry import RetryPolicy, call_with_retry
 
 _EOS = int(FrameKind.EOS)
-_UNIT_MS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
+METRICS_EVERY_S = 1.0
 
 
-def max_event_ms(column: pa.Array) -> int | None:
-    """The largest event time of a column in ms (int64 ms or any timestamp), None if all null."""
-    if pa.types.is_timestamp(column.type):
-        mul, div = _UNIT_MS[column.type.unit]
-        top = pc.max(column.cast(pa.int64())).as_py()
-        return None if top is None else top * mul // div
-    top = pc.max(column).as_py()
-    return None if top is None else int(top)
+class SourceRunner:
+    def __init__(self, spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[no-untyped-def]
+        cfg = pipeline.source_named(spec.name)
+        plan = spec.plan(pipeline)
+        self.cfg, self.spec, self.conn = cfg, spec, conn
+        self.counters, self.slot = counters, spec.slot
+        self.label = f"source {cfg.name!r} ({cfg.type}) instance {spec.index}"
+        self.guard = ConnectorGuard.from_config(self.label, cfg, self._report_health)
+        self.source = registry.resolve_source(cfg.type)()
+        config = ConnectorConfig(cfg.name, dict(cfg.options), spec.index, cfg.parallelism)
+        self.guard.call("open", lambda: self.source.open(config))
+        restore = msgspec.json.decode(spec.restore)
+        if restore is not None:
+            self.guard.call("restore", lambda: self.source.restore(SourceCheckpoint(restore)))
+        self.schema = plan.source_schemas[cfg.name]
+        self.rings = [Ring.attach(name) for name in spec.out_rings]
+        self.writers = [r.writer() for r in self.rings]
+        for w in self.writers:
+            w.write_schema(self.schema)
+        self.dl_rings = [Ring.attach(name) for name in spec.dead_letter_rings]
+        self.dl_writers = [r.writer() for r in self.dl_rings]
+        self.key = plan.partition_keys.get(cfg.name)
+        self.batcher = Batcher(cfg.batch_max_rows, cfg.batch_max_wait_ms / 1000)
+        self.watermark = SourceWatermark(cfg.event_time, cfg.max_out_of_orderness_ms)
+        self.replayable = self.source.supports_replay()
+        self.rr = spec.index  # round-robin target of a global query
+        self.stopping = False
+        self.last_epoch = spec.first_epoch - 1
+        self._metrics_at = time.monotonic()
 
-
-def fitting(batch: pa.RecordBatch, max_payload: int) -> list[pa.RecordBatch]:
-    """Zero-copy slices of ``batch`` whose frames fit a ring (at most half its payload each).
-
-    A wide batch (long strings) may not fit the ring it goes to; it is cut by
-    rows, never rejected. Empty batches are dropped.
-    """
-    rows = batch.num_rows
-    if not rows:
-        return []
-    limit = max_payload // 2
-    size = batch.nbytes + 4096  # IPC framing and padding
-    if size <= limit:
-        return [batch]
-    step = max(1, rows * limit // size)
-    return [batch.slice(i, step) for i in range(0, rows, step)]
-
-
-def policy(cfg) -> RetryPolicy:  # type: ignore[no-untyped-def]
-    r = cfg.retry
-    return RetryPolicy(max_retries=r.max_retries, base_s=r.base_ms / 1000, cap_s=r.cap_ms / 1000)
-
-
-def run_source(spec, pipeline, counters: Counters, conn) -> None:  # type: ignore[no-untyped-def]
-    from connectors import registry
-
-    cfg = pipeline.source_named(spec.name)
-    plan = spec.plan(pipeline)
-    label = f"source {cfg.name!r} ({cfg.type}) instance {spec.index}"
-    source = registry.resolve_source(cfg.type)()
-    source.open(ConnectorConfig(cfg.name, dict(cfg.options), spec.index, cfg.parallelism))
-    restore = msgspec.json.decode(spec.restore)
-    if restore is not None:
-        source.restore(SourceCheckpoint(restore))
-    schema = plan.source_schemas[cfg.name]
-    rings = [Ring.attach(name) for name in spec.out_rings]
-    writers = [r.writer() for r in rings]
-    for w in writers:
-        w.write_schema(schema)
-    key = plan.partition_keys.get(cfg.name)
-    retry = policy(cfg)
-    health = HealthTracker(threshold=cfg.health_failures)
-    metrics = ConnectorMetrics()
-    batcher = Batcher(cfg.batch_max_rows, cfg.batch_max_wait_ms / 1000)
-    slot, lag, time_col = spec.slot, cfg.max_out_of_orderness_ms, cfg.event_time
-    state = {"max_ts": None, "rr": spec.index, "stop": False, "health": health.state}
-
-    def on_term(_signum: int, _frame: object) -> None:
-        state["stop"] = True
-
-    signal.signal(signal.SIGTERM, on_term)
-
-    def report_health() -> None:
-        if health.state != state["health"]:
-            state["health"] = health.state
-            err = (
-                f"{type(health.last_error).__name__}: {health.last_error}"
-                if health.last_error
-                else ""
-            )
-            control.send(conn, control.Health("source", spec.index, health.state, err))
-
-    def write(batch: pa.RecordBatch) -> None:
-        if batch.schema != schema:
-            if not batch.schema.equals(schema, check_metadata=False):
-                raise SchemaMismatchError(
-                    f"{label}: a batch has schema {batch.schema} but the source declared {schema}"
-                )
-            batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-        if key is None:  # round-robin by batch
-            target = state["rr"] % len(writers)
-            state["rr"] += 1
-            for piece in fitting(batch, writers[target].max_payload):
-                writers[target].write_batch(piece)
-        else:
-            for w, part in zip(writers, split(batch, key, len(writers)), strict=True):
-                for piece in fitting(part, w.max_payload):
-                    w.write_batch(piece)
-        if time_col is not None:
-            top = max_event_ms(batch.column(time_col))
-            if top is not None and (state["max_ts"] is None or top > state["max_ts"]):
-                state["max_ts"] = top
-                for w in writers:
-                    w.write_watermark(top - lag)
-                counters.set(slot, "watermark", top - lag)
-        counters.add(slot, "rows_out", batch.num_rows)
-        counters.add(slot, "batches_out", 1)
-        counters.add(slot, "bytes_out", batch.nbytes)
-        counters.set(slot, "blocked_ns", sum(w.blocked_ns for w in writers))
-
-    def flush_batcher() -> None:
-        pending = batcher.take()
-        if pending is not None and pending.num_rows:
-            write(pending)
-
-    def checkpointed(epoch: int, finished: bool) -> None:
-        flush_batcher()  # the barrier must follow every row the position covers
-        position = source.checkpoint().position if source.supports_replay() else None
-        m = metrics.as_dict()
-        m.update({f"connector_{k}": float(v) for k, v in source.metrics().items()})
-        control.send(
-            conn,
-            control.Checkpointed(
-                epoch,
-                "source",
-                spec.index,
-                position=position,
-                finished=finished,
-                exhausted=finished and source.finished(),
-                metrics=m,
-            ),  # fmt: skip
-        )
-        faults.reached("source.after_checkpoint", epoch)
-        if not finished:
-            for w in writers:
-                w.write_barrier(epoch)
-
-    def poll() -> pa.RecordBatch | None:
-        t0 = time.monotonic()
-        try:
-            got = call_with_retry(
-                lambda: source.poll_batch(cfg.batch_max_rows),
-                retry,
-                what=label,
-                on_retry=lambda _n, exc, _d: (health.record_failure(exc), report_health()),
-            )
-        except RingstreamError:
-            raise
-        except Exception as exc:
-            raise ConnectorError(f"{label}: poll_batch failed: {exc}") from exc
-        health.record_success()
-        report_health()
-        rows, size = (got.batch.num_rows, got.batch.nbytes) if got else (0, 0)
-        metrics.record_poll(time.monotonic() - t0, rows, size, got.offset if got else None)
-        return got.batch if got is not None else None
-
-    last_epoch = spec.first_epoch - 1
-    while True:
-        while conn.poll():
-            msg = control.recv(conn)
-            if isinstance(msg, control.Barrier):
-                checkpointed(msg.epoch, False)
-                last_epoch = msg.epoch
-            elif isinstance(msg, control.NotifyCommitted):
-                source.notify_committed(msg.epoch)
-            elif isinstance(msg, control.Stop):
-                state["stop"] = True
-        if state["stop"]:
-            break
-        if source.checkpoint_requested():
-            control.send(conn, control.RequestCheckpoint("source", spec.index))
-        batch = poll()
-        if batch is None:
-            if source.finished():
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        source, batcher = self.source, self.batcher
+        while True:
+            self.on_control()
+            if self.stopping:
                 break
-            if batcher.due():
-                flush_batcher()
-            source.data_ready(min(0.05, max(cfg.batch_max_wait_ms / 1000, 0.001)))
-            continue
-        for ready in batcher.add(batch):
-            write(ready)
-        if batcher.due():
-            flush_batcher()
-    flush_batcher()
-    checkpointed(last_epoch + 1, True)  # the final position: nothing after it
-    # a drain with checkpoints on: the next run resumes here, so nothing downstream may close
-    stopped = state["stop"] and not source.finished() and bool(spec.checkpoint_dir)
-    for w in writers:
-        w.put(_EOS, b"", EOS_STOPPED if stopped else EOS_END)
-        w.close()
-    for r in rings:
-        r.close()
-    source.close()
+            if source.checkpoint_requested():
+                control.send(self.conn, control.RequestCheckpoint("source", self.spec.index))
+            batch = self.poll()
+            if batch is None:
+                if source.finished():
+                    break
+                if batcher.due():
+                    self._flush()
+                wait = min(0.05, max(self.cfg.batch_max_wait_ms / 1000, 0.001))
+                self.guard.call("data_ready", lambda w=wait: source.data_ready(w))  # type: ignore[misc]
+            else:
+                for ready in batcher.add(batch):
+                    self.on_data(ready)
+                if batcher.due():
+                    self._flush()
+            self._maybe_send_metrics()
+        self.finish()
+
+    def on_control(self) -> None:
+        while self.conn.poll():
+            msg = control.recv(self.conn)
+            if isinstance(msg, control.Barrier):
+                self.on_barrier(msg.epoch)
+            elif isinstance(msg, control.NotifyCommitted):
+                self.on_committed(msg.epoch)
+            elif isinstance(msg, control.Stop):
+                self.on_stop()
+
+    # -- events ---------------------------------------------------------------------------
+    def on_barrier(self, epoch: int) -> None:
+        """Epoch step 2: report the position after every row written so far, then BARRIER(N)."""
+        self._report_position(epoch, finished=False)
+        for w in (*self.writers, *self.dl_writers):
+            w.write_barrier(epoch)
+        self.last_epoch = epoch
+
+    def on_committed(self, epoch: int) -> None:
+        self.guard.call("notify_committed", lambda: self.source.notify_committed(epoch))
+
+    def on_stop(self) -> None:
+        self.stopping = True
+
+    def poll(self) -> pa.RecordBatch | None:
+        """One ``poll_batch`` through the guard; bad records go to ``on_bad``."""
+        started = time.monotonic()
+        got = self.guard.call("poll_batch", lambda: self.source.poll_batch(self.cfg.batch_max_rows))
+        rows, size = (got.batch.num_rows, got.batch.nbytes) if got is not None else (0, 0)
+        self.guard.metrics.record_poll(
+            time.monotonic() - started, rows, size, got.offset if got is not None else None
+        )
+        if got is None:
+            return None
+        if got.bad:
+            self.on_bad(got.bad)
+        return got.batch if rows else None
+
+    def on_bad(self, records: list[BadRecord]) -> None:
+        """Records the connector could not read: fail the run, or dead-letter and count them."""
+        if self.cfg.on_error == "fail":
+            first = records[0]
+            more = f" (and {len(records) - 1} more in this batch)" if len(records) > 1 else ""
+            raise BadRecordError(
+                f"{self.label}: bad record: {first.describe()}{more}. Fix the input, or set "
+                f'on_error = "dead_letter" on sources.{self.cfg.name} to route such records '
+                "to a dead-letter output",
+                first,
+            )
+        batch = dead_letter_batch(self.cfg.name, records)
+        for w in self.dl_writers:
+            w.write_batches(batch)
+        self.counters.add(self.slot, "dead_letter_rows", len(records))
+
+    def on_data(self, batch: pa.RecordBatch) -> None:
+        """Partition, write to the workers' rings, then the watermark."""
+        if batch.schema is not self.schema and batch.schema != self.schema:
+            if not batch.schema.equals(self.schema, check_metadata=False):
+                raise SchemaMismatchError(
+                    f"{self.label}: a batch has schema {batch.schema} but the source declared "
+                    f"{self.schema}"
+                )
+            batch = pa.RecordBatch.from_arrays(batch.columns, schema=self.schema)
+        if self.key is None:  # round-robin by batch
+            self.writers[self.rr % len(self.writers)].write_batches(batch)
+            self.rr += 1
+        else:
+            parts = split(batch, self.key, len(self.writers))
+            for w, part in zip(self.writers, parts, strict=True):
+                w.write_batches(part)
+        wm = self.watermark.advance(batch)
+        if wm is not None:
+            for w in self.writers:
+                w.write_watermark(wm)
+            self.counters.set(self.slot, "watermark", wm)
+        c, slot = self.counters, self.slot
+        c.add(slot, "rows_out", batch.num_rows)
+        c.add(slot, "batches_out", 1)
+        c.add(slot, "bytes_out", batch.nbytes)
+        c.set(slot, "blocked_ns", sum(w.blocked_ns for w in self.writers))
+
+    def finish(self) -> None:
+        """The final position (nothing after it), then EOS: ``EOS_STOPPED`` after a drain."""
+        self._report_position(self.last_epoch + 1, finished=True)
+        stopped = self.stopping and not self.source.finished() and bool(self.spec.checkpoint_dir)
+        for w in (*self.writers, *self.dl_writers):
+            w.put(_EOS, b"", EOS_STOPPED if stopped else EOS_END)
+            w.close()
+        for r in (*self.rings, *self.dl_rings):
+            r.close()
+        self._send_metrics()
+        self.guard.call("close", self.source.close, retry=False)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _flush(self) -> None:
+        pending = self.batcher.take()
+        if pending is not None:
+            self.on_data(pending)
+
+    def _report_position(self, epoch: int, finished: bool) -> None:
+        self._flush()  # the barrier (or the end) must follow every row the position covers
+        position = None
+        if self.replayable:
+            position = self.guard.call("checkpoint", self.source.checkpoint, retry=False).position
+        control.send(
+            self.conn,
+            control.Checkpointed(
+                epoch, "source", self.spec.index, position=position, finished=finished,
+                exhausted=finished and self.source.finished(), metrics=self._metrics(),
+            ),
+        )  # fmt: skip
+        faults.reached("source.after_checkpoint", epoch)
+
+    def _metrics(self) -> dict[str, float]:
+        out = self.guard.as_dict()
+        try:
+            own = self.source.metrics()
+        except Exception as exc:  # metrics must never stop the data
+            own = {}
+            self.guard.health.record_failure(exc)
+        out.update({f"connector_{k}": float(v) for k, v in own.items()})
+        return out
+
+    def _maybe_send_metrics(self) -> None:
+        if time.monotonic() - self._metrics_at >= METRICS_EVERY_S:
+            self._send_metrics()
+
+    def _send_metrics(self) -> None:
+        self._metrics_at = time.monotonic()
+        control.send(self.conn, control.Metrics("source", self.spec.index, self._metrics()))
+
+    def _report_health(self, state: str, error: str) -> None:
+        control.send(self.conn, control.Health("source", self.spec.index, state, error))

@@ -1,30 +1,18 @@
-"""Checkpoints: manifests (the durable record of an epoch), worker state files, the store.
+"""Checkpoints: manifests (the durable record of an epoch), state files, the store.
 
 * ``manifest`` — ``Manifest``/``StateFileRef`` and their checksummed file format.
-* ``state`` — one Arrow IPC state file per worker and epoch, several named tables.
+* ``state`` — one Arrow IPC state file per worker (or sink) and epoch, named tables.
 * ``store`` — ``CheckpointStore``: the directory, atomic writes, retention, restore.
+* ``snapshot`` — an operator graph and its watermark to a state file and back.
+* ``lock`` — one live run per checkpoint directory.
 * ``report`` — the listing of ``python -m engine checkpoints DIR``.
 
-See ``store``'s docstring for the protocol, step by step (DESIGN.md §5).
+The epoch protocol these serve is ``engine.epochs`` (and docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from engine.checkpoint.manifest import FORMAT_VERSION, Manifest, StateFileRef, decode, encode
-from engine.checkpoint.state import WrittenState, fsync_dir, publish, read_state, write_state
+from engine.checkpoint.manifest import FORMAT_VERSION, Manifest, StateFileRef
 from engine.checkpoint.store import CheckpointStore, ManifestInfo
 
-__all__ = [
-    "FORMAT_VERSION",
-    "CheckpointStore",
-    "Manifest",
-    "ManifestInfo",
-    "StateFileRef",
-    "WrittenState",
-    "decode",
-    "encode",
-    "fsync_dir",
-    "publish",
-    "read_state",
-    "write_state",
-]
+__all__ = ["FORMAT_VERSION", "CheckpointStore", "Manifest", "ManifestInfo", "StateFileRef"]

@@ -1,4 +1,4 @@
-"""State files: one file per worker and epoch, holding several named Arrow tables.
+"""State files: one file per worker (or sink final stage) and epoch, several named Arrow tables.
 
 Layout (all integers little-endian; every stream starts 8-byte aligned)::
 
@@ -73,7 +73,7 @@ def publish(tmp: Path, final: Path) -> None:
     """Atomically make the complete file ``tmp`` appear as ``final``, durably.
 
     ``tmp`` must be in the same directory as ``final``; its data must already be
-    fsynced (``_DurableFile`` does so on close).
+    fsynced (``_HashingWriter`` does so on close).
     """
     os.replace(tmp, final)
     fsync_dir(final.parent)
@@ -139,13 +139,6 @@ def write_state(path: Path, tables: dict[str, pa.Table]) -> WrittenState:
         raise
     publish(tmp, path)
     return WrittenState(path, out.size, f"{CHECKSUM_ALGORITHM}:{out.hash.hexdigest()}")
-
-
-def checksum_file(path: Path, algorithm: str = CHECKSUM_ALGORITHM) -> str:
-    """``"<algorithm>:<hex>"`` of the bytes of ``path``."""
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, algorithm)
-    return f"{algorithm}:{digest.hexdigest()}"
 
 
 def _read_verified(path: Path, expected_checksum: str, expected_bytes: int | None) -> pa.Buffer:

@@ -3,25 +3,29 @@
 Layout of ``root``::
 
     epoch-00000000000000000007.manifest      manifest of epoch 7 (manifest.py format)
-    epoch-00000000000000000007/              epoch 7's state: one file per worker
-        worker-0000.state                    (state.py format)
+    epoch-00000000000000000007/              epoch 7's state (state.py format):
+        worker-0000.state                    one file per worker,
         worker-0001.state
+        sink-0000.state                      and per sink with a final stage
     *.tmp-<pid>                              a write in progress (or a dead writer's)
+    LOCK                                     held by the run using the directory (lock.py)
 
-Protocol, per epoch ``N`` (DESIGN.md §5):
+Its part in the epoch protocol (the steps of ``engine.epochs``, numbered the same
+everywhere: code, fault points, docs/architecture.md):
 
-1. Each worker writes its state with ``write_state(N, worker, tables)`` into
-   ``state_dir(N)`` (created on demand) and reports the ``StateFileRef``.
-2. The coordinator, with every report in, calls ``write_manifest(m)``: temp
-   file, write, fsync, rename, fsync the directory — the point of no return.
-   It refuses a manifest whose state files are missing or have another size.
-   Then retention: the newest ``keep`` manifests stay, with every state
-   directory they reference; older manifests are deleted first, then the
-   state directories of epochs before ``N`` that no kept manifest references
-   (also those of epochs that were aborted). Directories of epochs after ``N``
-   are never touched: workers may be writing them.
-3. Once every sink has committed, ``mark_committed(N)`` rewrites manifest N
-   with ``sink_status="committed"`` through the same atomic path.
+* Steps 3 and 4: each worker, and each sink with a final stage, writes its
+  state with ``write_state(N, index, tables, role)`` into ``state_dir(N)``
+  (created on demand) and reports the ``StateFileRef``.
+* Step 5: the coordinator, with every report in, calls ``write_manifest(m)``:
+  temp file, write, fsync, rename, fsync the directory — the point of no
+  return. It refuses a manifest whose state files are missing or have another
+  size. Then retention: the newest ``keep`` manifests stay, with every state
+  directory they reference; older manifests are deleted first, then the state
+  directories of epochs before ``N`` that no kept manifest references (also
+  those of epochs that were aborted). Directories of epochs after ``N`` are
+  never touched: workers may be writing them.
+* Step 7: once every sink has committed, ``mark_committed(N)`` rewrites
+  manifest N with ``sink_status="committed"`` through the same atomic path.
 
 On restart: ``latest_valid()`` returns the newest manifest that decodes and
 whose state files exist with matching size and checksum, reporting every
@@ -49,9 +53,9 @@ from pathlib import Path
 import msgspec
 import pyarrow as pa
 
-from engine.checkpoint import manifest as manifest_mod
-from engine.checkpoint import state as state_mod
-from engine.checkpoint.manifest import Manifest, StateFileRef
+import engine.checkpoint.manifest as manifest_mod
+import engine.checkpoint.state as state_mod
+from engine.checkpoint.manifest import Manifest, Role, StateFileRef
 from engine.errors import CheckpointError, ConfigError, CorruptCheckpointError
 
 _MANIFEST_RE = re.compile(r"^epoch-(\d{20})\.manifest$")
@@ -106,40 +110,39 @@ class CheckpointStore:
 
     # --- state files ----------------------------------------------------------
 
-    def write_state(self, epoch: int, worker: int, tables: dict[str, pa.Table]) -> StateFileRef:
-        """Step 1: write worker ``worker``'s tables for ``epoch``; the ref goes in the manifest."""
-        path = self.state_dir(epoch) / f"worker-{worker:04d}.state"
+    def write_state(
+        self, epoch: int, index: int, tables: dict[str, pa.Table], role: Role = "worker"
+    ) -> StateFileRef:
+        """Steps 3 and 4: ``role`` ``index``'s tables of ``epoch``; the manifest gets the ref."""
+        path = self.state_dir(epoch) / f"{role}-{index:04d}.state"
         written = state_mod.write_state(path, tables)
         return StateFileRef(
-            worker=worker,
-            path=path.relative_to(self.root).as_posix(),
-            bytes=written.bytes,
-            crc32c_or_sha256=written.checksum,
+            index, path.relative_to(self.root).as_posix(), written.bytes, written.checksum, role
         )
 
     def read_state(self, ref: StateFileRef) -> dict[str, pa.Table]:
-        """The tables of one worker's state file, verified against ``ref``."""
-        return state_mod.read_state(self._resolve(ref), ref.crc32c_or_sha256, ref.bytes)
+        """The tables of one state file, verified against ``ref``."""
+        return state_mod.read_state(self._resolve(ref), ref.checksum, ref.bytes)
 
     def _resolve(self, ref: StateFileRef) -> Path:
         rel = Path(ref.path)
         if rel.is_absolute() or ".." in rel.parts:
             raise CorruptCheckpointError(
-                f"state file path {ref.path!r} of worker {ref.worker} is not inside {self.root}"
+                f"state file path {ref.path!r} of {ref.owner} is not inside {self.root}"
             )
         return self.root / rel
 
     # --- manifests ------------------------------------------------------------
 
     def write_manifest(self, m: Manifest) -> Path:
-        """Step 2: write manifest ``m.epoch`` atomically and durably, then apply retention."""
-        for ref in m.worker_states:
+        """Step 5: write manifest ``m.epoch`` atomically and durably, then apply retention."""
+        for ref in m.state_files:
             path = self._resolve(ref)
             size = path.stat().st_size if path.exists() else None
             if size != ref.bytes:
                 found = "missing" if size is None else f"{size} bytes"
                 raise CheckpointError(
-                    f"manifest of epoch {m.epoch}: state file {path} of worker {ref.worker} is "
+                    f"manifest of epoch {m.epoch}: state file {path} of {ref.owner} is "
                     f"{found}, the manifest would record {ref.bytes} bytes"
                 )
         final = self._write_manifest_file(m)
@@ -147,7 +150,7 @@ class CheckpointStore:
         return final
 
     def mark_committed(self, epoch: int) -> None:
-        """Step 3: record that every sink committed ``epoch`` (a no-op if already recorded)."""
+        """Step 7: record that every sink committed ``epoch`` (a no-op if already recorded)."""
         m = self.read_manifest(epoch)
         if m.sink_status != "committed":
             self._write_manifest_file(msgspec.structs.replace(m, sink_status="committed"))
@@ -227,7 +230,7 @@ class CheckpointStore:
             else:
                 decoded = m
             if decoded is not None:
-                state_bytes = sum(ref.bytes for ref in decoded.worker_states)
+                state_bytes = sum(ref.bytes for ref in decoded.state_files)
             infos.append(ManifestInfo(epoch, path, reason or "ok", size, state_bytes, decoded))
         return infos
 
@@ -237,8 +240,8 @@ class CheckpointStore:
         """(manifest, None) when ``path`` is restorable, else (None, reason)."""
         try:
             m = manifest_mod.decode(path.read_bytes(), str(path))
-            for ref in m.worker_states:
-                state_mod.verify_state(self._resolve(ref), ref.crc32c_or_sha256, ref.bytes)
+            for ref in m.state_files:
+                state_mod.verify_state(self._resolve(ref), ref.checksum, ref.bytes)
         except CheckpointError as e:
             return None, str(e)
         except OSError as e:
@@ -275,7 +278,7 @@ class CheckpointStore:
                 m = manifest_mod.decode(path.read_bytes(), str(path))
             except (CheckpointError, OSError):
                 continue
-            referenced.update(Path(ref.path).parts[0] for ref in m.worker_states)
+            referenced.update(Path(ref.path).parts[0] for ref in m.state_files)
         for e, path in manifests:
             if e not in kept_epochs:
                 path.unlink(missing_ok=True)

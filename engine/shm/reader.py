@@ -31,10 +31,11 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+import engine.shm.arrow_codec as arrow_codec
+import engine.shm.layout as layout
 from engine.errors import CorruptFrameError, PeerClosedError, RingClosedError, RingError
-from engine.shm import arrow_codec, layout
 from engine.shm.layout import FRAME_HEADER, FRAME_HEADER_SIZE, MAX_KIND, FrameKind
-from engine.shm.ring import Ring, _Side, deadline
+from engine.shm.side import RingLike, _Side, deadline
 from engine.shm.wait import WaitStrategy
 
 _PAD = int(FrameKind.PAD)
@@ -75,7 +76,7 @@ class RingReader(_Side):
     _I_MY_CLOSED, _I_PEER_CLOSED = layout.I_CONSUMER_CLOSED, layout.I_PRODUCER_CLOSED
     _I_MY_WAKE, _I_PEER_WAKE = layout.I_DATA_SEQ, layout.I_SPACE_SEQ
 
-    def __init__(self, ring: Ring, wait: WaitStrategy) -> None:
+    def __init__(self, ring: RingLike, wait: WaitStrategy) -> None:
         super().__init__(ring, wait)
         self._pos = self._released = int(self._q[layout.Q_TAIL])
         self._head = int(self._q[layout.Q_HEAD])

@@ -32,8 +32,9 @@ import time
 import weakref
 from pathlib import Path
 
+import engine.shm.atomics as atomics
+import engine.shm.layout as layout
 from engine.errors import ConfigError, RingFormatError
-from engine.shm import atomics, layout
 
 NAME_PREFIX = "rs-"
 _SHM_DIR = Path("/dev/shm")

@@ -27,11 +27,11 @@ import time
 
 import pyarrow as pa
 
+import engine.shm.layout as layout
 from engine.errors import FrameTooLargeError, PeerClosedError, RingClosedError, RingError
-from engine.shm import layout
 from engine.shm.arrow_codec import BatchEncoder
 from engine.shm.layout import FRAME_HEADER, FRAME_HEADER_SIZE, MAX_KIND, PAD_HEADER, FrameKind
-from engine.shm.ring import Ring, _Side, deadline
+from engine.shm.side import RingLike, _Side, deadline
 from engine.shm.wait import WaitStrategy
 
 _DATA = int(FrameKind.DATA)
@@ -53,6 +53,27 @@ def _bad_header(kind: int, flags: int, value: int) -> str:
 def _as_bytes(payload: object) -> memoryview:
     """A flat unsigned-byte view of any buffer (pa.Buffer exports signed bytes)."""
     return memoryview(payload).cast("B")  # type: ignore[arg-type]
+
+
+def split_to_fit(batch: pa.RecordBatch, limit: int) -> list[pa.RecordBatch]:
+    """Zero-copy row slices of ``batch`` whose frames are at most ``limit`` bytes each.
+
+    The one place a batch is cut to fit a ring: a wide batch (long strings, a
+    window closing many groups) is split, never refused. An empty batch gives
+    ``[]``; a single row larger than ``limit`` stays whole (writing it raises
+    ``FrameTooLargeError`` if it cannot fit the ring at all).
+    """
+    if not batch.num_rows:
+        return []
+    size = BatchEncoder.size_bound(batch)
+    if size <= limit or batch.num_rows == 1:
+        return [batch]
+    parts = -(-size // max(1, limit // 2))
+    step = max(1, -(-batch.num_rows // parts))
+    out: list[pa.RecordBatch] = []
+    for off in range(0, batch.num_rows, step):
+        out.extend(split_to_fit(batch.slice(off, step), limit))
+    return out
 
 
 class Claim:
@@ -89,7 +110,7 @@ class RingWriter(_Side):
     _I_MY_CLOSED, _I_PEER_CLOSED = layout.I_PRODUCER_CLOSED, layout.I_CONSUMER_CLOSED
     _I_MY_WAKE, _I_PEER_WAKE = layout.I_SPACE_SEQ, layout.I_DATA_SEQ
 
-    def __init__(self, ring: Ring, wait: WaitStrategy) -> None:
+    def __init__(self, ring: RingLike, wait: WaitStrategy) -> None:
         super().__init__(ring, wait)
         self._head = int(self._q[layout.Q_HEAD])
         self._tail = int(self._q[layout.Q_TAIL])
@@ -315,6 +336,24 @@ class RingWriter(_Side):
                 f"{self.ring.name} has capacity {self._cap} bytes (split the batch or "
                 "give the ring more capacity)"
             )
+
+    @property
+    def frame_limit(self) -> int:
+        """The largest frame ``write_batches`` writes: half the payload a frame may have.
+
+        Half, so that the producer can write the next frame while the consumer
+        still reads the last one; also the one size every batch is cut to.
+        """
+        return self.max_payload // 2
+
+    def write_batches(self, batch: pa.RecordBatch) -> int:
+        """Write ``batch`` as one or more frames that fit (``split_to_fit``); rows written.
+
+        Waits for space like ``write_batch``. An empty batch writes nothing.
+        """
+        for piece in split_to_fit(batch, self.frame_limit):
+            self.write_batch(piece)
+        return batch.num_rows
 
     def offer_batch(self, batch: pa.RecordBatch) -> bool:
         """:meth:`write_batch` without waiting: False if the ring has no room now."""

@@ -25,11 +25,12 @@ operator with these calls, from one thread, in any interleaving, after
   into a one-row table or the schema metadata. A stateless operator returns
   ``{}``.
 
-Every output batch has exactly ``output_schema``. Counters: ``late_rows``
-(rows behind watermark + allowed lateness, dropped) and, when built with a
-late-data output, ``take_late() -> list[RecordBatch]`` returns the late rows
-(input schema) collected since the last call; a two-input operator takes the
-port, ``take_late(port)``, since its inputs have different schemas.
+Every output batch has exactly ``output_schema``. Counters of rows dropped,
+each shown in the run's summary: ``late_rows`` (behind watermark + allowed
+lateness), ``null_time_rows`` (a null event time), ``null_rows`` (a join: a
+null time or key), ``out_of_range_rows`` (an event time outside
+``engine.timeunits``' range). A window built with a late-data output collects
+its late rows (input schema) for ``take_late() -> list[RecordBatch]``.
 
 Not guaranteed: output batch boundaries or row order within a batch; an
 operator may emit empty lists for any call. Vectorised: no per-row Python on
@@ -47,7 +48,10 @@ class Operator:
     """Base class: defaults for a stateless one-input operator (see the module docstring)."""
 
     inputs: int = 1
-    late_rows: int = 0
+    late_rows: int = 0  # rows dropped: behind the watermark
+    null_time_rows: int = 0  # rows dropped: a null event time
+    null_rows: int = 0  # rows dropped by a join: a null time or a null key
+    out_of_range_rows: int = 0  # rows dropped: an event time outside engine.timeunits' range
 
     @property
     def output_schema(self) -> pa.Schema:

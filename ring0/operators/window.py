@@ -58,14 +58,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ConfigError, StateError
+from engine.timeunits import to_ms
 from ring0.operators.aggregates import AggregateSpec, Plan, check_keys, key_fields, rows_table
 from ring0.operators.base import Operator
 from ring0.operators.changelog import CHANGE, changes, fold
 
 _NONE = -(2**63)
-_END = 2**62  # "every window": far beyond any ms time, and safe to add a size to
+_END = 2**63 - 1  # "every window": in-range times plus any size end before this
 _COMPACT_AFTER = 16
-_PER_MS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}  # (mul, div)
+MAX_DURATION_MS = 2**61  # sizes, slides, gaps, lateness: in-range times + this never overflow
 TYPES = ("tumbling", "hopping", "session", "input")
 _FORMAT = b"ringstream.window/1"
 
@@ -91,13 +92,9 @@ class WindowSpec:
             )
         if self.type == "session" and self.gap_ms <= 0:
             raise ConfigError(f"session window gap_ms={self.gap_ms} must be > 0")
-
-
-def _ms(values: pa.Array | pa.ChunkedArray, t: pa.DataType) -> np.ndarray:
-    """Times as int64 ms (no nulls); timestamps floored to ms."""
-    raw = np.asarray(pc.cast(values, pa.int64()).to_numpy(), dtype=np.int64)
-    mul, div = _PER_MS[t.unit] if pa.types.is_timestamp(t) else (1, 1)
-    return raw * mul if mul > 1 else raw // div if div > 1 else raw
+        for name in ("size_ms", "slide_ms", "gap_ms"):
+            if getattr(self, name) > MAX_DURATION_MS:
+                raise ConfigError(f"window {name}={getattr(self, name)} must be <= 2**61")
 
 
 class WindowAggregate(Operator):
@@ -118,6 +115,8 @@ class WindowAggregate(Operator):
             raise ConfigError(f"emit={emit!r} must be 'close' or 'update'")
         if allowed_lateness_ms < 0:
             raise ConfigError(f"allowed_lateness_ms={allowed_lateness_ms} must be >= 0")
+        if allowed_lateness_ms > MAX_DURATION_MS:
+            raise ConfigError(f"allowed_lateness_ms={allowed_lateness_ms} must be <= 2**61")
         self.window, self.emit, self.lateness = window, emit, allowed_lateness_ms
         self.keep_late, self.input_schema, self.time = keep_late, input_schema, time
         self.key = list(key)
@@ -159,6 +158,7 @@ class WindowAggregate(Operator):
         self.watermark = _NONE
         self.late_rows = 0
         self.null_time_rows = 0
+        self.out_of_range_rows = 0
         self._late: list[pa.RecordBatch] = []
         self._impl: _Slots | _Sessions = (
             _Sessions(self) if window.type == "session" else _Slots(self)
@@ -186,7 +186,12 @@ class WindowAggregate(Operator):
             self.null_time_rows += len(valid) - batch.num_rows
         if batch.num_rows == 0:
             return []
-        t = _ms(batch.column(self._time_col), self.input_schema.field(self._time_col).type)
+        t, in_range = to_ms(batch.column(self._time_col))
+        if in_range is not None:
+            self.out_of_range_rows += int(np.count_nonzero(~in_range))
+            batch, t = batch.filter(pa.array(in_range)), t[in_range]
+            if batch.num_rows == 0:
+                return []
         table, reach = self._impl.assign(rows_table(batch, self.key, self.plan), batch, t)
         if self.watermark != _NONE and int(reach.min()) + self.lateness <= self.watermark:
             late = reach + self.lateness <= self.watermark
@@ -220,6 +225,7 @@ class WindowAggregate(Operator):
                 "watermark": [self.watermark],
                 "late_rows": [self.late_rows],
                 "null_time_rows": [self.null_time_rows],
+                "out_of_range_rows": [self.out_of_range_rows],
             }
         ).replace_schema_metadata({"format": _FORMAT})
         late = pa.Table.from_batches(self._late, schema=self.input_schema)
@@ -237,6 +243,7 @@ class WindowAggregate(Operator):
         row = meta.to_pylist()[0]
         self.watermark, self.late_rows = row["watermark"], row["late_rows"]
         self.null_time_rows = row["null_time_rows"]
+        self.out_of_range_rows = row.get("out_of_range_rows", 0)
         self._late = _checked(state["late"], self.input_schema, "late").to_batches()
         self._impl.restore(state)
 
@@ -336,7 +343,7 @@ class _Slots:
         if not self.input:
             return slot[0] + self.size
         t = self.op._bound_types[1]
-        return int(_ms(pa.array([slot[1]]), t)[0])
+        return int(to_ms(pa.array([slot[1]], t))[0][0])
 
     def process(self, table: pa.Table) -> tuple[list[pa.RecordBatch], None]:
         part = self.op.plan.partial(table, self.group)

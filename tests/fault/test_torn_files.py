@@ -52,7 +52,7 @@ def writer_loop(root: str) -> None:
             epoch=epoch,
             created_unix_s=time.time(),
             source_offsets={"gen": [{"epoch": epoch}]},
-            worker_states=refs,
+            state_files=refs,
         )
         store.write_manifest(m)
         print(f"durable {epoch}", flush=True)
@@ -80,9 +80,9 @@ def assert_restorable(store: CheckpointStore, at_least: int) -> Manifest:
     assert m is not None and m.epoch >= at_least
     assert all(info.ok for info in store.list()), [i.status for i in store.list()]
     assert m.source_offsets == {"gen": [{"epoch": m.epoch}]}
-    for ref in m.worker_states:
+    for ref in m.state_files:
         got = store.read_state(ref)
-        want = expected_state(m.epoch, ref.worker)
+        want = expected_state(m.epoch, ref.index)
         assert all(got[name].equals(want[name]) for name in want)
     return m
 
@@ -132,7 +132,7 @@ def test_checkpoint_torn_newest_manifest_falls_back_to_previous(tmp_path: Path) 
                     epoch=epoch,
                     created_unix_s=0.0,
                     source_offsets={"gen": [{"epoch": epoch}]},
-                    worker_states=refs,
+                    state_files=refs,
                 )
             )
         path = store.manifest_path(2)
@@ -157,7 +157,7 @@ def test_checkpoint_zero_filled_state_file_falls_back_to_previous(tmp_path: Path
                 epoch=epoch,
                 created_unix_s=0.0,
                 source_offsets={"gen": [{"epoch": epoch}]},
-                worker_states=refs,
+                state_files=refs,
             )
         )
     state = tmp_path / refs[1].path

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ConfigError, SchemaMismatchError, StateError
+from engine.timeunits import to_ms
 from ring0.operators.base import Operator
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -55,8 +56,10 @@ _META = pa.schema(
         ("late_left", pa.int64()),
         ("late_right", pa.int64()),
         ("null_rows", pa.int64()),
+        ("out_of_range_rows", pa.int64()),
     ]
 )
+_META_V1 = pa.schema([f for f in _META if f.name != "out_of_range_rows"])  # before 0.2
 
 
 def clamp(value: int) -> int:
@@ -206,6 +209,7 @@ class TwoInputJoin(Operator):
         self.late_rows = 0
         self.late_by_port = [0, 0]
         self.null_rows = 0
+        self.out_of_range_rows = 0
         self.watermark: int | None = None  # ms; None until the first on_watermark
         self._rows = [left_schema.empty_table(), right_schema.empty_table()]
         self._t = [np.empty(0, np.int64), np.empty(0, np.int64)]
@@ -236,14 +240,23 @@ class TwoInputJoin(Operator):
         if port not in (0, 1):
             raise ConfigError(f"port={port!r}: a join has ports 0 (left) and 1 (right)")
 
-    def _times(self, table: pa.Table, port: int) -> np.ndarray:
-        """The time column of ``table`` as int64 in the common unit (nulls read as 0)."""
-        col = pc.cast(table.column(self._time_cols[port]), pa.int64())
+    def _times(self, table: pa.Table, port: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The time column as int64 in the common unit (nulls read as 0), and a mask of the
+        rows whose time is in range (None: all are): within ``engine.timeunits``' range and
+        representable in the common unit."""
+        col = pc.cast(table.column(self._time_cols[port]), pa.int64(), safe=False)
         if col.null_count:
             col = pc.fill_null(col, 0)
-        if self._factor[port] != 1:
-            col = pc.multiply_checked(col, self._factor[port])  # raises on overflow
-        return np.asarray(col.to_numpy(), dtype=np.int64)
+        raw = np.asarray(col.to_numpy(), dtype=np.int64)
+        _, ok = to_ms(table.column(self._time_cols[port]).fill_null(0))
+        factor = self._factor[port]
+        if factor != 1:
+            fits = np.abs(raw) <= INT64_MAX // factor
+            ok = fits if ok is None else ok & fits
+            raw = np.where(fits, raw, 0) * factor
+        if ok is not None and ok.all():
+            ok = None
+        return raw, ok
 
     def _wm_units(self) -> int:
         assert self.watermark is not None
@@ -267,16 +280,20 @@ class TwoInputJoin(Operator):
                 f"the join's {SIDES[port]} schema {self._schemas[port]}"
             )
         table = pa.Table.from_batches([batch])
-        times = self._times(table, port)
+        times, in_range = self._times(table, port)
         time_col = table.column(self._time_cols[port])
-        keep = pc.is_valid(time_col).to_numpy() if time_col.null_count else None
         timeless = None
-        if keep is None:
-            keep = np.ones(table.num_rows, dtype=bool)
-        elif null_keys_ok:
-            timeless = table.filter(pa.array(~keep))
+        if time_col.null_count:
+            keep = pc.is_valid(time_col).to_numpy(zero_copy_only=False)
+            if null_keys_ok:
+                timeless = table.filter(pa.array(~keep))
+            else:
+                self.null_rows += int(table.num_rows - np.count_nonzero(keep))
         else:
-            self.null_rows += int(table.num_rows - np.count_nonzero(keep))
+            keep = np.ones(table.num_rows, dtype=bool)
+        if in_range is not None:  # a time the engine cannot compute with: dropped, counted
+            self.out_of_range_rows += int(np.count_nonzero(keep & ~in_range))
+            keep &= in_range
         if self.watermark is not None:
             late = keep & (times < self._wm_units())
             n_late = int(np.count_nonzero(late))
@@ -343,6 +360,7 @@ class TwoInputJoin(Operator):
                     "late_left": self.late_by_port[0],
                     "late_right": self.late_by_port[1],
                     "null_rows": self.null_rows,
+                    "out_of_range_rows": self.out_of_range_rows,
                 }
             ],
             schema=_META,
@@ -361,7 +379,7 @@ class TwoInputJoin(Operator):
                 f"expected {sorted(expected)}"
             )
         meta = state["meta"]
-        if not meta.schema.equals(_META) or meta.num_rows != 1:
+        if not (meta.schema.equals(_META) or meta.schema.equals(_META_V1)) or meta.num_rows != 1:
             raise StateError(f"{type(self).__name__} state 'meta' is malformed: {meta.schema}")
         row = meta.to_pylist()[0]
         if row["version"] != STATE_VERSION:
@@ -376,10 +394,11 @@ class TwoInputJoin(Operator):
                         f"expected the {side} schema {self._schemas[port]}"
                     )
             self._rows[port] = state[side].cast(self._schemas[port])
-            self._t[port] = self._times(self._rows[port], port)
+            self._t[port] = self._times(self._rows[port], port)[0]
             self._late[port].clear()
             self._late[port].extend(state[f"late_{side}"].to_batches())
         self.watermark = row["watermark"]
         self.late_by_port = [row["late_left"], row["late_right"]]
         self.late_rows = sum(self.late_by_port)
         self.null_rows = row["null_rows"]
+        self.out_of_range_rows = row.get("out_of_range_rows", 0)

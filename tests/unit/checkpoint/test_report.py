@@ -17,7 +17,7 @@ def checkpoint(store: CheckpointStore, epoch: int) -> Manifest:
         pipeline_hash="h",
         epoch=epoch,
         created_unix_s=1_700_000_000.5 + epoch,
-        worker_states=[ref],
+        state_files=[ref],
         metrics={"duration_ms": 12.5},
     )
     store.write_manifest(m)

@@ -22,7 +22,7 @@ def checkpoint(store: CheckpointStore, epoch: int, workers: int = 2) -> Manifest
         pipeline_hash="h",
         epoch=epoch,
         created_unix_s=1_700_000_000.0 + epoch,
-        worker_states=refs,
+        state_files=refs,
         source_offsets={"gen": [{"batch": epoch}]},
         metrics={"duration_ms": float(epoch)},
     )
@@ -38,7 +38,7 @@ def test_store_write_manifest_then_latest_valid_returns_it(tmp_path: Path) -> No
     store = CheckpointStore(tmp_path)
     m = checkpoint(store, 1)
     assert store.latest_valid() == m
-    ref = m.worker_states[1]
+    ref = m.state_files[1]
     assert ref.path == "epoch-00000000000000000001/worker-0001.state"
     assert store.read_state(ref)["counts"].column("n").to_pylist() == [1, 10]
 
@@ -80,7 +80,7 @@ def test_store_retention_keeps_state_dir_referenced_by_a_kept_manifest(tmp_path:
         pipeline_hash="h",
         epoch=2,
         created_unix_s=0.0,
-        worker_states=m1.worker_states,  # unchanged state: epoch 2 reuses epoch 1's files
+        state_files=m1.state_files,  # unchanged state: epoch 2 reuses epoch 1's files
     )
     store.write_manifest(m2)
     assert store.latest_valid() == m2
@@ -92,7 +92,7 @@ def test_store_write_manifest_refuses_missing_state_file(tmp_path: Path) -> None
     ref = store.write_state(1, 0, state_for(1))
     (tmp_path / ref.path).unlink()
     m = Manifest(
-        pipeline_id="p", pipeline_hash="h", epoch=1, created_unix_s=0.0, worker_states=[ref]
+        pipeline_id="p", pipeline_hash="h", epoch=1, created_unix_s=0.0, state_files=[ref]
     )
     with pytest.raises(CheckpointError, match="worker 0 is missing"):
         store.write_manifest(m)
@@ -115,7 +115,7 @@ def test_store_latest_valid_falls_back_past_missing_state_file(tmp_path: Path) -
     store = CheckpointStore(tmp_path)
     m1 = checkpoint(store, 1)
     m2 = checkpoint(store, 2)
-    (tmp_path / m2.worker_states[1].path).unlink()
+    (tmp_path / m2.state_files[1].path).unlink()
     reports: list[str] = []
     assert store.latest_valid(reports.append) == m1
     assert "worker-0001.state: missing" in reports[0]
@@ -125,7 +125,7 @@ def test_store_latest_valid_falls_back_past_corrupt_state_file(tmp_path: Path) -
     store = CheckpointStore(tmp_path)
     m1 = checkpoint(store, 1)
     m2 = checkpoint(store, 2)
-    state = tmp_path / m2.worker_states[0].path
+    state = tmp_path / m2.state_files[0].path
     data = bytearray(state.read_bytes())
     data[-20] ^= 0xFF
     state.write_bytes(bytes(data))
@@ -150,7 +150,7 @@ def test_store_mark_committed_rewrites_status_and_keeps_the_rest(tmp_path: Path)
     store.mark_committed(4)  # idempotent
     got = store.latest_valid()
     assert got is not None and got.sink_status == "committed"
-    assert got.worker_states == m.worker_states and got.source_offsets == m.source_offsets
+    assert got.state_files == m.state_files and got.source_offsets == m.source_offsets
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
@@ -195,12 +195,12 @@ def test_store_list_reports_status_sizes_newest_first(tmp_path: Path) -> None:
     checkpoint(store, 1)
     m2 = checkpoint(store, 2)
     store.mark_committed(1)
-    (tmp_path / m2.worker_states[0].path).unlink()
+    (tmp_path / m2.state_files[0].path).unlink()
     infos = store.list()
     assert [i.epoch for i in infos] == [2, 1]
     assert not infos[0].ok and "missing" in infos[0].status
     assert infos[0].manifest is not None  # it decodes; only its state is bad
-    assert infos[0].state_bytes == sum(r.bytes for r in m2.worker_states)
+    assert infos[0].state_bytes == sum(r.bytes for r in m2.state_files)
     assert infos[1].ok and infos[1].manifest is not None
     assert infos[1].manifest.sink_status == "committed"
     assert infos[1].manifest_bytes == store.manifest_path(1).stat().st_size
@@ -209,6 +209,6 @@ def test_store_list_reports_status_sizes_newest_first(tmp_path: Path) -> None:
 def test_store_rejects_state_path_outside_the_store(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "s")
     m = checkpoint(store, 1)
-    bad = m.worker_states[0].__class__(0, "../escape.state", 1, "sha256:00")
+    bad = m.state_files[0].__class__(0, "../escape.state", 1, "sha256:00")
     with pytest.raises(CorruptCheckpointError, match="not inside"):
         store.read_state(bad)

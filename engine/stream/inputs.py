@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 
+from engine.errors import ProtocolError
 from engine.shm import FrameKind, Ring
 from engine.shm.reader import Frame, RingReader
 
@@ -76,9 +77,8 @@ class InputSet:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            if not live:  # everything paused: the caller must resume; wait a little
-                time.sleep(min(0.001, left) if left is not None else 0.001)
-                continue
+            if not live:  # Aligner resumes every input once the last one paused
+                raise ProtocolError("every input that has not ended is paused for alignment")
             if len(live) == 1:  # block on the last input's own wait strategy
                 i, wait = live[0], left
             else:

@@ -1,0 +1,90 @@
+"""Watermarks: the event-time lower bound, made by sources and combined by consumers.
+
+Producer side (a source, ``SourceWatermark``): the watermark is the largest
+event time seen so far (in range, ``engine.timeunits``) minus the source's
+``max_out_of_orderness_ms``; it only moves forward.
+
+Consumer side (a worker or a sink, ``Watermarks``): the watermark is the
+minimum over inputs; an input that ended counts as +infinity, one that
+stopped (``stop``: it resumes in a later run) holds its last watermark and
+never goes idle; an input silent for longer than its idle timeout stops
+holding the minimum back until it delivers a frame again (its late rows are
+then late: the price of not waiting forever). ``current()`` is None while
+some live input has not sent a watermark yet.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from engine.timeunits import max_event_ms
+
+NONE = -(2**63)
+DONE = 2**63 - 1
+
+
+class SourceWatermark:
+    """Max event time seen minus the allowed out-of-orderness (``advance`` per batch)."""
+
+    def __init__(self, column: str | None, lag_ms: int) -> None:
+        self.column = column
+        self.lag_ms = lag_ms
+        self.max_ms: int | None = None
+
+    def advance(self, batch: pa.RecordBatch) -> int | None:
+        """The new watermark if ``batch`` moved it, else None."""
+        if self.column is None or not batch.num_rows:
+            return None
+        top = max_event_ms(batch.column(self.column))
+        if top is None or (self.max_ms is not None and top <= self.max_ms):
+            return None
+        self.max_ms = top
+        return top - self.lag_ms
+
+
+class Watermarks:
+    """The minimum over a consumer's inputs (see the module docstring)."""
+
+    def __init__(self, idle_timeout_s: list[float]) -> None:
+        n = len(idle_timeout_s)
+        self.marks = [NONE] * n
+        self.idle_timeout = list(idle_timeout_s)  # 0 = never idle
+        self.last_seen = [time.monotonic()] * n
+        self.ended = [False] * n
+        self.emitted = NONE  # the last watermark handed to the operators
+
+    def seen(self, i: int) -> None:
+        self.last_seen[i] = time.monotonic()
+
+    def update(self, i: int, value: int) -> None:
+        self.marks[i] = max(self.marks[i], value)
+
+    def end(self, i: int) -> None:
+        self.ended[i] = True
+        self.marks[i] = DONE
+
+    def stop(self, i: int) -> None:
+        """Input ``i`` stopped for now: its watermark stays where it is (its rows resume)."""
+        self.idle_timeout[i] = 0.0
+
+    def current(self) -> int | None:
+        now = time.monotonic()
+        live = [
+            m for i, m in enumerate(self.marks)
+            if not self.ended[i]
+            and not (self.idle_timeout[i] and now - self.last_seen[i] > self.idle_timeout[i])
+        ]  # fmt: skip
+        if not live:
+            return DONE if all(self.ended) else None
+        low = min(live)
+        return None if low == NONE else low
+
+    def advance(self) -> int | None:
+        """The new watermark if it moved past the last one handed out, else None."""
+        low = self.current()
+        if low is None or low <= self.emitted or low == DONE:
+            return None
+        self.emitted = low
+        return low
