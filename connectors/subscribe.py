@@ -6,16 +6,20 @@ Pipeline::
     name = "alerts"
     type = "subscribe"                 # or "connectors.subscribe:SubscribeSink"
     dir = ".ringstream/run"            # where the socket is: <dir>/alerts.sink.sock
+    max_clients = 16                   # subscribers attached at once; more are refused
     policy = "block"                   # a subscriber's ring is full: "block" or "drop"
     block_timeout_ms = 5_000           # "block": full this long = stuck, detached
     ring_capacity = 4_194_304          # bytes of each subscriber's ring (a power of 2, >= 64 KiB)
 
-A subscriber (``engine.client``: ``connect(dir).subscribe("alerts")``) gets a
-ring of its own (the sink is its producer); the sink writes the SCHEMA frame
-first, then every batch written after the subscriber attached — no history.
-An accept thread (``connectors.push.Endpoint``) does the handshakes at any
-time, so ``subscribe()`` returns even while no batches flow; ``write_batch``,
-``begin_epoch`` and ``flush`` take in the new subscribers and let the dead go.
+A subscriber (``engine.connect(dir).subscribe("alerts")``) gets a ring of its
+own (the sink is its producer); the sink writes the SCHEMA frame first, then
+every batch written after the subscriber attached — no history. ``dir`` is made
+owner-only (0700): only the engine's own user can subscribe. The endpoint's
+accept thread (``engine.attach.endpoint``, shared with the push source) does
+the handshakes at any time without waiting on any one client, so
+``subscribe()`` returns even while no batches flow and a silent connection
+delays nobody; ``write_batch``, ``begin_epoch`` and ``flush`` take in the new
+subscribers and let the dead go. At most ``max_clients`` are attached at once.
 
 Slow subscribers — a ring stays full:
 
@@ -43,7 +47,6 @@ a subscriber that attaches later.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -53,12 +56,12 @@ from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, WriteResult
 from connectors.options import Options
-from connectors.push import Endpoint, Peer, log
-from engine.client import DEFAULT_DIR, schema_to_text, socket_path, split_to_fit
+from engine.attach.endpoint import Attachments, Endpoint, Peer, log
+from engine.attach.protocol import DEFAULT_DIR, schema_to_text, socket_path
 from engine.errors import ConfigError, ConnectorError, FrameTooLargeError, PeerGoneError
 from engine.shm import Ring
 from engine.shm.segment import check_capacity
-from engine.shm.writer import RingWriter
+from engine.shm.writer import RingWriter, split_to_fit
 
 
 @dataclass
@@ -73,6 +76,7 @@ class _Subscriber:
 
 class SubscribeOptions(Options, frozen=True):
     dir: str = DEFAULT_DIR
+    max_clients: Annotated[int, Meta(ge=1)] = 16
     policy: Literal["block", "drop"] = "block"
     ring_capacity: Annotated[int, Meta(ge=1 << 16)] = 4 << 20
     block_timeout_ms: Annotated[int, Meta(ge=1)] = 5_000
@@ -97,9 +101,8 @@ class SubscribeSink(Sink):
         self._dir = Path(opts.dir)
         self._label = f"subscribe sink {config.name!r}"
         self._limit = self._capacity // 4
-        self._lock = threading.Lock()
-        self._new: list[_Subscriber] = []
-        self._subs: list[_Subscriber] = []
+        self._max_clients = opts.max_clients
+        self._subs: Attachments[_Subscriber] = Attachments()
         self._counts = dict.fromkeys(
             ("total", "batches", "dropped_batches", "dropped_rows", "stuck", "dead"), 0
         )
@@ -113,23 +116,34 @@ class SubscribeSink(Sink):
         return socket_path(self._dir, self.config.name, "sink")
 
     def _start(self) -> None:
-        self._endpoint = Endpoint(self.path, self._label, "subscribe", self._welcome)
+        self._endpoint = Endpoint(
+            self.path, self._label, "subscribe", self._welcome, max_peers=self._max_clients
+        )
         self._endpoint.start()
 
     def _welcome(self, peer: Peer) -> dict[str, Any]:  # the accept thread
         schema = self._schema
         if schema is None:
             raise ConnectorError(f"{self._label} is not open")
-        ring = Ring.create(self._capacity)
+        self._subs.reserve(
+            self._max_clients,
+            f"{self._label} already has {self._subs.live} subscribers "
+            f"(max_clients={self._max_clients})",
+        )
         try:
-            writer = ring.writer()
-            writer.write_schema(schema, timeout=0)
+            ring = Ring.create(self._capacity)
+            try:
+                writer = ring.writer()
+                writer.write_schema(schema, timeout=0)
+            except BaseException:
+                ring.close()
+                raise
         except BaseException:
-            ring.close()
+            self._subs.release()
             raise
         peer.ring = ring
-        with self._lock:
-            self._new.append(_Subscriber(peer, ring, writer))
+        self._subs.add(_Subscriber(peer, ring, writer))
+        with self._subs.lock:
             self._counts["total"] += 1
         return {
             "ring": ring.name,
@@ -140,11 +154,7 @@ class SubscribeSink(Sink):
 
     def _tend(self) -> None:
         """Take in new subscribers; detach those whose connection closed."""
-        if self._new:
-            with self._lock:
-                self._subs.extend(self._new)
-                self._new.clear()
-        for s in [s for s in self._subs if s.peer.hung_up]:
+        for s in [s for s in self._subs.adopt() if s.peer.hung_up]:
             self._detach(s, "dead", "its connection closed")
 
     # -- writing ----------------------------------------------------------------------
@@ -154,11 +164,11 @@ class SubscribeSink(Sink):
             self._start()
         assert self._schema is not None
         self._tend()
-        if self._subs and batch.num_rows:
+        if self._subs.current and batch.num_rows:
             if batch.schema is not self._schema and not batch.schema.equals(self._schema):
                 batch = pa.RecordBatch.from_arrays(batch.columns, schema=self._schema)
             pieces = split_to_fit(batch, self._limit)
-            for s in list(self._subs):
+            for s in list(self._subs.current):
                 self._deliver(s, pieces)
             self._counts["batches"] += 1
         return WriteResult(batch.num_rows, batch.nbytes)
@@ -193,7 +203,8 @@ class SubscribeSink(Sink):
             self._counts["dropped_rows"] += lost
 
     def _detach(self, s: _Subscriber, kind: str, reason: str | None) -> None:
-        self._subs.remove(s)
+        self._subs.current.remove(s)
+        self._subs.release()
         s.peer.drop(
             {"end": reason, "dropped_batches": s.dropped_batches, "dropped_rows": s.dropped_rows}
         )
@@ -215,7 +226,7 @@ class SubscribeSink(Sink):
     def metrics(self) -> dict[str, float]:
         c = self._counts
         return {
-            "subscribers": float(len(self._subs) + len(self._new)),
+            "subscribers": float(self._subs.count),
             "subscribers_total": float(c["total"]),
             "batches_written": float(c["batches"]),
             "dropped_batches": float(c["dropped_batches"]),
@@ -241,7 +252,7 @@ class SubscribeSink(Sink):
     def _end_all(self) -> None:
         self._tend()
         wait = self._block_s if self._policy == "block" else 0.1
-        for s in list(self._subs):
+        for s in list(self._subs.current):
             reason = None
             try:
                 if not s.writer.write_eos(timeout=wait):

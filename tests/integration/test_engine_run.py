@@ -323,7 +323,10 @@ def test_run_worker_killed_with_checkpoints_recovers_to_reference_output(tmp_pat
             lambda s: s.replace('type = "generator"', 'type = "kafka"'),
             "unknown source type 'kafka'; known: generator, nexmark, files",
         ),
-        (lambda s: s.replace("keys = 1000", "keys = 0"), "sources.events.keys=0 must be an integer >= 1"),
+        (
+            lambda s: s.replace("keys = 1000", "keys = 0"),
+            "sources.events.keys=0 must be an integer >= 1",
+        ),
         (
             lambda s: s.replace("keys = 1000", "keyz = 10"),
             "sources.events: unknown option 'keyz' (did you mean 'keys'?)",
