@@ -42,35 +42,43 @@ sees a partial file. Not guaranteed: exactly-once after a restore from a
 manifest *older* than one whose files were already committed (the checkpoint
 store only falls back like that when the newer manifest is corrupt).
 
-JSON lines are written vectorised: each column is rendered to JSON text with
-Arrow compute kernels (numbers and booleans cast to strings, non-finite floats
-as ``null``, strings escaped and quoted, timestamps as ISO 8601 in UTC), the
-columns are joined element-wise into one line per row, and the resulting
-string array's data buffer is written as is. Only nested and binary columns
-fall back to per-value ``msgspec.json.encode`` (a Python loop per row, for
-that column only).
+Safety (a sink often runs as a service user, into directories others can see):
+
+* ``path`` is refused if other users may write into it, unless it is ours and
+  sticky; ``.staging`` is ours alone (0700; another user's or a symlink is
+  refused). Directories the sink creates get 0755 (``path``) and 0700.
+* Every file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``: the sink never
+  writes through a symlink planted where it is about to write, nor into a file
+  it did not create; a committed file is never a symlink (a symlink at a final
+  name is refused). Files get mode 0644 explicitly, whatever the umask.
+* A write that fails (a full disk, an I/O error) is an error naming the cause
+  and the file (``No space left on device``), never retried in place: the run
+  restarts from the last checkpoint and the epoch is written again.
+
+JSON lines are written by ``connectors.files.jsonl`` (vectorised);
+``connectors.files.committed.read_committed`` reads what was committed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import filecmp
-import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import msgspec
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
+from connectors.files.committed import read_committed  # noqa: F401  (the sink's reader)
+from connectors.files.jsonl import encode_jsonl
 from connectors.options import Options, invalid, parse_options
-from engine.checkpoint.state import fsync_dir, publish
+from engine.durable import check_not_shared, create_exclusive, fsync_dir, private_dir, publish
 from engine.errors import ConfigError, ConnectorError, SchemaMismatchError
 
 FORMATS = {"parquet": "parquet", "jsonl": "jsonl"}  # format -> file extension
@@ -97,7 +105,7 @@ def _check_prefix(config: ConnectorConfig, opts: FilesSinkOptions) -> None:
                 "(readers would skip the files)",
             )  # fmt: skip
         )
-_L = pa.large_string()
+FILE_MODE = 0o644  # committed files: readable like any output
 _CLASH = (
     "they come from another run, or from a restore older than an epoch that was committed; "
     "move them away or use another path or prefix"
@@ -120,7 +128,14 @@ class FilesSink(Sink):
         self.format, self.prefix = opts.format, opts.prefix
         self.dir = Path(opts.path).absolute()
         self.staging = self.dir / STAGING
-        self.staging.mkdir(parents=True, exist_ok=True)
+        where = f"sinks.{config.name}.path"
+        if not self.dir.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.dir, 0o755)
+        if not self.dir.is_dir():
+            raise ConfigError(f"{where}: {self.dir} is not a directory")
+        check_not_shared(self.dir, where)
+        private_dir(self.staging, where)
         self._schema = config.schema
         stem = rf"^{re.escape(self.prefix)}-(\d+)-(\d+)\.{FORMATS[self.format]}"
         self._pattern = re.compile(stem + r"\.(inprogress|staged)$")
@@ -167,8 +182,9 @@ class FilesSink(Sink):
         if self._writer is None:
             path = self.staging / (self.file_name(self._epoch) + ".inprogress")
             cls = _ParquetWriter if self.format == "parquet" else _JsonlWriter
-            self._writer = cls(path, self._schema)
-        self._writer.write(batch)
+            self._writer = self._io(path, "create", lambda: cls(path, self._schema))
+        writer = self._writer
+        self._io(writer.path, "write", lambda: writer.write(batch))
         self._rows += batch.num_rows
         self._counters["rows"] += batch.num_rows
         self._counters["bytes"] += batch.nbytes
@@ -182,9 +198,10 @@ class FilesSink(Sink):
             )
         files: list[str] = []
         if self._writer is not None:
-            self._writer.finish()
-            name = self.file_name(epoch)
-            publish(self._writer.path, self.staging / (name + ".staged"))
+            writer, name = self._writer, self.file_name(epoch)
+            self._io(writer.path, "finish", writer.finish)
+            staged = self.staging / (name + ".staged")
+            self._io(writer.path, "stage", lambda: publish(writer.path, staged))
             files.append(name)
             self._writer = None
         rows, self._epoch, self._rows = self._rows, None, 0
@@ -206,6 +223,11 @@ class FilesSink(Sink):
             if "/" in name or name.startswith("."):
                 raise ConnectorError(f"files sink {self.config.name!r}: bad file name {name!r}")
             staged, final = self.staging / (name + ".staged"), self.dir / name
+            if final.is_symlink() or (final.exists() and not final.is_file()):
+                raise ConnectorError(
+                    f"files sink {self.config.name!r}: {final} is a symlink or not a regular "
+                    "file: refusing to commit over it (someone planted it)"
+                )
             if final.exists():
                 if staged.exists():  # staged again after its commit: the epoch ran twice
                     if not filecmp.cmp(staged, final, shallow=False):
@@ -256,6 +278,20 @@ class FilesSink(Sink):
             self._writer.abort()
             self._writer = None
 
+    def _io(self, path: Path, what: str, fn):  # type: ignore[no-untyped-def]
+        """``fn()``; an I/O failure as an error naming the cause and the file."""
+        try:
+            return fn()
+        except (OSError, pa.ArrowException) as exc:
+            self._writer = None  # a failed writer is not written again: the epoch is replayed
+            code = getattr(exc, "errno", None)
+            cause = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})" if code else str(exc)
+            if code is None and "No space left" in str(exc):
+                cause = "No space left on device (ENOSPC)"
+            raise ConnectorError(
+                f"files sink {self.config.name!r}: cannot {what} {path}: {cause}"
+            ) from exc
+
     # --- the rest of the contract ----------------------------------------------
 
     def capabilities(self) -> SinkCapabilities:
@@ -273,31 +309,51 @@ class FilesSink(Sink):
 # --- file writers -------------------------------------------------------------
 
 
+def _open_new(path: Path) -> pa.NativeFile:
+    """``path`` created for writing, never through a symlink; a leftover of ours is replaced.
+
+    The file is created with ``O_EXCL | O_NOFOLLOW``, then opened for Arrow through
+    ``/proc/self/fd``: the same inode, whatever happens to the name meanwhile.
+    """
+    try:
+        fd = create_exclusive(path, FILE_MODE)
+    except FileExistsError:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise
+        path.unlink()  # an earlier attempt's in-progress file, in our own 0700 .staging
+        fd = create_exclusive(path, FILE_MODE)
+    try:
+        return pa.OSFile(f"/proc/self/fd/{fd}", mode="wb")
+    finally:
+        os.close(fd)
+
+
 class _ParquetWriter:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
-        self._w = pq.ParquetWriter(str(path), schema)
+        self._f = _open_new(path)
+        self._w = pq.ParquetWriter(self._f, schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._w.write_batch(batch)
 
     def finish(self) -> None:
         self._w.close()
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        os.fsync(self._f.fileno())
+        self._f.close()
 
     def abort(self) -> None:
-        self._w.close()
+        with contextlib.suppress(OSError, pa.ArrowException):  # a full disk: the file goes anyway
+            self._w.close()
+        with contextlib.suppress(OSError, pa.ArrowException):
+            self._f.close()
         self.path.unlink(missing_ok=True)
 
 
 class _JsonlWriter:
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
-        self._f = open(path, "wb")  # noqa: SIM115 - closed in finish/abort
+        self._f = _open_new(path)
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._f.write(encode_jsonl(batch))
@@ -308,103 +364,6 @@ class _JsonlWriter:
         self._f.close()
 
     def abort(self) -> None:
-        self._f.close()
+        with contextlib.suppress(OSError, pa.ArrowException):  # a full disk: the file goes anyway
+            self._f.close()
         self.path.unlink(missing_ok=True)
-
-
-# --- JSON lines ---------------------------------------------------------------
-
-_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
-
-
-def encode_jsonl(batch: pa.RecordBatch) -> memoryview:
-    """One JSON object per row, each ending in a newline (see the module docstring)."""
-    n = batch.num_rows
-    if batch.num_columns == 0 or n == 0:
-        return memoryview(b"{}\n" * n)
-    parts: list[pa.Array | pa.Scalar] = []
-    for i, (field, column) in enumerate(zip(batch.schema, batch.columns, strict=True)):
-        key = ("{" if i == 0 else ",") + json.dumps(field.name) + ":"
-        parts.append(pa.scalar(key, _L))
-        parts.append(_json_text(column))
-    parts.append(pa.scalar("}\n", _L))
-    lines = pc.binary_join_element_wise(*parts, pa.scalar("", _L))
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
-    start, end = int(offsets[lines.offset]), int(offsets[lines.offset + n])
-    return memoryview(lines.buffers()[2])[start:end]
-
-
-def _json_text(col: pa.Array) -> pa.Array:
-    """The JSON text of each value as a large_string array without nulls."""
-    t = col.type
-    if pa.types.is_dictionary(t):
-        col = col.dictionary_decode()
-        t = col.type
-    if pa.types.is_null(t):
-        text = pa.nulls(len(col), _L)
-    elif pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_decimal(t):
-        text = pc.cast(col, _L)
-    elif pa.types.is_duration(t):
-        text = pc.cast(pc.cast(col, pa.int64()), _L)
-    elif pa.types.is_floating(t):
-        text = pc.if_else(pc.is_finite(col), pc.cast(col, _L), pa.scalar(None, _L))
-    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        text = _quote(_escape(pc.cast(col, _L)))
-    elif pa.types.is_timestamp(t):
-        if t.tz is not None:
-            col = col.cast(pa.timestamp(t.unit, "UTC"))
-        iso = pc.replace_substring(pc.cast(col, _L), " ", "T", max_replacements=1)
-        text = _quote(iso)
-    elif pa.types.is_date(t) or pa.types.is_time(t):
-        text = _quote(pc.cast(col, _L))
-    else:  # nested, binary, ...: per-value Python, this column only
-        encode = msgspec.json.encode
-        text = pa.array([encode(v).decode() for v in col.to_pylist()], _L)
-    return pc.fill_null(text, pa.scalar("null", _L))
-
-
-def _escape(s: pa.Array) -> pa.Array:
-    s = pc.replace_substring(s, "\\", "\\\\")
-    s = pc.replace_substring(s, '"', '\\"')
-    if pc.any(pc.match_substring_regex(s, "[\\x00-\\x1f]")).as_py():
-        for code in range(0x20):
-            s = pc.replace_substring(s, chr(code), _ESCAPES.get(code, f"\\u{code:04x}"))
-    return s
-
-
-def _quote(s: pa.Array) -> pa.Array:
-    quote = pa.scalar('"', _L)
-    return pc.binary_join_element_wise(quote, s, quote, pa.scalar("", _L))
-
-
-# --- reading ------------------------------------------------------------------
-
-
-def read_committed(path: str | Path, schema: pa.Schema | None = None) -> pa.Table:
-    """Every committed file under ``path`` (not ``.staging``), in (epoch, instance) order.
-
-    ``schema`` types the JSON lines files (their values are otherwise inferred)
-    and is the schema of the empty result when nothing is committed.
-    """
-    root = Path(path)
-    files = [
-        p
-        for p in root.iterdir()
-        if p.is_file() and p.name[0] not in "._" and p.suffix in (".parquet", ".jsonl")
-    ]
-    files.sort(key=_commit_order)
-    tables: list[pa.Table] = []
-    for p in files:
-        if p.suffix == ".parquet":
-            tables.append(pq.read_table(p, schema=schema))
-        else:
-            options = pa_json.ParseOptions(explicit_schema=schema) if schema else None
-            tables.append(pa_json.read_json(p, parse_options=options))
-    if not tables:
-        return (schema or pa.schema([])).empty_table()
-    return pa.concat_tables(tables)
-
-
-def _commit_order(p: Path) -> tuple[int, int, str]:
-    m = re.match(r"^.*-(\d+)-(\d+)\.[a-z]+$", p.name)
-    return (int(m.group(1)), int(m.group(2)), p.name) if m else (-1, -1, p.name)

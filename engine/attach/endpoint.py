@@ -1,7 +1,7 @@
 """The engine's end of the attach protocol: a Unix socket, its accept thread, the peers.
 
 ``Endpoint(path, label, role, welcome, max_peers)`` listens on ``path`` (its
-directory owner-only, the socket 0600: ``protocol.secure_dir``). A daemon
+directory owner-only, the socket 0600: ``engine.durable.private_dir``). A daemon
 *accept thread* serves it with one ``select`` loop and never blocks on one
 client: a new connection's hello is read as it arrives (a client that says
 nothing for ``HELLO_TIMEOUT_S`` is hung up on; at most ``max_peers`` hellos
@@ -34,9 +34,9 @@ from engine.attach.protocol import (
     PROTOCOL,
     LineBuffer,
     encode,
-    secure_dir,
     unix_address,
 )
+from engine.durable import private_dir
 from engine.errors import ConfigError, ConnectorError
 from engine.shm import Ring
 
@@ -106,7 +106,7 @@ class Endpoint:
         self._inode = 0
 
     def start(self) -> None:
-        secure_dir(self.path.parent, self.label)
+        private_dir(self.path.parent, self.label)
         self._clear_stale()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

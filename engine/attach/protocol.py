@@ -17,8 +17,8 @@ and ``<dir>/<name>.sink.sock``. One JSON object per line:
    ``dropped_batches`` and ``dropped_rows``).
 
 Security: the socket directory is owner-only (0700) and each socket 0600, whatever
-the umask (``secure_dir``), so only the engine's own user can attach; a line longer
-than ``MAX_LINE`` bytes is an error.
+the umask (``engine.durable.private_dir``), so only the engine's own user can
+attach; a line longer than ``MAX_LINE`` bytes is an error.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,22 +116,3 @@ def read_line(sock: socket.socket, buffer: LineBuffer, timeout: float) -> dict[s
         lines = buffer.feed(data)
         if lines:
             return lines[0]
-
-
-def secure_dir(directory: Path, label: str) -> None:
-    """Make ``directory`` (created if missing) owner-only, or refuse one we must not use.
-
-    It must be a real directory (not a symlink) owned by this user; its mode is
-    set to 0700 whatever the umask, so no other user can reach the sockets in it.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    st = os.lstat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConnectorError(f"{label}: {directory} is not a directory (a symlink?)")
-    if st.st_uid != os.geteuid():
-        raise ConnectorError(
-            f"{label}: {directory} belongs to uid {st.st_uid}, not to this user "
-            f"(uid {os.geteuid()}); use a directory of your own for dir"
-        )
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(directory, 0o700)

@@ -25,9 +25,8 @@ goes into the manifest; ``read_state`` verifies size and checksum before it
 parses anything. Not guaranteed: that a file survives being modified after it
 was written (that is what the checksum catches).
 
-This module also holds the two durable-file primitives the checkpoint store
-and the files sink share: ``fsync_dir`` and ``publish`` (fsync, rename, fsync
-the directory).
+Files are created with ``engine.durable.create_exclusive`` (never through a
+symlink) and published with ``engine.durable.publish``.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from typing import BinaryIO
 
 import pyarrow as pa
 
+from engine.durable import create_exclusive, publish
 from engine.errors import CorruptCheckpointError
 
 MAGIC = b"RSSTATE\x00"
@@ -60,28 +60,15 @@ class WrittenState:
     checksum: str
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the directory entries of ``path`` (a directory) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Atomically make the complete file ``tmp`` appear as ``final``, durably.
-
-    ``tmp`` must be in the same directory as ``final``; its data must already be
-    fsynced (``_HashingWriter`` does so on close).
-    """
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-
-
 def temp_path(final: Path) -> Path:
     """The temporary name ``final`` is written under by this process."""
     return final.with_name(f"{final.name}.tmp-{os.getpid()}")
+
+
+def open_temp(tmp: Path) -> BinaryIO:
+    """``tmp`` created anew for writing (a dead writer's file of the same name is replaced)."""
+    tmp.unlink(missing_ok=True)
+    return os.fdopen(create_exclusive(tmp, 0o600), "wb")
 
 
 def is_temp(path: Path) -> bool:
@@ -117,7 +104,7 @@ def write_state(path: Path, tables: dict[str, pa.Table]) -> WrittenState:
     """Write ``tables`` durably as one state file at ``path`` (see the module docstring)."""
     path = Path(path)
     tmp = temp_path(path)
-    out = _HashingWriter(open(tmp, "wb"))  # noqa: SIM115 - closed (with fsync) below
+    out = _HashingWriter(open_temp(tmp))
     try:
         out.write(_HEADER.pack(MAGIC, FORMAT_VERSION, len(tables)))
         for name, table in tables.items():

@@ -56,6 +56,7 @@ import pyarrow as pa
 import engine.checkpoint.manifest as manifest_mod
 import engine.checkpoint.state as state_mod
 from engine.checkpoint.manifest import Manifest, Role, StateFileRef
+from engine.durable import fsync_dir, publish
 from engine.errors import CheckpointError, ConfigError, CorruptCheckpointError
 
 _MANIFEST_RE = re.compile(r"^epoch-(\d{20})\.manifest$")
@@ -105,7 +106,7 @@ class CheckpointStore:
         d = self.root / f"epoch-{epoch:020d}"
         if not d.is_dir():
             d.mkdir(exist_ok=True)
-            state_mod.fsync_dir(self.root)
+            fsync_dir(self.root)
         return d
 
     # --- state files ----------------------------------------------------------
@@ -169,14 +170,14 @@ class CheckpointStore:
         tmp = state_mod.temp_path(final)
         data = manifest_mod.encode(m)
         try:
-            with open(tmp, "wb") as f:
+            with state_mod.open_temp(tmp) as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        state_mod.publish(tmp, final)
+        publish(tmp, final)
         return final
 
     # --- restore --------------------------------------------------------------
@@ -211,7 +212,7 @@ class CheckpointStore:
             for p in d.iterdir():
                 if p.is_file() and state_mod.is_temp(p):
                     p.unlink(missing_ok=True)
-        state_mod.fsync_dir(self.root)
+        fsync_dir(self.root)
 
     # --- listing --------------------------------------------------------------
 
@@ -285,7 +286,7 @@ class CheckpointStore:
         for e, d in self._state_dirs():
             if e < written and d.name not in referenced:
                 shutil.rmtree(d, ignore_errors=True)
-        state_mod.fsync_dir(self.root)
+        fsync_dir(self.root)
 
 
 def _check_epoch(epoch: int) -> None:
