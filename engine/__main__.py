@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TextIO
 
 from engine import pipeline as pipeline_mod
 from engine import topology
@@ -58,17 +59,34 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from engine.coordinator import Coordinator
+    from engine.coordinator import Coordinator, StopSignals
 
-    p, t, plan = _load(args)
-    print(
-        f"running {p.pipeline.name!r} with {len(t.workers)} worker(s) on CPUs {t.workers} "
-        f"({os.cpu_count()} CPUs on this machine)",
-        file=sys.stderr,
-    )
-    summary = Coordinator(p, t, out=None if args.quiet else sys.stderr, plan=plan).run()
-    print(summary.text())
+    signals = StopSignals().install()  # from here on, Ctrl-C or SIGTERM means: drain
+    try:
+        p, t, plan = _load(args)
+        _say(
+            f"running {p.pipeline.name!r} with {len(t.workers)} worker(s) on CPUs {t.workers} "
+            f"({os.cpu_count()} CPUs on this machine)",
+            sys.stderr,
+        )
+        coordinator = Coordinator(
+            p, t, out=None if args.quiet else sys.stderr, plan=plan, signals=signals
+        )
+        summary = coordinator.run()
+    finally:
+        signals.restore()
+    _say(summary.text(), sys.stdout)
     return 0
+
+
+def _say(text: str, stream: TextIO) -> None:
+    """Print; a reader that went away (``| head``, a killed ``tee``) is not an error."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # no second error when Python flushes at exit
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 def _cmd_checkpoints(args: argparse.Namespace) -> int:
@@ -131,11 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}", sys.stderr)
         return 2
     except RingstreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}", sys.stderr)
         return 1
+    except BrokenPipeError:  # our reader went away while we wrote: nothing to say it to
+        return 0
+    except KeyboardInterrupt:  # Ctrl-C outside a run (a run drains instead)
+        _say("interrupted", sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -31,22 +31,20 @@ different worker count) from a checkpoint is refused, not supported.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from typing import TextIO
 
-import msgspec
-
 from engine import control, faults
-from engine.child import ChildSpec
+from engine.checkpoint.recovery import recover
 from engine.counters import Counters
 from engine.epochs import Ack, EpochTracker
-from engine.errors import ChildFailedError, ConfigError, RingstreamError
+from engine.errors import ChildFailedError, RingstreamError
 from engine.pipeline import Pipeline
 from engine.plan import Plan
-from engine.progress import EpochStat, Progress, Summary
+from engine.progress import EpochStat, Progress, Summary, outputs
 from engine.shm import sweep_stale
+from engine.signals import StopSignals
 from engine.supervisor import Interrupted, Supervisor
 from engine.topology import Topology
 from engine.wiring import Wiring
@@ -60,6 +58,7 @@ class Coordinator:
         out: TextIO | None = sys.stderr,
         drain_timeout_s: float = 30.0,
         plan: Plan | None = None,
+        signals: StopSignals | None = None,
     ) -> None:
         self.pipeline, self.topology, self.out = pipeline, topology, out
         self.drain_timeout_s = drain_timeout_s
@@ -71,8 +70,7 @@ class Coordinator:
         self.counters: Counters | None = None
         self.health: dict[str, str] = {}  # child label -> last health state
         self.metrics: dict[str, dict[str, float]] = {}  # child label -> last connector metrics
-        self._signals = 0
-        self._signal_name: str | None = None
+        self.signals = signals
         self._stats: list[EpochStat] = []
         self._started = time.monotonic()
 
@@ -83,21 +81,29 @@ class Coordinator:
             except BrokenPipeError:  # the reader went away (``| head``, a killed ``tee``)
                 self.out = None
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self._signals += 1
-        self._signal_name = signal.Signals(signum).name
+    @property
+    def _signals(self) -> int:
+        return self.signals.count if self.signals is not None else 0
+
+    @property
+    def _signal_name(self) -> str | None:
+        return self.signals.name if self.signals is not None else None
 
     def run(self) -> Summary:
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        own = self.signals is None
+        if own:
+            self.signals = StopSignals().install()
         try:
             self._prepare()
+            if self._signals:  # stopped while the pipeline was being read: nothing ran
+                return Summary(0, 0, 0.0, self._outputs(), stopped_by=self._signal_name)
             return self._run()
         finally:
             self._shutdown()
             if self.lock is not None:
                 self.lock.release()
-            for s, handler in old.items():
-                signal.signal(s, handler)
+            if own and self.signals is not None:
+                self.signals.restore()
 
     def _prepare(self) -> None:
         """L1."""
@@ -169,33 +175,9 @@ class Coordinator:
         """L2. The newest valid manifest of this pipeline, or None."""
         if self.store is None:
             return None
-        manifest = self.store.latest_valid(report=lambda text: self.say(f"checkpoint: {text}"))
-        if manifest is None:
-            self.store.discard_newer(-1)  # skipped manifests, state files of unfinished epochs
-            return None
-        p = self.pipeline
-        if manifest.pipeline_hash != p.hash():
-            raise ConfigError(
-                f"checkpoint.dir: {p.checkpoint_dir} holds epoch {manifest.epoch} of a different "
-                f"pipeline (hash {manifest.pipeline_hash}, this one {p.hash()}); use another "
-                "checkpoint.dir or delete it to start over"
-            )
-        workers = manifest.workers()
-        if workers and len(self.topology.workers) != workers:
-            raise ConfigError(
-                f"topology: epoch {manifest.epoch} was checkpointed with {workers} workers; "
-                f"this topology has {len(self.topology.workers)} (rescaling from a checkpoint "
-                "is not supported)"
-            )
-        for s in p.sources:
-            offsets = manifest.source_offsets.get(s.name)
-            if offsets is not None and len(offsets) != s.parallelism:
-                raise ConfigError(
-                    f"sources.{s.name}.parallelism: epoch {manifest.epoch} was checkpointed "
-                    f"with {len(offsets)} instances, this pipeline has {s.parallelism}"
-                )
-        self.store.discard_newer(manifest.epoch)
-        self.say(f"recovering from epoch {manifest.epoch} ({p.checkpoint_dir})")
+        manifest = recover(self.store, self.pipeline, len(self.topology.workers), self.say)
+        if manifest is not None:
+            self.say(f"recovering from epoch {manifest.epoch} ({self.pipeline.checkpoint_dir})")
         return manifest
 
     def _attempt(self, manifest) -> Summary:  # type: ignore[no-untyped-def]
@@ -218,63 +200,24 @@ class Coordinator:
         return self._supervise(pinning, first_epoch, manifest)  # L5
 
     def _spawn_all(self, manifest, first_epoch: int) -> None:  # type: ignore[no-untyped-def]
-        p, t, plan, w = self.pipeline, self.topology, self.plan, self.wiring
-        assert w is not None and self.counters is not None
-        base = {
-            "pipeline": msgspec.json.encode(p),
-            "workers": len(t.workers),
-            "schemas": {k: v.serialize().to_pybytes() for k, v in plan.source_schemas.items()},
-            "checkpoint_dir": str(p.checkpoint_dir) if p.checkpointing else "",
+        assert self.wiring is not None and self.counters is not None
+        common = {
+            "checkpoint_dir": str(self.pipeline.checkpoint_dir)
+            if self.pipeline.checkpointing
+            else "",
             "first_epoch": first_epoch,
             "counters": self.counters.name,
             "slots": self.counters.slots,
             "parent": os.getpid(),
         }
-        cpus = iter(t.connectors * (len(p.sinks) + sum(s.parallelism for s in p.sources)))
-
-        def spawn(role: str, index: int, name: str, cpu: int, **kw) -> None:  # type: ignore[no-untyped-def]
-            slot = len(self.supervisor.children)
-            self.supervisor.spawn(ChildSpec(role=role, index=index, name=name, cpu=cpu,
-                                            slot=slot, **base, **kw))  # fmt: skip
-
-        for n, k in enumerate(p.sinks):
-            restore = None
-            if manifest is not None:
-                committable = (manifest.sink_committables.get(k.name) or [None])[0]
-                state = _state(manifest, "sink", n)
-                restore = control.SinkRestore(manifest.epoch, committable, state)
-            spawn("sink", n, k.name, next(cpus), in_rings=w.to_sink[k.name], out_rings=[],
-                  restore=msgspec.json.encode(restore))  # fmt: skip
-        for i in range(len(t.workers)):
-            ins, ports, idle = [], [], []
-            for port, src in enumerate(plan.inputs):
-                cfg = p.source_named(src)
-                for j in range(cfg.parallelism):
-                    ins.append(w.to_worker[(src, j)][i])
-                    ports.append(port)
-                    idle.append(cfg.idle_timeout_ms / 1000)
-            outs, streams = w.worker_outputs(p, i)
-            state = _state(manifest, "worker", i) if manifest is not None else None
-            spawn("worker", i, "", t.workers[i], in_rings=ins, in_ports=ports, in_idle_s=idle,
-                  out_rings=outs, out_streams=streams,
-                  restore=msgspec.json.encode(state))  # fmt: skip
-        for s in p.sources:
-            offsets = manifest.source_offsets.get(s.name) if manifest is not None else None
-            for j in range(s.parallelism):
-                pos = offsets[j].get("position") if offsets is not None else None
-                spawn("source", j, s.name, next(cpus), in_rings=[],
-                      out_rings=w.to_worker.get((s.name, j), []),
-                      dead_letter_rings=w.dead_letter[(s.name, j)],
-                      restore=msgspec.json.encode(pos))  # fmt: skip
+        for spec in self.wiring.specs(self.pipeline, self.plan, self.topology, manifest, common):
+            self.supervisor.spawn(spec)
 
     def _supervise(self, pinning: list[str], first_epoch: int, manifest) -> Summary:  # type: ignore[no-untyped-def]
         """L5: until every child is done."""
         p, sup = self.pipeline, self.supervisor
         assert self.counters is not None and self.wiring is not None
-        slots: dict[str, list[int]] = {}
-        for c in sup.children:
-            slots.setdefault(c.role, []).append(c.slot)
-        progress = Progress(self.counters, slots, self.wiring.rings)
+        progress = Progress.of(self.counters, sup.children, self.wiring.rings)
         tracker = EpochTracker([c.reporter for c in sup.children], len(p.sinks), first_epoch)
         if manifest is not None:
             tracker.recovering(manifest.epoch, manifest.sink_status == "committed")
@@ -348,34 +291,13 @@ class Coordinator:
 
     def _summary(self, elapsed: float, progress: Progress | None, committed: int | None) -> Summary:
         if progress is None:
-            slots: dict[str, list[int]] = {}
-            for c in self.supervisor.children:
-                slots.setdefault(c.role, []).append(c.slot)
             assert self.counters is not None
-            progress = Progress(self.counters, slots, [])
-        sinks = {
-            k.name: self.counters.get(c.slot, "rows_in")  # type: ignore[union-attr]
-            for c in self.supervisor.of("sink")
-            for k in self.pipeline.sinks[c.index : c.index + 1]
-        }
-        main = [k.name for k in self.pipeline.sinks if k.input == "main"]
-        return Summary(
-            events=progress.sum("source", "rows_out"),
-            output_rows=sum(sinks.get(k, 0) for k in main),
-            elapsed_s=elapsed,
-            output=self._outputs(),
-            late_rows=progress.sum("worker", "late_rows"),
-            null_time_rows=progress.sum("worker", "null_time_rows"),
-            out_of_range_rows=progress.sum("worker", "out_of_range_rows"),
-            dead_letter_rows=progress.sum("source", "dead_letter_rows"),
-            sink_rows=sinks,
-            last_epoch=committed,
-        )
+            progress = Progress.of(self.counters, self.supervisor.children, [])
+        sinks = {self.pipeline.sinks[c.index].name: c.slot for c in self.supervisor.of("sink")}
+        return progress.summary(self.pipeline, elapsed, sinks, committed)
 
     def _outputs(self) -> str:
-        return ", ".join(
-            str(k.options.get("path", k.name)) for k in self.pipeline.sinks if k.input == "main"
-        ) or ", ".join(k.name for k in self.pipeline.sinks)
+        return outputs(self.pipeline)
 
     def _shutdown(self) -> None:
         """L6 (also between attempts): children, rings, counters."""
@@ -386,11 +308,3 @@ class Coordinator:
         if self.counters is not None:
             self.counters.close()
             self.counters = None
-
-
-def _state(manifest, role: str, index: int):  # type: ignore[no-untyped-def]
-    """The state file manifest N recorded for ``role`` ``index``, if any."""
-    for ref in manifest.state_files:
-        if ref.role == role and ref.index == index:
-            return ref
-    return None

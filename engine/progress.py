@@ -16,6 +16,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from engine.counters import NO_WATERMARK, Counters
+from engine.pipeline import Pipeline
 
 
 @dataclass
@@ -104,6 +105,12 @@ def utc(ms: int) -> str:
         return f"{ms} ms"
 
 
+def outputs(pipeline: Pipeline) -> str:
+    """Where the main output goes, for the summary: the sinks' paths (or names)."""
+    main = [k for k in pipeline.sinks if k.input == "main"] or pipeline.sinks
+    return ", ".join(str(k.options.get("path", k.name)) for k in main)
+
+
 class Progress:
     """The counters of one attempt, read for the progress line and the summary."""
 
@@ -111,6 +118,33 @@ class Progress:
         self.counters = counters
         self.slots = slots  # role -> counter slots of its children
         self.rings = rings
+
+    @classmethod
+    def of(cls, counters: Counters, children: list, rings: list) -> Progress:  # type: ignore[type-arg]
+        """For the children of one attempt (anything with ``role`` and ``slot``)."""
+        slots: dict[str, list[int]] = {}
+        for c in children:
+            slots.setdefault(c.role, []).append(c.slot)
+        return cls(counters, slots, rings)
+
+    def summary(
+        self, pipeline: Pipeline, elapsed: float, sinks: dict[str, int], committed: int | None
+    ) -> Summary:
+        """The summary of this attempt; ``sinks``: sink name -> its counter slot."""
+        rows = {name: self.counters.get(slot, "rows_in") for name, slot in sinks.items()}
+        main = [k.name for k in pipeline.sinks if k.input == "main"]
+        return Summary(
+            events=self.sum("source", "rows_out"),
+            output_rows=sum(rows.get(k, 0) for k in main),
+            elapsed_s=elapsed,
+            output=outputs(pipeline),
+            late_rows=self.sum("worker", "late_rows"),
+            null_time_rows=self.sum("worker", "null_time_rows"),
+            out_of_range_rows=self.sum("worker", "out_of_range_rows"),
+            dead_letter_rows=self.sum("source", "dead_letter_rows"),
+            sink_rows=rows,
+            last_epoch=committed,
+        )
 
     def sum(self, role: str, name: str) -> int:
         return sum(self.counters.get(s, name) for s in self.slots.get(role, []))

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 import multiprocess as mp
+from multiprocess import resource_tracker
 
 from engine import child, control
 from engine.errors import ChildFailedError
@@ -75,6 +76,9 @@ class Supervisor:
             name=f"ringstream-{spec.role}-{spec.name or spec.index}",
             daemon=True,
         )
+        # The first spawn starts multiprocess' resource tracker, which unblocks SIGINT and
+        # SIGTERM when it is up: start it first, so the child below inherits them blocked.
+        resource_tracker.ensure_running()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, child.STOP_SIGNALS)
         try:
             proc.start()

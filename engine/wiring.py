@@ -9,14 +9,21 @@ For ``W`` workers:
 * source instance → sink: one ring per (source instance, sink) for each sink
   reading a source's dead-letter output.
 
-Every ring has ``topology.ring_capacity`` bytes. ``close()`` closes and
+Every ring has ``topology.ring_capacity`` bytes. ``specs()`` pairs the rings
+with the children that use them (``engine.child.ChildSpec``, with the CPU each
+is pinned to and what the manifest recorded for it). ``close()`` closes and
 unlinks them all (the coordinator does it whatever happens).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
+
+from engine.child import ChildSpec
+from engine.control import SinkRestore
 from engine.pipeline import Pipeline
 from engine.shm import Ring
 
@@ -69,11 +76,62 @@ class Wiring:
     def from_sources(pipeline: Pipeline, stream: str) -> bool:
         """Whether ``stream`` is a dead-letter output (made by sources, not workers)."""
         return any(
-            s.on_error == "dead_letter" and s.dead_letter_output == stream
-            for s in pipeline.sources
+            s.on_error == "dead_letter" and s.dead_letter_output == stream for s in pipeline.sources
         )
+
+    def specs(
+        self, pipeline: Pipeline, plan, topology, manifest, common: dict[str, Any]
+    ) -> list[ChildSpec]:  # type: ignore[no-untyped-def]
+        """Every child's spec, in spawn order (sinks, workers, sources), each with its rings,
+        its CPU, its counter slot and what ``manifest`` (or None) recorded for it."""
+        p, t, w = pipeline, topology, self
+        base = {
+            **common,
+            "pipeline": msgspec.json.encode(p),
+            "workers": len(t.workers),
+            "schemas": {k: v.serialize().to_pybytes() for k, v in plan.source_schemas.items()},
+        }
+        cpus = iter(t.connectors * (len(p.sinks) + sum(s.parallelism for s in p.sources)))
+        specs: list[ChildSpec] = []
+
+        def add(role: str, index: int, name: str, cpu: int, restore: object, **kw: Any) -> None:
+            specs.append(ChildSpec(role=role, index=index, name=name, cpu=cpu, slot=len(specs),
+                                   restore=msgspec.json.encode(restore), **base, **kw))  # fmt: skip
+
+        for n, k in enumerate(p.sinks):
+            restore = None
+            if manifest is not None:
+                committable = (manifest.sink_committables.get(k.name) or [None])[0]
+                restore = SinkRestore(manifest.epoch, committable, _state(manifest, "sink", n))
+            add("sink", n, k.name, next(cpus), restore, in_rings=w.to_sink[k.name], out_rings=[])
+        for i in range(len(t.workers)):
+            ins, ports, idle = [], [], []
+            for port, src in enumerate(plan.inputs):
+                cfg = p.source_named(src)
+                for j in range(cfg.parallelism):
+                    ins.append(w.to_worker[(src, j)][i])
+                    ports.append(port)
+                    idle.append(cfg.idle_timeout_ms / 1000)
+            outs, streams = w.worker_outputs(p, i)
+            add("worker", i, "", t.workers[i], _state(manifest, "worker", i), in_rings=ins,
+                in_ports=ports, in_idle_s=idle, out_rings=outs, out_streams=streams)  # fmt: skip
+        for s in p.sources:
+            offsets = manifest.source_offsets.get(s.name) if manifest is not None else None
+            for j in range(s.parallelism):
+                pos = offsets[j].get("position") if offsets is not None else None
+                add("source", j, s.name, next(cpus), pos, in_rings=[],
+                    out_rings=w.to_worker.get((s.name, j), []),
+                    dead_letter_rings=w.dead_letter[(s.name, j)])  # fmt: skip
+        return specs
 
     def close(self) -> None:
         for ring in self.rings:
             ring.close()
         self.rings = []
+
+
+def _state(manifest, role: str, index: int):  # type: ignore[no-untyped-def]
+    """The state file ``manifest`` (or None) recorded for ``role`` ``index``, if any."""
+    if manifest is None:
+        return None
+    return next((r for r in manifest.state_files if r.role == role and r.index == index), None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connectors.files.sink import read_committed
-from tests.integration.test_engine_run import engine, pipeline_file, topology_file
+from tests.engine_run import engine, pipeline_file, topology_file
 
 EVENTS = 200_000
 
