@@ -28,12 +28,13 @@ Source — call order, from one thread of the source process::
   durable downstream (a CDC source acks its slot here). Not guaranteed to be
   called for every epoch: a later one implies the earlier ones.
 * A record the source cannot turn into a row (a value that does not parse, a
-  malformed line) is neither raised nor dropped: it goes into
-  ``SourceBatch.bad`` as a ``BadRecord`` (where, which column and value, why,
-  the raw text), and the source's position moves past it like past a row. The
-  runtime then fails the run (``on_error = "fail"``, the default) or sends it
-  to the dead-letter output (``on_error = "dead_letter"``). A batch may carry
-  bad records and no rows.
+  malformed line) is never dropped silently. With ``config.on_error ==
+  "fail"`` (the default) ``poll_batch`` raises ``BadRecordError`` naming it
+  (where, which column and value, why) without moving past it. With
+  ``"dead_letter"`` it goes into ``SourceBatch.bad`` as a ``BadRecord`` (with
+  its raw text), the position moves past it like past a row, and the runtime
+  sends it to the source's dead-letter output. A batch may carry bad records
+  and no rows.
 * When ``poll_batch`` raises, the position has not moved past any row it did
   not return: ``checkpoint()`` right after is still exact, and a retried
   ``poll_batch`` (the runtime retries transient errors, ``engine.errors``)
@@ -95,7 +96,8 @@ class ConnectorConfig:
     than ``name``, ``type`` and the runtime's own keys (after ``RINGSTREAM_``
     environment overrides). ``instance`` of ``instances``: a source with
     ``parallelism`` > 1 runs one process per instance, each reading its share.
-    ``schema``: for a sink, the schema of the stream it receives.
+    ``schema``: for a sink, the schema of the stream it receives. ``on_error``:
+    for a source, what to do with a record it cannot read (module docstring).
     """
 
     name: str
@@ -103,6 +105,7 @@ class ConnectorConfig:
     instance: int = 0
     instances: int = 1
     schema: pa.Schema | None = None
+    on_error: str = "fail"  # a source's records it cannot read: "fail" or "dead_letter"
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,14 @@ SOURCES: dict[str, str] = {
     "generator": "connectors.generator:GeneratorSource",
     "nexmark": "connectors.nexmark:NexmarkSource",
     "files": "connectors.files.source:FilesSource",
-    "scripted": "connectors.testing:ScriptedSource",
+    "scripted": "connectors.testing.scripted:ScriptedSource",
     "push": "connectors.push:PushSource",
 }
 SINKS: dict[str, str] = {
     "console": "connectors.console:ConsoleSink",
     "files": "connectors.files.sink:FilesSink",
     "files_sink": "connectors.files.sink:FilesSink",
-    "collect": "connectors.testing:CollectingSink",
+    "collect": "connectors.testing.collect:CollectingSink",
     "subscribe": "connectors.subscribe:SubscribeSink",
 }
 # One flat map of unique names (``files`` is the source; the sink is also ``files_sink``).

@@ -28,7 +28,7 @@ Three kinds of failure, told apart by two functions:
     │                ProtocolError, RingClosedError, RingRoleError,
     │                PeerGoneError ── PeerDiedError, PeerClosedError
     ├── SchemaMismatchError (also ValueError)
-    ├── DataError ── BadRecordError
+    ├── DataError ── BadRecordError (also SchemaMismatchError)
     ├── ChildFailedError
     ├── UsageError (also RuntimeError)
     ├── StateError (also ValueError)
@@ -97,8 +97,9 @@ class DataError(RingstreamError):
     """Input data cannot be used as it is (a value that does not parse, a malformed record)."""
 
 
-class BadRecordError(DataError):
-    """One input record is malformed; the message names where (file, line, column, value).
+class BadRecordError(DataError, SchemaMismatchError):
+    """One input record is malformed or does not fit the schema; the message names where
+    (file, line, column, value).
 
     ``record`` is the ``connectors.base.BadRecord`` describing it, when there is one.
     """

@@ -63,7 +63,9 @@ class SourceRunner:
         self.label = f"source {cfg.name!r} ({cfg.type}) instance {spec.index}"
         self.guard = ConnectorGuard.from_config(self.label, cfg, self._report_health)
         self.source = registry.resolve_source(cfg.type)()
-        config = ConnectorConfig(cfg.name, dict(cfg.options), spec.index, cfg.parallelism)
+        config = ConnectorConfig(
+            cfg.name, dict(cfg.options), spec.index, cfg.parallelism, on_error=cfg.on_error
+        )
         self.guard.call("open", lambda: self.source.open(config))
         restore = msgspec.json.decode(spec.restore)
         if restore is not None:
@@ -136,7 +138,13 @@ class SourceRunner:
     def poll(self) -> pa.RecordBatch | None:
         """One ``poll_batch`` through the guard; bad records go to ``on_bad``."""
         started = time.monotonic()
-        got = self.guard.call("poll_batch", lambda: self.source.poll_batch(self.cfg.batch_max_rows))
+        try:
+            got = self.guard.call(
+                "poll_batch", lambda: self.source.poll_batch(self.cfg.batch_max_rows)
+            )
+        except BadRecordError as exc:  # the connector failed on a record itself: say how to go on
+            exc.args = (f"{exc}{self._hint()}", *exc.args[1:])
+            raise
         rows, size = (got.batch.num_rows, got.batch.nbytes) if got is not None else (0, 0)
         self.guard.metrics.record_poll(
             time.monotonic() - started, rows, size, got.offset if got is not None else None
@@ -153,15 +161,18 @@ class SourceRunner:
             first = records[0]
             more = f" (and {len(records) - 1} more in this batch)" if len(records) > 1 else ""
             raise BadRecordError(
-                f"{self.label}: bad record: {first.describe()}{more}. Fix the input, or set "
-                f'on_error = "dead_letter" on sources.{self.cfg.name} to route such records '
-                "to a dead-letter output",
-                first,
+                f"{self.label}: bad record: {first.describe()}{more}{self._hint()}", first
             )
         batch = dead_letter_batch(self.cfg.name, records)
         for w in self.dl_writers:
             w.write_batches(batch)
         self.counters.add(self.slot, "dead_letter_rows", len(records))
+
+    def _hint(self) -> str:
+        return (
+            f'. Fix the input, or set on_error = "dead_letter" on sources.{self.cfg.name} to '
+            "send such records to a dead-letter output and go on"
+        )
 
     def on_data(self, batch: pa.RecordBatch) -> None:
         """Partition, write to the workers' rings, then the watermark."""

@@ -8,11 +8,14 @@ Options:
   directory). Names starting with ``.`` or ``_`` are ignored (temp files,
   ``_SUCCESS``).
 * ``format``: ``csv`` | ``jsonl`` | ``parquet``; default: each file's extension.
-* ``schema``: ``{col = "int64", ...}``; default: inferred once, from the first
-  file in name order, and then enforced: a file whose columns differ (names,
-  order or types) raises ``SchemaMismatchError`` naming it. CSV and JSON
-  values are converted to the schema's types.
+* ``schema``: ``{col = "int64", ...}``; default: inferred once, from the
+  first file in name order that is not empty (a column that is all null there
+  becomes a string; so does a CSV or JSON column of bytes that are not UTF-8),
+  and then enforced. CSV and JSON values are converted to the schema's types;
+  columns are matched by name (a file with the same columns in another order
+  is read as it is).
 * ``batch_rows`` (default 65_536): most rows per polled batch.
+* ``max_record_bytes`` (default 64 MiB): a longer record is a bad record.
 * ``follow`` (default false): keep watching the directory. New files are
   picked up by later polls, in name order (a new name that sorts before files
   already read is still read). Bounded (false): the files present at ``open``
@@ -23,12 +26,25 @@ a dot-name) and rename them into the directory. A file that changes after it
 was read is not read again. With ``instances`` > 1, instance ``j`` reads the
 files whose ``crc32(name) % instances == j``.
 
-Position: ``{"file": name or None, "row": rows already returned from it,
-"done": [names finished]}``; ``restore`` continues right after ``row`` (whole
-Parquet row groups are skipped without reading them; CSV/JSON rows before it
-are read and dropped). ``SourceBatch.offset`` is the row number, within its
-file, of the last row returned. Reading is vectorised: Arrow's streaming CSV
-and JSON readers, Parquet ``iter_batches``.
+Bad records (``connectors.files.readers``): a value that does not fit its
+column, a line with another number of fields, bytes that are not UTF-8 in a
+string column, a record over ``max_record_bytes``, every record of a file
+whose columns differ from the schema, a file that is not what its extension
+says. With the source's ``on_error = "fail"`` (the default) the first one
+raises ``BadRecordError`` naming the file, line, column and value; with
+``"dead_letter"`` each is returned in ``SourceBatch.bad`` (with its raw text)
+and reading goes on. Either way nothing is skipped silently: a bad record
+counts as read (the position moves past it), and a good one is never dropped.
+
+Position: ``{"file": name or None, "row": records already returned from it
+(rows and bad records), "done": [names finished]}``; ``restore`` continues
+right after ``row`` (whole Parquet row groups are skipped without reading
+them; CSV/JSON records before it are read and dropped). When ``poll_batch``
+raises, the position has not moved: the next poll reopens the file there.
+``SourceBatch.offset`` is the record number, within its file, of the last row
+returned. Reading is vectorised (Arrow's streaming CSV and JSON readers,
+Parquet ``iter_batches``) until a file has a bad record; the rest of that
+file is read a record at a time (``connectors.files.records``).
 
 Not guaranteed: files appended to in place, deleted while being read, or
 removed between a checkpoint and its restore (``ConnectorError``).
@@ -39,18 +55,17 @@ from __future__ import annotations
 import time
 import zlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
 from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
-from connectors.files import format_of, same_columns
+from connectors.files import format_of
+from connectors.files.readers import FileReader, infer_schema
+from connectors.files.records import Segment
 from connectors.options import Options
-from engine.errors import CheckpointError, ConfigError, ConnectorError, SchemaMismatchError
+from engine.errors import BadRecordError, CheckpointError, ConfigError, ConnectorError
 from engine.typenames import parse_schema
 
 
@@ -61,75 +76,10 @@ class FilesSourceOptions(Options, frozen=True):
     schema: dict[str, str] | None = None
     batch_rows: Annotated[int, Meta(ge=1)] = 65_536
     follow: bool = False
+    max_record_bytes: Annotated[int, Meta(ge=1024)] = 64 << 20
 
 _TICK_S = 0.05  # data_ready: how often the directory is looked at
-_SETTLE_S = 1.0
-# Arrow's messages for a value or field that does not fit the schema (CSV, JSON).
-_MISMATCH = (
-    "conversion error",
-    "unexpected field",
-    "changed from",
-)  # a directory changed this recently is listed again even if its mtime is the same
-
-
-class _FileReader:
-    """Batches of one file, in order; ``schema`` is the file's own (as read)."""
-
-    def __init__(self, path: Path, fmt: str, schema: pa.Schema | None, batch_rows: int) -> None:
-        self.path = path
-        self._batches: Any
-        self._closer: Any
-        self._pf: pq.ParquetFile | None = None
-        if fmt == "parquet":
-            pf = pq.ParquetFile(path)
-            self._pf = pf
-            self.schema = pf.schema_arrow
-            self._batch_rows = batch_rows
-            self._batches = pf.iter_batches(batch_size=batch_rows)
-            self._closer = pf
-        elif fmt == "csv":
-            convert = pacsv.ConvertOptions(column_types=schema) if schema is not None else None
-            reader = pacsv.open_csv(path, convert_options=convert)
-            self.schema, self._batches, self._closer = reader.schema, iter(reader), reader
-        else:
-            parse = None
-            if schema is not None:
-                parse = pajson.ParseOptions(
-                    explicit_schema=schema, unexpected_field_behavior="error"
-                )
-            reader = pajson.open_json(path, parse_options=parse)
-            self.schema, self._batches, self._closer = reader.schema, iter(reader), reader
-
-    def next(self) -> pa.RecordBatch | None:
-        return next(self._batches, None)
-
-    def skip(self, rows: int) -> pa.RecordBatch | None:
-        """Drop the first ``rows`` rows; return the rest of the batch they ended in (or None)."""
-        if self._pf is not None and rows:
-            meta, group, left = self._pf.metadata, 0, rows
-            while group < meta.num_row_groups and meta.row_group(group).num_rows <= left:
-                left -= meta.row_group(group).num_rows
-                group += 1
-            groups = list(range(group, meta.num_row_groups))
-            self._batches = (
-                iter(())
-                if not groups
-                else self._pf.iter_batches(batch_size=self._batch_rows, row_groups=groups)
-            )
-            rows = left
-        while rows:
-            batch = self.next()
-            if batch is None:
-                raise CheckpointError(f"{self.path} has fewer rows than the checkpoint says")
-            if batch.num_rows > rows:
-                return batch.slice(rows)
-            rows -= batch.num_rows
-        return None
-
-    def close(self) -> None:
-        self._closer.close()
-
-
+_SETTLE_S = 1.0  # a directory changed this recently is listed again even if its mtime is the same
 class FilesSource(Source):
     """See the module docstring for options, positions and guarantees."""
 
@@ -153,25 +103,31 @@ class FilesSource(Source):
             raise ConfigError(f"files source path={str(self.root)!r} does not exist")
         self._listed_at = 0.0
         self._dir_mtime = -1
-        self._reader: _FileReader | None = None
-        self._buf: pa.RecordBatch | None = None
-        self._file: str | None = None
-        self._row = 0
+        self.max_record_bytes = opts.max_record_bytes
+        self._reader: FileReader | None = None
+        self._buf: Segment | None = None  # read, not yet returned
+        self._file: str | None = None  # the file being read (its reader may be closed)
+        self._row = 0  # records of it already returned
         self._done: set[str] = set()
         everything = self._list(share_only=False)
         self._known: set[str] = {n for n in everything if self._mine(n)}
         self._pending = sorted(self._known)
+        where = f"sources.{config.name}"
         if opts.schema is not None:
-            self._schema = parse_schema(opts.schema, f"sources.{config.name}.schema")
-        elif everything:
-            first = _FileReader(self._path(everything[0]), self._format(everything[0]), None, 1)
-            first.close()
-            self._schema = pa.schema([f.with_nullable(True) for f in first.schema])
+            self._schema = parse_schema(opts.schema, f"{where}.schema")
         else:
-            raise ConfigError(
-                f"files source {config.name!r}: no file matches {self.pattern!r} in "
-                f"{str(self.root)!r} yet, so the schema cannot be inferred; set schema = {{...}}"
-            )
+            found = None
+            for name in everything:  # the first file with a header or a row
+                found = infer_schema(self._path(name), self._format(name), where)
+                if found is not None:
+                    break
+            if found is None:
+                what = "every file that matches it is empty" if everything else "no file matches it"
+                raise ConfigError(
+                    f"files source {config.name!r}: {what} ({self.pattern!r} in "
+                    f"{str(self.root)!r}), so the schema cannot be inferred; set schema = {{...}}"
+                )
+            self._schema = found
 
     # -- listing ------------------------------------------------------------------------
 
@@ -219,40 +175,23 @@ class FilesSource(Source):
 
     # -- reading ------------------------------------------------------------------------
 
-    def _start(self, name: str, skip: int) -> None:
+    def _open(self, name: str, skip: int) -> FileReader:
         path = self._path(name)
-        try:
-            reader = _FileReader(path, self._format(name), self._schema, self.batch_rows)
-        except FileNotFoundError as exc:
-            raise ConnectorError(f"files source {self.config.name!r}: {path} vanished") from exc
-        except (pa.ArrowException, OSError) as exc:
-            raise self._read_error(path, exc) from exc
-        if not same_columns(reader.schema, self._schema):
-            reader.close()
-            raise SchemaMismatchError(
-                f"files source {self.config.name!r}: {path} has columns "
-                f"{_describe(reader.schema)}, expected {_describe(self._schema)}"
+        if not path.is_file():
+            raise ConnectorError(
+                f"files source {self.config.name!r}: {path} vanished before it was read"
+                if skip == 0
+                else f"files source {self.config.name!r}: {path} was in the checkpoint but is "
+                "gone: cannot replay"
             )
-        try:
-            self._buf = reader.skip(skip)
-        except pa.ArrowException as exc:
-            reader.close()
-            raise self._read_error(path, exc) from exc
-        except CheckpointError:
-            reader.close()
-            raise
-        self._reader, self._file, self._row = reader, name, skip
-
-    def _read_error(self, path: Path, exc: Exception) -> Exception:
-        """A reader's error as ours: values that do not fit the schema are a schema mismatch."""
-        text = f"files source {self.config.name!r}: {path}: {exc}"
-        if isinstance(exc, pa.ArrowInvalid) and any(m in str(exc) for m in _MISMATCH):
-            return SchemaMismatchError(text)
-        return ConnectorError(text)
+        return FileReader(
+            path, self._format(name), self._schema, self.batch_rows, skip, self.max_record_bytes
+        )
 
     def _end_file(self) -> None:
-        assert self._reader is not None and self._file is not None
-        self._reader.close()
+        assert self._file is not None
+        if self._reader is not None:
+            self._reader.close()
         self._done.add(self._file)
         self._reader, self._file, self._row = None, None, 0
 
@@ -260,36 +199,58 @@ class FilesSource(Source):
         return self._schema
 
     def poll_batch(self, max_records: int) -> SourceBatch | None:
-        limit = max(1, min(max_records, self.batch_rows))
+        """The next rows (or bad records) in file order; the position moves only on return."""
+        try:
+            return self._poll(max(1, min(max_records, self.batch_rows)))
+        except BaseException:
+            self._drop_reader()  # the next poll reopens the file where the position is
+            raise
+
+    def _poll(self, limit: int) -> SourceBatch | None:
         while True:
-            if self._buf is not None:
-                out = self._buf.slice(0, limit)
-                self._buf = self._buf.slice(limit) if self._buf.num_rows > limit else None
-                self._row += out.num_rows
-                out = pa.RecordBatch.from_arrays(out.columns, schema=self._schema)
-                return SourceBatch(out, offset=self._row - 1)
-            if self._reader is not None:
-                try:
-                    batch = self._reader.next()
-                except pa.ArrowException as exc:
-                    raise self._read_error(self._reader.path, exc) from exc
-                if batch is None:
+            seg = self._buf
+            if seg is not None:
+                if isinstance(seg, pa.RecordBatch):
+                    out, rest = seg.slice(0, limit), seg.slice(limit)
+                    self._buf = rest if rest.num_rows else None
+                    self._row += out.num_rows
+                    return SourceBatch(out, offset=self._row - 1)
+                self._buf = None
+                if self.config.on_error == "fail":
+                    self._buf = seg  # not consumed: a replay fails the same way
+                    first = seg[0]
+                    raise BadRecordError(
+                        f"files source {self.config.name!r}: bad record: {first.describe()}", first
+                    )
+                self._row += len(seg)
+                no_rows = pa.RecordBatch.from_pylist([], schema=self._schema)
+                return SourceBatch(no_rows, offset=self._row - 1, bad=seg)
+            if self._file is not None:
+                if self._reader is None:
+                    self._reader = self._open(self._file, self._row)
+                seg = self._reader.next()
+                if seg is None:
                     self._end_file()
-                elif batch.num_rows:
-                    self._buf = batch
+                else:
+                    self._buf = seg
                 continue
             if not self._pending and self.follow:
                 self._refresh()
             if not self._pending:
                 return None
-            self._start(self._pending.pop(0), 0)
+            self._file, self._row = self._pending.pop(0), 0
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self._reader, self._buf = None, None
 
     def finished(self) -> bool:
-        return not (self.follow or self._pending or self._reader or self._buf is not None)
+        return not (self.follow or self._pending or self._file is not None)
 
     def data_ready(self, timeout_s: float) -> bool:
         """True at once if rows or files are waiting; else watch the directory up to timeout."""
-        if self._buf is not None or self._reader is not None or self._pending or not self.follow:
+        if self._buf is not None or self._file is not None or self._pending or not self.follow:
             return True
         deadline = time.monotonic() + timeout_s
         while not self._refresh():
@@ -319,9 +280,8 @@ class FilesSource(Source):
                 f"files source {self.config.name!r}: {name!r} is not read by instance "
                 f"{self.config.instance} of {self.config.instances}"
             )
-        if self._reader is not None:
-            self._reader.close()
-        self._reader, self._buf, self._file, self._row = None, None, None, 0
+        self._drop_reader()
+        self._file, self._row = None, 0
         self._done = set(done)
         self._known = set(self._list()) | self._done
         self._pending = sorted(self._known - self._done - {name})
@@ -332,7 +292,11 @@ class FilesSource(Source):
                     "checkpoint but is gone: cannot replay"
                 )
             self._known.add(name)
-            self._start(name, row)
+            self._file, self._row = name, row
+            self._reader = self._open(name, row)
+            self._buf = self._reader.next()  # skips to the position: past the file's end fails
+            if self._buf is None:
+                self._end_file()
 
     def supports_replay(self) -> bool:
         return True
@@ -341,10 +305,4 @@ class FilesSource(Source):
         return {"files_done": float(len(self._done)), "files_pending": float(len(self._pending))}
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-
-def _describe(schema: pa.Schema) -> str:
-    return "(" + ", ".join(f"{f.name}: {f.type}" for f in schema) + ")"
+        self._drop_reader()
