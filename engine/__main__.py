@@ -43,6 +43,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         print(f"warning: {w}", file=sys.stderr)
     try:
         plan = Plan.build(pipeline, len(topo.workers))
+        plan.check_rings(topo.ring_capacity)
     except ConfigError as exc:
         raise ConfigError(f"{args.pipeline}: {exc}") from None
     return pipeline, topo, plan

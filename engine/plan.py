@@ -344,6 +344,32 @@ class Plan:
             except ConfigError as exc:
                 raise ConfigError(_named(f"sinks.{s.name}", exc)) from None
 
+    def check_rings(self, capacity: int) -> None:
+        """Refuse a ring capacity too small for a stream's frames (it would fail in a child).
+
+        Every ring carries a SCHEMA frame, then batches cut to half a ring; the
+        schema frame and a frame of one empty batch must fit in that half.
+        """
+        from engine.shm.arrow_codec import BatchEncoder
+        from engine.shm.layout import FRAME_HEADER_SIZE
+
+        limit = (capacity - FRAME_HEADER_SIZE) // 2
+        streams = {f"sources.{k}": v for k, v in self.source_schemas.items()}
+        streams["the main output"] = self.output_schema
+        streams.update({f"late output {k!r}": v for k, v in self.late_schemas.items()})
+        if self.dead_letter_outputs():
+            streams["the dead-letter output"] = DEAD_LETTER_SCHEMA
+        for name, schema in streams.items():
+            empty = pa.RecordBatch.from_pylist([], schema=schema)
+            need = max(schema.serialize().size, BatchEncoder.size_bound(empty)) + FRAME_HEADER_SIZE
+            if need > limit:
+                smallest = 1 << max(16, (2 * need + FRAME_HEADER_SIZE - 1).bit_length())
+                raise ConfigError(
+                    f"rings.capacity={capacity} is too small for {name}: its frames need "
+                    f"{need} bytes and a ring takes frames of at most half its capacity; "
+                    f"use rings.capacity = {smallest} or more"
+                )
+
     def sink_schema(self, input_name: str) -> pa.Schema:
         if input_name == "main":
             return self.final_schema

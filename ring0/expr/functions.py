@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ring0.expr.coerce import kind
-from ring0.expr.kernels import epoch_ms
+from ring0.expr.kernels import epoch_ms, round_float
 from ring0.expr.term import Term, Value
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ def _round(c: Compiler, pos: int, args: list[Term]) -> Term:
         return x
 
     def rnd(v: Value) -> Value:
+        if pa.types.is_floating(x.type):  # on the exact value of the double, as DuckDB
+            return round_float(v, digits)
         return pc.round(v, ndigits=digits, round_mode="half_towards_infinity")
 
     return c.apply(pos, x.type, rnd, x)

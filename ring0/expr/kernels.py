@@ -124,3 +124,61 @@ def fits(value: pa.Scalar | None, target: pa.DataType) -> bool:
         return bool(value.cast(target).cast(value.type) == value)
     except ARROW_ERRORS:
         return False
+
+
+_SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a double into two halves
+
+
+def _two_product(a: np.ndarray, b: np.floating) -> tuple[np.ndarray, np.ndarray]:
+    """``a * b`` rounded, and the exact error: ``a * b == p + e`` (Dekker)."""
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def round_half_away(x: np.ndarray, digits: int) -> np.ndarray:
+    """Doubles rounded to ``digits`` decimals, half away from zero, on their exact value.
+
+    As DuckDB: ``round(975.15, 1)`` is 975.1, because the double 975.15 is
+    975.1499999…: a tie is a tie only if the exact product ``x * 10**digits`` is
+    one (its rounding error, ``_two_product``, decides). Like DuckDB, a result
+    that overflows is the input itself; NaN and infinities stay as they are.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    m = 10.0 ** abs(digits)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if digits >= 0:
+            y, err = _two_product(x, np.float64(m))  # x * m == y + err exactly
+        else:
+            y = x / m
+            p, e = _two_product(y, np.float64(m))
+            err = (x - p) - e  # the exact x - y*m: its sign says where x/m really is
+        a = np.abs(y)
+        f = np.floor(a)
+        frac = a - f
+        signed = np.where(y < 0, -err, err)
+        up = (frac > 0.5) | ((frac == 0.5) & (signed >= 0))
+        r = np.where(a >= 2.0**52, y, np.copysign(f + up, y))  # already whole: as it is
+        out = r / m if digits >= 0 else r * m
+        keep = ~np.isfinite(y) | ~np.isfinite(out)
+    return np.where(keep, x, out)
+
+
+def round_float(v: Value, digits: int) -> Value:
+    """``round_half_away`` over an Arrow double array or scalar, nulls kept."""
+    if isinstance(v, pa.Scalar):
+        if not v.is_valid:
+            return v
+        return pa.scalar(float(round_half_away(np.array([v.as_py()]), digits)[0]), pa.float64())
+    arr = v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
+    values = np.asarray(pc.fill_null(arr, 0.0).to_numpy(zero_copy_only=False), dtype=np.float64)
+    out = pa.array(round_half_away(values, digits), pa.float64())
+    if arr.null_count:
+        return pc.if_else(pc.is_null(arr), pa.scalar(None, pa.float64()), out)
+    return out

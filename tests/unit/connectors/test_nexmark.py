@@ -323,3 +323,24 @@ def test_nexmark_reference_q8_pairs_people_with_their_auctions_in_one_window(
     assert (pairs["p_id"].to_numpy() == pairs["seller"].to_numpy()).all()
     assert (p_ms // 10_000 == a_ms // 10_000).all()
     assert (np.abs(a_ms - p_ms) <= 10_000).all()
+
+
+def test_nexmark_jitter_option_is_reachable_and_never_swallowed_by_the_runtime() -> None:
+    """Seen: the jitter option shared its name with the runtime's watermark key, which
+    always took it. Now it is ``jitter_ms``; the old name still works in an options table."""
+    from engine import pipeline
+
+    raw = {
+        "sources": [
+            {"name": "a", "type": "nexmark", "kind": "bid", "jitter_ms": 700,
+             "max_out_of_orderness_ms": 5},
+            {"name": "b", "type": "nexmark", "options": {"kind": "bid",
+             "max_out_of_orderness_ms": 300}},
+        ],
+        "sinks": [{"name": "out", "type": "console"}],
+    }  # fmt: skip
+    p = pipeline.parse(raw)
+    a, b = p.sources
+    assert a.max_out_of_orderness_ms == 5 and a.options == {"kind": "bid", "jitter_ms": 700}
+    assert open_source(**a.options).ooo_ms == 700
+    assert open_source(**b.options).ooo_ms == 300  # the old name, inside an options table

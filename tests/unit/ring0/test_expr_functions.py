@@ -6,6 +6,7 @@ import datetime as dt
 import math
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -223,3 +224,27 @@ def test_timestamp_to_timestamp_requires_integer_milliseconds() -> None:
     assert ours("to_timestamp(1500)")[0] == dt.datetime(1970, 1, 1, 0, 0, 1, 500_000)
     with pytest.raises(ExpressionError, match="at 13: to_timestamp\\(\\) needs integer"):
         compile_expr("to_timestamp(f)", BATCH.schema)
+
+
+@pytest.mark.parametrize("digits", [0, 1, 2, 3, -1, -2, 6])
+def test_round_of_doubles_matches_duckdb_on_their_exact_values(digits: int) -> None:
+    """Seen: round(975.15, 1) gave 975.2; the double is 975.1499..., DuckDB gives 975.1."""
+    rng = np.random.default_rng(digits + 7)
+    values = np.concatenate(
+        [
+            np.round(rng.uniform(-2000, 2000, 40_000), 2),  # prices: ties are frequent
+            np.round(rng.uniform(-5, 5, 10_000), 3),
+            rng.normal(0, 1e9, 2_000),
+            [975.15, 1.005, 0.125, 2.5, -2.5, 0.5, -0.0, 1e300, -1e300, 5e-324, 2.0**53 + 1],
+        ]
+    )
+    batch = pa.record_batch({"x": pa.array(values, pa.float64())})
+    got = compile_expr(f"round(x, {digits})", batch.schema).evaluate(batch).to_numpy()
+    con = duckdb.connect()
+    con.register("t", pa.table(batch))
+    want = con.execute(f"SELECT round(x, {digits}) AS r FROM t").fetchnumpy()["r"]
+    differ = np.flatnonzero(got != want)
+    assert differ.size == 0, (values[differ][:5], got[differ][:5], want[differ][:5])
+    assert compile_expr("round(x, 1)", batch.schema).evaluate(
+        pa.record_batch({"x": pa.array([975.15, None])})
+    ).to_pylist() == [975.1, None]
