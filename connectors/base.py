@@ -86,6 +86,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from connectors.options import Options, parse_options
+from engine.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -211,13 +212,41 @@ class SinkCapabilities:
     partitioned: bool = False
 
 
-class Source:
-    """Base class of sources: see the module docstring for call order and guarantees."""
+class Connector:
+    """What sources and sinks share: typed options, health, metrics, close.
+
+    ``options_type`` (an ``Options`` struct) is parsed into ``self.options`` by
+    ``open``; without one, ``config.options`` is read as it is.
+    """
 
     options_type: ClassVar[type[Options] | None] = None
+    section: ClassVar[str] = ""  # "sources" or "sinks": where its options are in a pipeline
+
+    def health_check(self) -> bool:
+        """False (or an exception) when the external system is unreachable."""
+        return True
+
+    def metrics(self) -> dict[str, float]:
+        """A flat dict of numbers; ``lag`` is shown as the connector's lag."""
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class Source(Connector):
+    """Base class of sources: see the module docstring for call order and guarantees."""
+
+    section = "sources"
 
     def open(self, config: ConnectorConfig) -> None:
-        """Keep ``config`` and parse ``self.options`` (subclasses call this first)."""
+        """Keep ``config``, check the instance, parse ``self.options`` (subclasses call this
+        first)."""
+        if config.instances < 1 or not 0 <= config.instance < config.instances:
+            raise ConfigError(
+                f"sources.{config.name}: instance={config.instance} must be in "
+                f"[0, {config.instances})"
+            )
         self.config = config
         self.options = _parse(self.options_type, config, "sources")
 
@@ -258,20 +287,11 @@ class Source:
     def notify_committed(self, epoch: int) -> None:
         pass
 
-    def health_check(self) -> bool:
-        return True
 
-    def metrics(self) -> dict[str, float]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
-class Sink:
+class Sink(Connector):
     """Base class of sinks: see the module docstring for call order and guarantees."""
 
-    options_type: ClassVar[type[Options] | None] = None
+    section = "sinks"
 
     def open(self, config: ConnectorConfig) -> None:
         """Keep ``config`` and parse ``self.options`` (subclasses call this first)."""
@@ -313,15 +333,6 @@ class Sink:
         """What this sink guarantees. Called at validate time too, before ``open``: it may
         read ``self.config`` (already set) but nothing ``open`` creates."""
         return SinkCapabilities()
-
-    def health_check(self) -> bool:
-        return True
-
-    def metrics(self) -> dict[str, float]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 def _parse(cls: type[Options] | None, config: ConnectorConfig, section: str) -> Any:

@@ -36,7 +36,7 @@ from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
 from connectors.options import Options
-from engine.errors import CheckpointError, ConfigError
+from engine.errors import CheckpointError
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("value", pa.float64())])
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -90,11 +90,6 @@ class GeneratorSource(Source):
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
         opts: GeneratorOptions = self.options
-        if config.instances < 1 or not 0 <= config.instance < config.instances:
-            raise ConfigError(
-                f"sources.{config.name}: instance={config.instance} must be in "
-                f"[0, {config.instances})"
-            )
         self.events: int = opts.events  # 0 = unbounded
         self.keys: int = opts.keys
         self.batch_rows: int = opts.batch_rows

@@ -68,7 +68,7 @@ from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
 from connectors.options import Options
-from engine.attach.endpoint import Attachments, Endpoint, Peer, log
+from engine.attach.endpoint import Attached, Attachments, Endpoint, Peer, log
 from engine.attach.protocol import DEFAULT_DIR, schema_to_text, socket_path
 from engine.errors import ConfigError, ConnectorError, RingError
 from engine.shm import FrameKind, Ring
@@ -101,7 +101,7 @@ class _Client:
     batches: int = 0
 
 
-class PushSource(Source):
+class PushSource(Source, Attached):
     """Rows pushed by attached client processes (see the module docstring)."""
 
     options_type = PushOptions
@@ -341,11 +341,7 @@ class PushSource(Source):
 
     def close(self) -> None:
         """Let every client go (its next push raises), stop accepting, unlink every ring."""
-        self._end_all()
-        endpoint, self._endpoint = self._endpoint, None
-        if endpoint is not None:
-            endpoint.close()
-            self._end_all()  # any welcomed while the first round ran
+        self.close_endpoint()
 
     def _end_all(self) -> None:
         for c in list(self._clients.adopt()):

@@ -56,7 +56,7 @@ from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, WriteResult
 from connectors.options import Options
-from engine.attach.endpoint import Attachments, Endpoint, Peer, log
+from engine.attach.endpoint import Attached, Attachments, Endpoint, Peer, log
 from engine.attach.protocol import DEFAULT_DIR, schema_to_text, socket_path
 from engine.errors import ConfigError, ConnectorError, FrameTooLargeError, PeerGoneError
 from engine.shm import Ring
@@ -82,7 +82,7 @@ class SubscribeOptions(Options, frozen=True):
     block_timeout_ms: Annotated[int, Meta(ge=1)] = 5_000
 
 
-class SubscribeSink(Sink):
+class SubscribeSink(Sink, Attached):
     """Every batch to every attached subscriber (see the module docstring)."""
 
     options_type = SubscribeOptions
@@ -237,11 +237,7 @@ class SubscribeSink(Sink):
 
     def close(self) -> None:
         """End of stream to every subscriber, then let them go. Idempotent."""
-        self._end_all()
-        endpoint, self._endpoint = self._endpoint, None
-        if endpoint is not None:
-            endpoint.close()
-            self._end_all()  # any welcomed while the first round ran
+        self.close_endpoint()
         c = self._counts
         if c["dropped_batches"]:
             log(

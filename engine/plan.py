@@ -29,17 +29,8 @@ import pyarrow as pa
 from connectors import registry
 from connectors.base import DEAD_LETTER_SCHEMA, ConnectorConfig, Source
 from engine.errors import ConfigError, DeliveryGuaranteeError, RingstreamError
-from engine.pipeline import (
-    FilterStep,
-    GroupByStep,
-    Pipeline,
-    ProjectStep,
-    SourceConfig,
-    Step,
-    UdfStep,
-    WindowStep,
-)
-from engine.typenames import parse_schema
+from engine.pipeline import Pipeline, SourceConfig
+from engine.steps import build_chain, keys_of
 from ring0.graph import Chain, WorkerGraph
 from ring0.operators.base import Operator
 
@@ -62,78 +53,6 @@ def _named(where: str, exc: Exception) -> str:
     """``exc``'s message, prefixed with ``where`` unless it already starts with it."""
     text = str(exc)
     return text if text.startswith(where) else f"{where}: {text}"
-
-
-def _keys(k: str | list[str]) -> list[str]:
-    return [k] if isinstance(k, str) else list(k)
-
-
-def build_step(
-    step: Step, schema: pa.Schema, default_time: str | None, where: str, late: bool = True
-) -> Operator:
-    """One operator for one ``[[query.*]]`` step, checked against its input schema."""
-    try:
-        if isinstance(step, FilterStep):
-            from ring0.operators.filter import Filter
-
-            return Filter(step.where, schema)
-        if isinstance(step, ProjectStep):
-            from ring0.operators.project import Project
-
-            if isinstance(step.columns, list):
-                return Project.from_list(step.columns, schema)
-            return Project(step.columns, schema)
-        if isinstance(step, UdfStep):
-            from ring0.operators.udf import UserFunction
-
-            out = None
-            if step.output_schema is not None:
-                out = parse_schema(step.output_schema, f"{where}.output_schema")
-            return UserFunction(step.function, schema, out)
-        from ring0.operators.aggregates import parse_aggregate
-
-        aggs = [parse_aggregate(a) for a in step.aggregates]
-        if isinstance(step, GroupByStep):
-            from ring0.operators.groupby import GroupByAggregate
-
-            return GroupByAggregate(_keys(step.key), aggs, schema, emit=step.emit)
-        assert isinstance(step, WindowStep)
-        from ring0.operators.window import WindowAggregate, WindowSpec
-
-        w = step.window
-        time = step.time or ("window_end" if w.type == "input" else default_time)
-        if time is None:
-            raise ConfigError(
-                "time: no event-time column (set time here or event_time on the source)"
-            )
-        return WindowAggregate(
-            _keys(step.key),
-            time,
-            WindowSpec(w.type, size_ms=w.size_ms, slide_ms=w.slide_ms, gap_ms=w.gap_ms),
-            aggs,
-            schema,
-            emit=step.emit,
-            allowed_lateness_ms=step.allowed_lateness_ms,
-            keep_late=late and step.late_output is not None,
-        )
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def build_chain(
-    steps: list[Step], schema: pa.Schema, default_time: str | None, where: str
-) -> Chain:
-    ops, late, input_schema = [], [], schema
-    for i, step in enumerate(steps):
-        op = build_step(step, schema, default_time, f"{where}[{i}] ({_op_name(step)})")
-        ops.append(op)
-        late.append(step.late_output if isinstance(step, WindowStep) else None)
-        schema = op.output_schema
-    return Chain(ops, late, schema, input_schema)
-
-
-def _op_name(step: Step) -> str:
-    return type(step).__struct_config__.tag  # type: ignore[attr-defined, no-any-return]
 
 
 @dataclass
@@ -221,16 +140,16 @@ class Plan:
                 from ring0.operators.join import IntervalJoin
 
                 join: Operator = IntervalJoin(
-                    left.output_schema, right.output_schema, _keys(j.left_key),
-                    _keys(j.right_key), lt, rt, j.lower_ms, j.upper_ms,
+                    left.output_schema, right.output_schema, keys_of(j.left_key),
+                    keys_of(j.right_key), lt, rt, j.lower_ms, j.upper_ms,
                     left_prefix=j.left_prefix, right_prefix=j.right_prefix,
                 )  # fmt: skip
             else:
                 from ring0.operators.join import AsofJoin
 
                 join = AsofJoin(
-                    left.output_schema, right.output_schema, _keys(j.left_key),
-                    _keys(j.right_key), lt, rt, tolerance_ms=j.tolerance_ms,
+                    left.output_schema, right.output_schema, keys_of(j.left_key),
+                    keys_of(j.right_key), lt, rt, tolerance_ms=j.tolerance_ms,
                     left_prefix=j.left_prefix, right_prefix=j.right_prefix,
                 )  # fmt: skip
         except ConfigError as exc:
@@ -248,7 +167,7 @@ class Plan:
     def _partitioning(self, graph: WorkerGraph) -> dict[str, list[str] | None]:
         q = self.pipeline.query
         if q.join is not None:
-            keys = {q.join.left: _keys(q.join.left_key), q.join.right: _keys(q.join.right_key)}
+            keys = {q.join.left: keys_of(q.join.left_key), q.join.right: keys_of(q.join.right_key)}
             stateful = [op for op in graph.post.ops if _keyed(op) is not None] if graph.post else []
             for name, k in keys.items():
                 self._check_key_from_source(name, k, "query.join")

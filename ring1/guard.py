@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from connectors.base import Connector
 from engine.errors import ConnectorError, RingstreamError, is_transient
 from ring1.health import HealthTracker
 from ring1.metrics import ConnectorMetrics
@@ -100,3 +101,19 @@ class ConnectorGuard:
     def as_dict(self) -> dict[str, float]:
         """The guard's own metrics: calls, errors, retries, latency, health."""
         return {**self.metrics.as_dict(), **self.health.as_dict()}
+
+    def report(self, connector: Connector) -> dict[str, float]:
+        """Run the connector's health check, then every number: the guard's and the
+        connector's own (``connector_<name>``). Neither may stop the data: a failure
+        counts against the connector's health."""
+        self.health.check(connector.health_check)
+        self._send_health()
+        out = self.as_dict()
+        try:
+            own = connector.metrics()
+        except Exception as exc:
+            self.health.record_failure(exc)
+            self._send_health()
+            own = {}
+        out.update({f"connector_{k}": float(v) for k, v in own.items()})
+        return out

@@ -181,13 +181,7 @@ class SinkRunner(Consumer):
 
     def _send_metrics(self) -> None:
         self._metrics_at = time.monotonic()
-        values = self.guard.as_dict()
-        try:
-            own = self.sink.metrics()
-        except Exception as exc:  # metrics must never stop the data
-            own = {}
-            self.guard.health.record_failure(exc)
-        values.update({f"connector_{k}": float(v) for k, v in own.items()})
+        values = self.guard.report(self.sink)
         control.send(self.conn, control.Metrics("sink", self.spec.index, values))
 
     def _report_health(self, state: str, error: str) -> None:

@@ -101,8 +101,7 @@ class SourceRunner:
                     break
                 if batcher.due():
                     self._flush()
-                wait = min(0.05, max(self.cfg.batch_max_wait_ms / 1000, 0.001))
-                self.guard.call("data_ready", lambda w=wait: source.data_ready(w))  # type: ignore[misc]
+                self.guard.call("data_ready", lambda: source.data_ready(self._idle_wait()))
             else:
                 for ready in batcher.add(batch):
                     self.on_data(ready)
@@ -214,6 +213,13 @@ class SourceRunner:
         self.guard.call("close", self.source.close, retry=False)
 
     # -- helpers --------------------------------------------------------------------------
+    def _idle_wait(self) -> float:
+        """How long to wait for data: until pending rows are due, at most 50 ms."""
+        due = self.batcher.deadline()
+        if due is None:
+            return 0.05
+        return min(0.05, max(0.0005, due - time.monotonic()))
+
     def _flush(self) -> None:
         pending = self.batcher.take()
         if pending is not None:
@@ -234,14 +240,7 @@ class SourceRunner:
         faults.reached("source.after_checkpoint", epoch)
 
     def _metrics(self) -> dict[str, float]:
-        out = self.guard.as_dict()
-        try:
-            own = self.source.metrics()
-        except Exception as exc:  # metrics must never stop the data
-            own = {}
-            self.guard.health.record_failure(exc)
-        out.update({f"connector_{k}": float(v) for k, v in own.items()})
-        return out
+        return self.guard.report(self.source)
 
     def _maybe_send_metrics(self) -> None:
         if time.monotonic() - self._metrics_at >= METRICS_EVERY_S:

@@ -53,7 +53,7 @@ from connectors.nexmark.model import (
     nth_index,
 )
 from connectors.options import Options
-from engine.errors import ConfigError, StateError
+from engine.errors import StateError
 
 _SKIP_LIMIT = 64  # empty chunks one poll may skip before it returns None
 
@@ -86,11 +86,6 @@ class NexmarkSource(Source):
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
         opts: NexmarkOptions = self.options
-        if config.instances < 1 or not 0 <= config.instance < config.instances:
-            raise ConfigError(
-                f"sources.{config.name}: instance={config.instance} of "
-                f"instances={config.instances} is out of range"
-            )
         self.kind = opts.kind
         self.events = opts.events
         self.seed = opts.seed

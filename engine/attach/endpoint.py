@@ -329,3 +329,23 @@ class Attachments(Generic[T]):
     @property
     def count(self) -> int:
         return len(self.current) + len(self._new)
+
+
+class Attached:
+    """A connector with an endpoint (push source, subscribe sink): how it closes.
+
+    ``close_endpoint`` lets every client go (``_end_all``), stops accepting, then
+    lets go of any client welcomed while the first round ran. Idempotent.
+    """
+
+    _endpoint: Endpoint | None
+
+    def _end_all(self) -> None:
+        raise NotImplementedError
+
+    def close_endpoint(self) -> None:
+        self._end_all()
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            endpoint.close()
+            self._end_all()

@@ -69,6 +69,7 @@ class Frame:
 class RingReader(_Side):
     """Consumer side. Not thread-safe: one thread of one process reads."""
 
+    # The role table: the writer's is its mirror image (same names, the other offsets).
     _role, _peer_role = "consumer", "producer"
     _Q_MY_PID, _Q_PEER_PID = layout.Q_CONSUMER_PID, layout.Q_PRODUCER_PID
     _Q_MY_HEARTBEAT = layout.Q_CONSUMER_HEARTBEAT

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ring0.expr.coerce import kind
 from ring0.expr.kernels import epoch_ms, round_float
-from ring0.expr.term import Term, Value
+from ring0.expr.term import Compiling, Term, Value
 
-if TYPE_CHECKING:
-    from ring0.expr.compiler import Compiler
-
-Build = Callable[["Compiler", int, list[Term]], Term]
+Compiler = Compiling  # the builders' view of ring0.expr.compiler.Compiler
+Build = Callable[[Compiler, int, list[Term]], Term]
 _F64, _I64, _BOOL = pa.float64(), pa.int64(), pa.bool_()
 _TRUNC_UNITS = (
     "year",

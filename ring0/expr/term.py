@@ -10,8 +10,8 @@ error in a constant (a bad cast, ``1 // 0``) is reported at compile time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -88,6 +88,30 @@ class Builder:
         else:
             fn = lambda batch: op(*[f(batch) for f in fns])  # noqa: E731
         return Term(type, fn, pos, children=tuple(args), columns=columns)
+
+
+class Compiling(Protocol):
+    """What a function builder (``functions``) asks of the compiler (``compiler.Compiler``).
+
+    Kept here, beside ``Builder``, so that the function table does not import the
+    compiler that imports it.
+    """
+
+    def fail(self, pos: int, message: str) -> ExpressionError: ...
+
+    def constant(self, value: pa.Scalar, pos: int) -> Term: ...
+
+    def apply(self, pos: int, type: pa.DataType, op: Op, *args: Term) -> Term: ...
+
+    def convert(self, term: Term, target: pa.DataType) -> Term: ...
+
+    def unify(self, terms: Sequence[Term], prefer_live: bool = False) -> list[Term] | None: ...
+
+    def numeric(self, term: Term, what: str) -> Term: ...
+
+    def boolean(self, term: Term, what: str) -> Term: ...
+
+    def string(self, term: Term, what: str) -> Term: ...
 
 
 def broadcast(values: tuple[Value, ...]) -> list[Value]:

@@ -311,35 +311,6 @@ class Plan:
         return out
 
 
-def check_keys(key: Sequence[str], schema: pa.Schema) -> None:
-    """Key columns exist and are integers or strings (raises ConfigError naming the column)."""
-    for col in key:
-        if schema.get_field_index(col) < 0:
-            raise ConfigError(f"column {col!r} is not in the input (columns: {schema.names})")
-        t = schema.field(col).type
-        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
-            raise ConfigError(f"key column {col!r} has type {t}; keys are integers or strings")
-
-
-def key_fields(key: Sequence[str], schema: pa.Schema) -> list[pa.Field]:
-    """The internal key columns of a partial table: ``__k<i>``, or a constant int8 ``__k``
-    when there is no key (so every group-by has a column to group on)."""
-    if not key:
-        return [pa.field("__k", pa.int8())]
-    return [pa.field(f"__k{i}", schema.field(col).type) for i, col in enumerate(key)]
-
-
-def rows_table(batch: pa.RecordBatch, key: Sequence[str], plan: Plan) -> pa.Table:
-    """``batch`` as the internal columns ``Plan.partial`` reads: keys, then the value columns
-    (zero-copy but for the constant key)."""
-    arrays = [batch.column(col) for col in key]
-    names = [f"__k{i}" for i in range(len(key))]
-    if not key:
-        arrays, names = [pa.array(np.zeros(batch.num_rows, dtype=np.int8))], ["__k"]
-    arrays += [batch.column(col) for col in plan.inputs]
-    return pa.Table.from_arrays(arrays, names=names + list(plan.inputs.values()))
-
-
 def _sum_type(t: pa.DataType) -> pa.DataType:
     return pa.float64() if pa.types.is_floating(t) else pa.int64()
 

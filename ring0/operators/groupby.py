@@ -26,9 +26,10 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ConfigError, StateError
-from ring0.operators.aggregates import AggregateSpec, Plan, check_keys, key_fields, rows_table
+from ring0.operators.aggregates import AggregateSpec, Plan
 from ring0.operators.base import Operator
 from ring0.operators.changelog import CHANGE, changes, fold
+from ring0.operators.keys import check_keys, key_fields, result_schema, rows_table
 
 _COMPACT_AFTER = 16
 _FORMAT = b"ringstream.groupby/1"
@@ -52,11 +53,7 @@ class GroupByAggregate(Operator):
         self._key_fields = key_fields(self.key, input_schema)
         self.keys = [f.name for f in self._key_fields]
         fields = [input_schema.field(k) for k in self.key] + self.plan.output_fields
-        names = [f.name for f in fields]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ConfigError(f"output column names {dup} occur twice; rename with 'as'")
-        self._result_schema = pa.schema([pa.field(f.name, f.type) for f in fields])
+        self._result_schema = result_schema(fields)
         self._out = self._result_schema.append(CHANGE) if emit == "update" else self._result_schema
         self._schema = pa.schema(self._key_fields + self.plan.partial_fields())
         self._parts: list[pa.Table] = []  # update: one merged table; close: partials

@@ -40,7 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ConfigError
-from ring0.operators.join.common import TwoInputJoin, clamp, key_codes
+from ring0.operators.join.common import TwoInputJoin, clamp
+from ring0.operators.join.tables import key_codes
 
 
 class AsofJoin(TwoInputJoin):
@@ -61,18 +62,8 @@ class AsofJoin(TwoInputJoin):
     ) -> None:
         if tolerance_ms is not None and tolerance_ms < 0:
             raise ConfigError(f"asof join tolerance_ms={tolerance_ms} must be >= 0 or None")
-        super().__init__(
-            left_schema,
-            right_schema,
-            left_key,
-            right_key,
-            left_time,
-            right_time,
-            left_prefix,
-            right_prefix,
-            keep_late,
-            right_nullable=True,
-        )
+        sides = (left_schema, right_schema, left_key, right_key, left_time, right_time)
+        super().__init__(*sides, left_prefix, right_prefix, keep_late, right_nullable=True)
         self.tolerance_ms = tolerance_ms
         self._tol = None if tolerance_ms is None else tolerance_ms * self.per_ms
         for k in self._keys[0]:

@@ -41,7 +41,8 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ConfigError
-from ring0.operators.join.common import TwoInputJoin, clamp, take_rows
+from ring0.operators.join.common import TwoInputJoin, clamp
+from ring0.operators.join.tables import take_rows
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -65,18 +66,8 @@ class IntervalJoin(TwoInputJoin):
     ) -> None:
         if lower_ms > upper_ms:
             raise ConfigError(f"interval join lower_ms={lower_ms} > upper_ms={upper_ms}")
-        super().__init__(
-            left_schema,
-            right_schema,
-            left_key,
-            right_key,
-            left_time,
-            right_time,
-            left_prefix,
-            right_prefix,
-            keep_late,
-            right_nullable=False,
-        )
+        sides = (left_schema, right_schema, left_key, right_key, left_time, right_time)
+        super().__init__(*sides, left_prefix, right_prefix, keep_late, right_nullable=False)
         self.lower_ms, self.upper_ms = lower_ms, upper_ms
         self._lower = lower_ms * self.per_ms
         self._upper = upper_ms * self.per_ms

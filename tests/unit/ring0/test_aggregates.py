@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from ring0.operators.aggregates import AggregateSpec, Plan, parse_aggregate, rows_table
+from ring0.operators.aggregates import AggregateSpec, Plan, parse_aggregate
+from ring0.operators.keys import rows_table
 
 SCHEMA = pa.schema([("k", pa.string()), ("x", pa.int32()), ("y", pa.float64()), ("s", pa.string())])
 

@@ -1,0 +1,55 @@
+"""Grouping keys of the keyed operators: checked against the input, as internal columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from engine.errors import ConfigError
+
+
+class Plan(Protocol):
+    """What ``rows_table`` needs of an aggregate plan: input column -> internal name."""
+
+    inputs: Mapping[str, str]
+
+
+def check_keys(key: Sequence[str], schema: pa.Schema) -> None:
+    """Key columns exist and are integers or strings (raises ConfigError naming the column)."""
+    for col in key:
+        if schema.get_field_index(col) < 0:
+            raise ConfigError(f"column {col!r} is not in the input (columns: {schema.names})")
+        t = schema.field(col).type
+        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise ConfigError(f"key column {col!r} has type {t}; keys are integers or strings")
+
+
+def key_fields(key: Sequence[str], schema: pa.Schema) -> list[pa.Field]:
+    """The internal key columns of a partial table: ``__k<i>``, or a constant int8 ``__k``
+    when there is no key (so every group-by has a column to group on)."""
+    if not key:
+        return [pa.field("__k", pa.int8())]
+    return [pa.field(f"__k{i}", schema.field(col).type) for i, col in enumerate(key)]
+
+
+def rows_table(batch: pa.RecordBatch, key: Sequence[str], plan: Plan) -> pa.Table:
+    """``batch`` as the internal columns ``Plan.partial`` reads: keys, then the value columns
+    (zero-copy but for the constant key)."""
+    arrays = [batch.column(col) for col in key]
+    names = [f"__k{i}" for i in range(len(key))]
+    if not key:
+        arrays, names = [pa.array(np.zeros(batch.num_rows, dtype=np.int8))], ["__k"]
+    arrays += [batch.column(col) for col in plan.inputs]
+    return pa.Table.from_arrays(arrays, names=names + list(plan.inputs.values()))
+
+
+def result_schema(fields: list[pa.Field]) -> pa.Schema:
+    """The output schema of a keyed aggregation; a name used twice is a ``ConfigError``."""
+    names = [f.name for f in fields]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"output column names {dup} occur twice; rename with 'as'")
+    return pa.schema([pa.field(f.name, f.type) for f in fields])
