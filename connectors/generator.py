@@ -148,4 +148,11 @@ class GeneratorSource(Source):
         return True
 
     def metrics(self) -> dict[str, float]:
-        return {"last_offset": float(self.offset)}
+        out = {"last_offset": float(self.offset)}
+        if self.events:  # bounded: how much of this instance's share is done (for progress)
+            batches = -(-self.events // self.batch_rows)
+            mine = len(range(self.instance, batches, self.instances))
+            passed = (self.offset - self.instance) // self.instances
+            out["progress_total"] = float(mine * self.batch_rows)
+            out["progress_done"] = float(min(mine, passed) * self.batch_rows + self.row)
+        return out

@@ -1,24 +1,29 @@
 """``python -m engine``: the ringstream command line.
 
     python -m engine run PIPELINE.toml [--topology TOPOLOGY.toml] [--oversubscribe]
+                                       [--log-format human|json] [--quiet]
     python -m engine validate PIPELINE.toml [--topology TOPOLOGY.toml] [--oversubscribe]
     python -m engine topology [--workers N]
     python -m engine checkpoints DIR     # exit 1 if the newest manifest is not valid
     python -m engine connectors
+    python -m engine status PIPELINE.toml|CHECKPOINT_DIR [--json] [--interval S]
 
 Exit codes: 0 done (also after a drain on SIGINT/SIGTERM), 1 the run failed
-(a child died or raised), 2 bad configuration.
+(a child died or raised; ``status``: nothing is running), 2 bad configuration.
+Everything ``run`` says goes through ``engine.log`` (``--log-format json``: one
+JSON object per line, on stderr, and the summary on stdout).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import TextIO
 
+from engine import log, topology
 from engine import pipeline as pipeline_mod
-from engine import topology
 from engine.errors import ConfigError, RingstreamError
 
 
@@ -37,10 +42,10 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     else:
         topo, notes = topology.propose(topology.detect())
         for note in notes:
-            print(f"topology: {note}", file=sys.stderr)
+            log.say("topology", f"topology: {note}", note=note)
     topo, warnings = topology.check(topo, _available(), args.oversubscribe)
     for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        log.say("warning", f"warning: {w}", warning=w)
     try:
         plan = Plan.build(pipeline, len(topo.workers))
         plan.check_rings(topo.ring_capacity)
@@ -65,18 +70,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signals = StopSignals().install()  # from here on, Ctrl-C or SIGTERM means: drain
     try:
         p, t, plan = _load(args)
-        _say(
+        log.say(
+            "start",
             f"running {p.pipeline.name!r} with {len(t.workers)} worker(s) on CPUs {t.workers} "
             f"({os.cpu_count()} CPUs on this machine)",
-            sys.stderr,
-        )
+            pipeline=p.pipeline.name, workers=len(t.workers), worker_cpus=t.workers,
+            coordinator_cpu=t.coordinator, connector_cpus=t.connectors, cpus=os.cpu_count(),
+        )  # fmt: skip
         coordinator = Coordinator(
             p, t, out=None if args.quiet else sys.stderr, plan=plan, signals=signals
         )
         summary = coordinator.run()
     finally:
         signals.restore()
-    _say(summary.text(), sys.stdout)
+    import msgspec
+
+    log.result("summary", summary.text(), **msgspec.to_builtins(summary))
     return 0
 
 
@@ -110,6 +119,14 @@ def _cmd_connectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from engine import status
+
+    if args.interval <= 0:
+        raise ConfigError(f"--interval {args.interval}: must be a positive number of seconds")
+    return status.main(args.target, args.json, args.interval)
+
+
 def _cmd_topology(args: argparse.Namespace) -> int:
     machine = topology.detect(args.sys_root)
     proposed, notes = topology.propose(machine, args.workers)
@@ -134,12 +151,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         if name == "run":
             cmd.add_argument("--quiet", action="store_true", help="no progress lines")
+            cmd.add_argument(
+                "--log-format", choices=log.FORMATS, default="human",
+                help="human lines (default) or one JSON object per line",
+            )  # fmt: skip
         cmd.set_defaults(fn=fn)
     c = sub.add_parser("checkpoints", help="list and verify the manifests in a checkpoint dir")
     c.add_argument("dir", help="the pipeline's checkpoint directory (checkpoint.dir)")
     c.set_defaults(fn=_cmd_checkpoints)
     k = sub.add_parser("connectors", help="list connector types (built in and registered)")
     k.set_defaults(fn=_cmd_connectors)
+    s = sub.add_parser("status", help="watch a running pipeline (or see how the last run ended)")
+    s.add_argument("target", help="the pipeline file, or its checkpoint directory")
+    s.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
+    s.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between refreshes (and for rates)"
+    )
+    s.set_defaults(fn=_cmd_status)
     t = sub.add_parser("topology", help="detect this machine and print a topology file")
     t.add_argument(
         "--workers", type=int, help="number of Ring 0 workers (default: one per free physical core)"
@@ -147,13 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--sys-root", default="/sys", help=argparse.SUPPRESS)
     t.set_defaults(fn=_cmd_topology)
     args = ap.parse_args(argv)
+    log.setup(getattr(args, "log_format", "human"))
     try:
         return int(args.fn(args))
     except ConfigError as exc:
-        _say(f"error: {exc}", sys.stderr)
+        log.say("failure", f"error: {exc}", logging.ERROR, error=str(exc), exit_code=2)
         return 2
     except RingstreamError as exc:
-        _say(f"error: {exc}", sys.stderr)
+        log.say("failure", f"error: {exc}", logging.ERROR, error=str(exc), exit_code=1)
         return 1
     except BrokenPipeError:  # our reader went away while we wrote: nothing to say it to
         return 0

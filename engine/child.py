@@ -49,6 +49,7 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     checkpoint_dir: str = ""
     first_epoch: int = 1
     restore: bytes = b"null"  # role-specific JSON: what the last manifest recorded for it
+    log_format: str = "human"  # the coordinator's --log-format (engine.log)
 
     def plan(self, pipeline):  # type: ignore[no-untyped-def]
         """The query plan, from the schemas the coordinator already read (no source re-open).
@@ -93,6 +94,9 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     spec = msgspec.json.decode(spec_bytes, type=ChildSpec)
     _die_with_parent(spec.parent)
+    from engine import log
+
+    log.setup("json" if spec.log_format == "json" else "human", role=spec.role)
     try:
         import pyarrow as pa
 

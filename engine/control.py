@@ -86,6 +86,7 @@ class Metrics(msgspec.Struct, tag=True):
     role: str
     index: int
     values: dict[str, float]
+    latency: list[int] = []  # poll (source) or write (sink) latency: ring1.metrics buckets
 
 
 class Barrier(msgspec.Struct, tag=True):

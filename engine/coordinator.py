@@ -35,11 +35,12 @@ import sys
 import time
 from typing import TextIO
 
-from engine import control, faults
+from engine import control, faults, log
 from engine.checkpoint.recovery import recover
 from engine.counters import Counters
 from engine.epochs import Ack, EpochTracker
 from engine.errors import ChildFailedError, RingstreamError
+from engine.monitor import Monitor
 from engine.pipeline import Pipeline
 from engine.plan import Plan
 from engine.progress import EpochStat, Progress, Summary, outputs
@@ -61,6 +62,8 @@ class Coordinator:
         signals: StopSignals | None = None,
     ) -> None:
         self.pipeline, self.topology, self.out = pipeline, topology, out
+        if out is not None and not log.LOGGER.handlers:  # used as a library: log to ``out``
+            log.setup("human", stream=out)
         self.drain_timeout_s = drain_timeout_s
         self.plan = plan or Plan.build(pipeline, len(topology.workers))
         self.store = None
@@ -68,18 +71,15 @@ class Coordinator:
         self.supervisor = Supervisor()
         self.wiring: Wiring | None = None
         self.counters: Counters | None = None
-        self.health: dict[str, str] = {}  # child label -> last health state
-        self.metrics: dict[str, dict[str, float]] = {}  # child label -> last connector metrics
+        self.monitor = Monitor(pipeline)  # metrics endpoint, run file
         self.signals = signals
         self._stats: list[EpochStat] = []
         self._started = time.monotonic()
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, event: str = "info", **fields: object) -> None:
+        """One line for the log (``engine.log``); nothing with ``out=None`` (``--quiet``)."""
         if self.out is not None:
-            try:
-                print(text, file=self.out, flush=True)
-            except BrokenPipeError:  # the reader went away (``| head``, a killed ``tee``)
-                self.out = None
+            log.say(event, text, **fields)
 
     @property
     def _signals(self) -> int:
@@ -93,13 +93,20 @@ class Coordinator:
         own = self.signals is None
         if own:
             self.signals = StopSignals().install()
+        summary, error = None, None
         try:
             self._prepare()
             if self._signals:  # stopped while the pipeline was being read: nothing ran
-                return Summary(0, 0, 0.0, self._outputs(), stopped_by=self._signal_name)
-            return self._run()
+                summary = Summary(0, 0, 0.0, self._outputs(), stopped_by=self._signal_name)
+            else:
+                summary = self._run()
+            return summary
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise
         finally:
             self._shutdown()
+            self.monitor.finish(summary, error)  # only if it started: never another run's file
             if self.lock is not None:
                 self.lock.release()
             if own and self.signals is not None:
@@ -108,7 +115,7 @@ class Coordinator:
     def _prepare(self) -> None:
         """L1."""
         for name in sweep_stale():
-            self.say(f"removed stale segment {name} (its owner is gone)")
+            self.say(f"removed stale segment {name} (its owner is gone)", "cleanup", segment=name)
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {self.topology.coordinator})
         p = self.pipeline
@@ -116,9 +123,11 @@ class Coordinator:
             from engine.checkpoint.lock import DirectoryLock
             from engine.checkpoint.store import CheckpointStore
 
-            self.lock = DirectoryLock(p.checkpoint_dir)
-            self.lock.acquire()
+            lock = DirectoryLock(p.checkpoint_dir)
+            lock.acquire()
+            self.lock = lock
             self.store = CheckpointStore(p.checkpoint_dir, keep=p.checkpoint.keep)
+        self.monitor.start()
 
     def _run(self) -> Summary:
         p = self.pipeline
@@ -139,11 +148,14 @@ class Coordinator:
                         ) from None
                     raise
                 restarts += 1
+                self.monitor.restarted()
                 backoff = p.checkpoint.restart_backoff_ms / 1000 * 2 ** (restarts - 1)
                 self.say(
                     f"failure: {exc.args[0].splitlines()[0]}\nrestart {restarts}/"
-                    f"{p.checkpoint.max_restarts} in {backoff:.1f} s from the last checkpoint"
-                )
+                    f"{p.checkpoint.max_restarts} in {backoff:.1f} s from the last checkpoint",
+                    "restart", error=exc.args[0].splitlines()[0], restart=restarts,
+                    max_restarts=p.checkpoint.max_restarts, backoff_s=backoff,
+                )  # fmt: skip
                 lost = self._summary(time.monotonic() - self._started, None, None)
                 if earlier is None:
                     earlier = lost
@@ -159,14 +171,15 @@ class Coordinator:
 
     def _already_complete(self, epoch: int, restarts: int, earlier: Summary | None) -> Summary:
         if restarts and earlier is not None:  # a child died after the last commit
-            self.say(f"epoch {epoch} completed the run before the failure; nothing to redo")
+            self.say(f"epoch {epoch} completed the run before the failure; nothing to redo",
+                     "recovered", epoch=epoch)  # fmt: skip
             earlier.restarts, earlier.restored_epoch, earlier.last_epoch = restarts, epoch, epoch
             earlier.epochs = list(self._stats)
             return earlier
         self.say(
             f"pipeline {self.pipeline.pipeline.name!r} already completed at epoch {epoch} "
             f"(checkpoints in {self.pipeline.checkpoint_dir}); delete that directory to run it "
-            "again"
+            "again", "already_complete", epoch=epoch,
         )
         return Summary(0, 0, 0.0, self._outputs(), already_complete=True,
                        restored_epoch=epoch, last_epoch=epoch)  # fmt: skip
@@ -177,7 +190,8 @@ class Coordinator:
             return None
         manifest = recover(self.store, self.pipeline, len(self.topology.workers), self.say)
         if manifest is not None:
-            self.say(f"recovering from epoch {manifest.epoch} ({self.pipeline.checkpoint_dir})")
+            self.say(f"recovering from epoch {manifest.epoch} ({self.pipeline.checkpoint_dir})",
+                     "recovering", epoch=manifest.epoch)  # fmt: skip
         return manifest
 
     def _attempt(self, manifest) -> Summary:  # type: ignore[no-untyped-def]
@@ -193,10 +207,12 @@ class Coordinator:
         try:
             pinning = self.supervisor.await_ready(lambda: self._signals)
         except Interrupted:
-            self.say(f"{self._signal_name} while starting: stopped before any row was read")
+            self.say(f"{self._signal_name} while starting: stopped before any row was read",
+                     "stopping", signal=self._signal_name)  # fmt: skip
             return Summary(0, 0, 0.0, self._outputs(), stopped_by=self._signal_name,
                            last_epoch=manifest.epoch if manifest else None)  # fmt: skip
-        self.say("pinned: " + "; ".join(pinning))
+        self.say("pinned: " + "; ".join(pinning), "pinned", children=pinning)
+        self.monitor.attempt(self.counters, self.supervisor.children, self.wiring.labelled)
         return self._supervise(pinning, first_epoch, manifest)  # L5
 
     def _spawn_all(self, manifest, first_epoch: int) -> None:  # type: ignore[no-untyped-def]
@@ -209,6 +225,7 @@ class Coordinator:
             "counters": self.counters.name,
             "slots": self.counters.slots,
             "parent": os.getpid(),
+            "log_format": "json" if log.is_json() else "human",
         }
         for spec in self.wiring.specs(self.pipeline, self.plan, self.topology, manifest, common):
             self.supervisor.spawn(spec)
@@ -231,18 +248,21 @@ class Coordinator:
                 elif isinstance(msg, control.Checkpointed):
                     if tracker.acknowledge(c.reporter, msg) is not Ack.ACCEPTED:
                         self.say(f"warning: ignored a second or stray report of epoch "
-                                 f"{msg.epoch} from {c.label}")  # fmt: skip
+                                 f"{msg.epoch} from {c.label}", "warning", epoch=msg.epoch,
+                                 child=c.label)  # fmt: skip
                 elif isinstance(msg, control.Committed):
                     if tracker.confirmed(msg.epoch, msg.index):
                         self._committed(msg.epoch)  # step 7
+                        self.monitor.committed(tracker.committed)
                 elif isinstance(msg, control.RequestCheckpoint):
                     want_epoch = True
                 elif isinstance(msg, control.Health):
-                    self.health[c.label] = msg.state
+                    self.monitor.on_message(c, msg)
                     why = f": {msg.error}" if msg.error else ""
-                    self.say(f"health: {c.label} is {msg.state}{why}")
+                    self.say(f"health: {c.label} is {msg.state}{why}", "health", child=c.label,
+                             state=msg.state, error=msg.error)  # fmt: skip
                 elif isinstance(msg, control.Metrics):
-                    self.metrics[c.label] = msg.values
+                    self.monitor.on_message(c, msg)
             for done in tracker.complete():  # steps 5 and 6
                 faults.reached("coordinator.before_manifest", done.epoch)
                 if self.store is not None:
@@ -252,18 +272,22 @@ class Coordinator:
                     if not k.done:
                         sup.send(k, control.Commit(done.epoch, done.sinks[k.index].committable))
                 sup.send_all("source", control.NotifyCommitted(done.epoch))
-                self._stats.append(done.stat())
+                stat = done.stat()
+                self._stats.append(stat)
+                self.monitor.epoch(stat.epoch, stat.duration_ms, stat.alignment_ms,
+                                   stat.state_bytes)  # fmt: skip
             now = time.monotonic()
             if resuming and progress.sum("source", "rows_out") > 0:
                 self.say(f"processing again {now - start:.2f} s after the restart's children "
-                         "were ready")  # fmt: skip
+                         "were ready", "resumed", after_s=round(now - start, 3))  # fmt: skip
                 resuming = False
             if (p.checkpointing and stop_sent_at is None and tracker.can_open()
                     and (want_epoch or now - last_epoch_at >= interval)):  # fmt: skip
                 sup.send_all("source", control.Barrier(tracker.open()))  # step 1
                 last_epoch_at, want_epoch = now, False
             if self._signals and stop_sent_at is None:  # drain
-                self.say(f"{self._signal_name}: draining (signal again to stop at once)")
+                self.say(f"{self._signal_name}: draining (signal again to stop at once)",
+                         "stopping", signal=self._signal_name)  # fmt: skip
                 sup.send_all("source", control.Stop())
                 stop_sent_at = now
             if stop_sent_at is not None and (
@@ -273,7 +297,10 @@ class Coordinator:
             if now - last_print >= (1.0 if now - start > 1.0 else 0.5):  # progress
                 events = progress.sum("source", "rows_out")
                 rate = (events - last_in) / (now - last_print)
-                self.say(progress.line(now - start, events, rate, tracker.committed))
+                share = self.monitor.progress()
+                self.say(progress.line(now - start, events, rate, tracker.committed, share),
+                         "progress", events=events, rate=round(rate, 1),
+                         committed_epoch=tracker.committed, done=share)  # fmt: skip
                 last_in, last_print = events, now
             time.sleep(0.01)
         sup.join(10)
@@ -288,6 +315,13 @@ class Coordinator:
         # retention may already have dropped it (keep = 1, a later manifest written first)
         if self.store is not None and self.store.manifest_path(epoch).exists():
             self.store.mark_committed(epoch)
+        if log.is_json():  # people see the committed epoch in the progress line
+            stat = next((s for s in reversed(self._stats) if s.epoch == epoch), None)
+            extra = {} if stat is None else {
+                "duration_s": round(stat.duration_ms / 1000, 4),
+                "alignment_s": round(stat.alignment_ms / 1000, 4),
+                "state_bytes": stat.state_bytes}  # fmt: skip
+            self.say(f"epoch {epoch} committed", "epoch", epoch=epoch, **extra)
 
     def _summary(self, elapsed: float, progress: Progress | None, committed: int | None) -> Summary:
         if progress is None:
@@ -301,6 +335,7 @@ class Coordinator:
 
     def _shutdown(self) -> None:
         """L6 (also between attempts): children, rings, counters."""
+        self.monitor.end_attempt()  # before the segments close: a scrape may be reading them
         self.supervisor.shutdown()
         if self.wiring is not None:
             self.wiring.close()

@@ -46,6 +46,11 @@
     type = "files"                   # exactly-once directory of Parquet or JSON-lines files
     path = "out/quickstart"
 
+    [metrics]                        # the Prometheus endpoint of the coordinator
+    enabled = true
+    port = 9464                      # taken (another pipeline): a free port, said at start
+    bind = "127.0.0.1"               # anything else is reachable from other machines
+
 A two-input query joins two sources: ``[query.join]`` (``type = "interval"``
 or ``"asof"``, ``left``/``right`` source names, keys, bounds) with optional
 ``[[query.left_steps]]``/``[[query.right_steps]]`` before it; ``[[query.steps]]``
@@ -211,6 +216,12 @@ class CheckpointConfig(_Strict, kw_only=True):
     restart_backoff_ms: NonNegative = 500
 
 
+class MetricsConfig(_Strict, kw_only=True):
+    enabled: bool = True
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464  # 0: any free port
+    bind: str = "127.0.0.1"  # another address is an explicit choice (a warning says so)
+
+
 class PipelineMeta(_Strict, kw_only=True):
     name: Name = "pipeline"
     delivery: Literal["at-least-once", "exactly-once"] = "at-least-once"
@@ -222,6 +233,7 @@ class Pipeline(_Strict, kw_only=True):
     sinks: list[SinkConfig]
     pipeline: PipelineMeta = msgspec.field(default_factory=PipelineMeta)
     checkpoint: CheckpointConfig = msgspec.field(default_factory=CheckpointConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     def source_named(self, name: str) -> SourceConfig:
         for s in self.sources:

@@ -160,17 +160,17 @@ class Progress:
         events: int,
         rate_per_s: float,
         committed: int | None,
-        total: float | None = None,
+        share: float | None = None,
     ) -> str:
+        """The progress line; ``share``: how much of a bounded input is done (0..1), if known."""
         wm = self.watermark()
         occupancy = max((r.stats()["occupancy"] / r.capacity for r in self.rings), default=0.0)
         blocked = self.sum("source", "blocked_ns") / 1e9
         ckpt = f" | epoch {committed} committed" if committed is not None else ""
         done = ""
-        if total and total > 0:
-            frac = min(1.0, events / total)
-            left = (total - events) / rate_per_s if rate_per_s > 0 else None
-            done = f" {frac:.0%}" + (f", {left:.0f} s left" if left is not None else "")
+        if share is not None and share > 0:
+            left = elapsed * (1 - share) / share
+            done = f", {share:.0%} done, ~{left:.0f} s left" if share < 1 else ", 100% done"
         return (
             f"[{elapsed:6.1f}s] in {events:,} events ({rate(rate_per_s)}/s{done}) | "
             f"out {self.sum('sink', 'rows_in'):,} rows | "

@@ -32,6 +32,7 @@ from engine.shm import Ring
 class Wiring:
     capacity: int
     rings: list[Ring] = field(default_factory=list)
+    labelled: list[tuple[str, str, Ring]] = field(default_factory=list)  # (from, to, ring)
     to_worker: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # per worker
     to_sink: dict[str, list[str]] = field(default_factory=dict)  # sink -> its input rings
     dead_letter: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # source inst
@@ -43,24 +44,29 @@ class Wiring:
             for i in range(s.parallelism):
                 w.dead_letter[(s.name, i)] = []
                 if s.name in inputs:
-                    w.to_worker[(s.name, i)] = [w._ring() for _ in range(workers)]
+                    w.to_worker[(s.name, i)] = [
+                        w._ring(f"source {s.name} {i}", f"worker {k}") for k in range(workers)
+                    ]
         for k in pipeline.sinks:
             if w.from_sources(pipeline, k.input):
                 rings = []
                 for s in pipeline.sources:
                     if s.on_error == "dead_letter" and s.dead_letter_output == k.input:
                         for i in range(s.parallelism):
-                            name = w._ring()
+                            name = w._ring(f"source {s.name} {i}", f"sink {k.name}")
                             w.dead_letter[(s.name, i)].append(name)
                             rings.append(name)
                 w.to_sink[k.name] = rings
             else:
-                w.to_sink[k.name] = [w._ring() for _ in range(workers)]
+                w.to_sink[k.name] = [
+                    w._ring(f"worker {n}", f"sink {k.name}") for n in range(workers)
+                ]
         return w
 
-    def _ring(self) -> str:
+    def _ring(self, source: str, target: str) -> str:
         ring = Ring.create(self.capacity)
         self.rings.append(ring)
+        self.labelled.append((source, target, ring))
         return ring.name
 
     def worker_outputs(self, pipeline: Pipeline, worker: int) -> tuple[list[str], list[str]]:
@@ -127,7 +133,7 @@ class Wiring:
     def close(self) -> None:
         for ring in self.rings:
             ring.close()
-        self.rings = []
+        self.rings, self.labelled = [], []
 
 
 def _state(manifest, role: str, index: int):  # type: ignore[no-untyped-def]

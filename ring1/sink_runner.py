@@ -182,7 +182,8 @@ class SinkRunner(Consumer):
     def _send_metrics(self) -> None:
         self._metrics_at = time.monotonic()
         values = self.guard.report(self.sink)
-        control.send(self.conn, control.Metrics("sink", self.spec.index, values))
+        latency = self.guard.metrics.latency_counts.tolist()
+        control.send(self.conn, control.Metrics("sink", self.spec.index, values, latency))
 
     def _report_health(self, state: str, error: str) -> None:
         control.send(self.conn, control.Health("sink", self.spec.index, state, error))

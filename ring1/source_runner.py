@@ -248,7 +248,10 @@ class SourceRunner:
 
     def _send_metrics(self) -> None:
         self._metrics_at = time.monotonic()
-        control.send(self.conn, control.Metrics("source", self.spec.index, self._metrics()))
+        latency = self.guard.metrics.latency_counts.tolist()
+        control.send(
+            self.conn, control.Metrics("source", self.spec.index, self._metrics(), latency)
+        )
 
     def _report_health(self, state: str, error: str) -> None:
         control.send(self.conn, control.Health("source", self.spec.index, state, error))

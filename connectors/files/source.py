@@ -302,7 +302,20 @@ class FilesSource(Source):
         return True
 
     def metrics(self) -> dict[str, float]:
-        return {"files_done": float(len(self._done)), "files_pending": float(len(self._pending))}
+        out = {"files_done": float(len(self._done)), "files_pending": float(len(self._pending))}
+        if self.follow:  # a followed directory's lag: files seen and not read yet
+            out["lag_files"] = float(len(self._pending))
+        else:  # bounded: bytes of finished files of all this instance's files (for progress)
+            size = {n: self._size(n) for n in {*self._done, *self._pending, self._file} if n}
+            out["progress_total"] = float(sum(size.values()))
+            out["progress_done"] = float(sum(size.get(n, 0) for n in self._done))
+        return out
+
+    def _size(self, name: str) -> int:
+        try:
+            return self._path(name).stat().st_size
+        except OSError:
+            return 0
 
     def close(self) -> None:
         self._drop_reader()

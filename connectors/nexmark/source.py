@@ -186,4 +186,11 @@ class NexmarkSource(Source):
                 self._pending, self._pending_chunk, self._row = batch, chunk, row
 
     def metrics(self) -> dict[str, float]:
-        return {"records": float(self._records), "chunk": float(self._chunk)}
+        out = {"records": float(self._records), "chunk": float(self._chunk)}
+        if self.events:  # bounded: model events of this instance's chunks done (for progress)
+            n, j = self.config.instances, self.config.instance
+            chunks = -(-self.events // self.batch_rows)
+            mine = len(range(j, chunks, n))
+            out["progress_total"] = float(mine)
+            out["progress_done"] = float(min(mine, (self._chunk - j) // n))
+        return out

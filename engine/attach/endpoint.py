@@ -18,11 +18,11 @@ becomes readable after each change, for a runtime thread waiting in ``select``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import socket
 import stat
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +44,10 @@ T = TypeVar("T")
 
 
 def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """One line about a client (refused, detached, cut off): the engine's log, event ``client``."""
+    from engine import log as engine_log
+
+    engine_log.say("client", text, level=logging.WARNING)
 
 
 class Peer:

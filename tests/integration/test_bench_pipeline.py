@@ -20,3 +20,16 @@ def test_bench_pipeline_json_has_every_documented_key() -> None:
     assert set(result["engine"]) == {"1", "2"}
     for fig in (*result["engine"].values(), result["baseline_single_process"]):
         assert fig["events_per_s"] > 0 and fig["elapsed_s"] > 0
+
+
+def test_bench_metrics_runs_each_variant_and_scrapes() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.metrics", "--json", "--events", "3000000", "--repeat", "1",
+         "--scrape-every", "0.02"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert set(result["events_per_s"]) == {"off", "on", "scraped"}
+    assert all(v > 0 for v in result["events_per_s"].values())
+    assert result["scrapes_per_run"] >= 1 and result["scrape_ms_mean"] > 0
+    assert set(result["ratios"]) == {"on_vs_off", "scraped_vs_off"}
