@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,18 @@ from typing import Any
 from bench import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-_DONE = re.compile(r"done: ([\d,]+) events in ([\d.]+) s")
+
+
+def _summary(stdout: str) -> dict[str, Any] | None:
+    """The ``summary`` event of ``run --log-format json`` (its last stdout line)."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("event") == "summary":
+            return doc
+    return None
 
 
 def _overrides(pipeline: Path, tmp: Path, extra: dict[str, str]) -> dict[str, str]:
@@ -57,14 +67,17 @@ def run_engine(
         env = {**os.environ, **_overrides(pipeline, tmp, extra_env or {})}
         done = subprocess.run(
             [sys.executable, "-m", "engine", "run", str(pipeline), "--topology", str(topo),
-             "--quiet"],
+             "--quiet", "--log-format", "json"],
             capture_output=True, text=True, env=env, cwd=ROOT, check=False,
         )  # fmt: skip
-        m = _DONE.search(done.stdout)
-        if done.returncode or not m:
+        summary = _summary(done.stdout)
+        if done.returncode or summary is None:
             raise RuntimeError(f"engine run of {pipeline} failed:\n{done.stdout}\n{done.stderr}")
-        n, seconds = int(m.group(1).replace(",", "")), float(m.group(2))
-        out: dict[str, Any] = {"events_per_s": n / seconds, "elapsed_s": seconds, "events": n}
+        n, seconds = int(summary["events"]), float(summary["elapsed_s"])
+        out: dict[str, Any] = {
+            "events_per_s": n / seconds, "elapsed_s": seconds, "events": n,
+            "cpu_s": summary.get("cpu_s", {}), "worker_rows": summary.get("worker_rows", []),
+        }  # fmt: skip
         if inspect is not None:
             out.update(inspect(tmp))
     return out

@@ -7,7 +7,9 @@ an offset yields the same rows again:
 * ``ts``    int64, event time in ms: ``start_ms + i * 1000 // events_per_second``
   (events are in event-time order; ``events_per_second`` is event-time density,
   not a rate limit)
-* ``key``   int64 in ``[0, keys)``: splitmix64(seed, i) mod keys
+* ``key``   int64 in ``[0, keys)``: splitmix64(seed, i) mod keys; with ``key_prefix``
+  (e.g. ``"user-"``) a string instead: the prefix and the number in six digits at least
+  (``"user-000123"``), the same keys as text (the string-key benchmark)
 * ``value`` float64 in ``[0, 1)``: from a second splitmix64 draw
 
 Parallel instances stride over batches: instance ``j`` of ``n`` produces
@@ -17,7 +19,7 @@ instance's event time only grows. Generation is vectorised (numpy uint64).
 ``GeneratorSource`` is a ``connectors.base.Source`` (built-in type
 ``"generator"``). Options (``GeneratorOptions``), all optional: ``events``
 (default 20_000_000; 0 = unbounded), ``keys`` (10_000), ``batch_rows``
-(65_536), ``seed`` (1), ``events_per_second`` (1_000_000).
+(65_536), ``seed`` (1), ``events_per_second`` (1_000_000), ``key_prefix`` (none).
 ``poll_batch(n)`` returns at most ``n`` rows: a batch index larger than ``n``
 comes out in several slices. Position: ``{"batch": b, "row": r}`` — the next
 row is row ``r`` of batch index ``b`` (``row`` is 0 except when a poll cut a
@@ -50,6 +52,7 @@ class GeneratorOptions(Options, frozen=True):
     batch_rows: Annotated[int, Meta(ge=1)] = 65_536
     seed: int = 1
     events_per_second: Annotated[int, Meta(ge=1)] = 1_000_000
+    key_prefix: str | None = None  # string keys: prefix + the number, zero-padded to 6
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -71,6 +74,20 @@ def generate(
     key = (a % np.uint64(keys)).astype(np.int64)
     value = (b >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
     return pa.RecordBatch.from_arrays([pa.array(ts), pa.array(key), pa.array(value)], schema=SCHEMA)
+
+
+STRING_SCHEMA = pa.schema([("ts", pa.int64()), ("key", pa.string()), ("value", pa.float64())])
+
+
+def key_names(prefix: str, keys: int) -> pa.Array:
+    """The string of each key number: ``prefix`` + the number, zero-padded to 6 digits."""
+    return pa.array([f"{prefix}{k:06d}" for k in range(keys)], pa.string())
+
+
+def with_string_keys(batch: pa.RecordBatch, names: pa.Array) -> pa.RecordBatch:
+    """``batch`` with its int64 keys replaced by their names (one vectorised take)."""
+    key = names.take(batch.column(1))
+    return pa.RecordBatch.from_arrays([batch.column(0), key, batch.column(2)], schema=STRING_SCHEMA)
 
 
 class GeneratorSource(Source):
@@ -95,13 +112,14 @@ class GeneratorSource(Source):
         self.batch_rows: int = opts.batch_rows
         self.seed: int = opts.seed
         self.events_per_second: int = opts.events_per_second
+        self.key_names = None if opts.key_prefix is None else key_names(opts.key_prefix, self.keys)
         self.instance = config.instance
         self.instances = config.instances
         self.offset = config.instance  # the batch index of the next row
         self.row = 0  # the next row within that batch
 
     def schema(self) -> pa.Schema:
-        return SCHEMA
+        return SCHEMA if self.key_names is None else STRING_SCHEMA
 
     def _bounds(self) -> tuple[int, int]:
         """Event indexes ``[start, stop)`` left in the current batch (empty when exhausted)."""
@@ -118,6 +136,8 @@ class GeneratorSource(Source):
             return None
         stop = min(stop, start + max(1, max_records))
         batch = generate(self.seed, start, stop, self.keys, self.events_per_second)
+        if self.key_names is not None:
+            batch = with_string_keys(batch, self.key_names)
         offset = self.offset
         self.row += stop - start
         if self.row >= self.batch_rows or (self.events and stop >= self.events):

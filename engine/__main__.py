@@ -1,8 +1,8 @@
 """``python -m engine``: the ringstream command line.
 
-    python -m engine run PIPELINE.toml [--topology TOPOLOGY.toml] [--oversubscribe]
+    python -m engine run PIPELINE.toml [--workers N | --topology TOPOLOGY.toml] [--oversubscribe]
                                        [--log-format human|json] [--quiet]
-    python -m engine validate PIPELINE.toml [--topology TOPOLOGY.toml] [--oversubscribe]
+    python -m engine validate PIPELINE.toml [--workers N | --topology TOPOLOGY.toml]
     python -m engine topology [--workers N]
     python -m engine checkpoints DIR     # exit 1 if the newest manifest is not valid
     python -m engine connectors
@@ -39,8 +39,11 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     pipeline = pipeline_mod.load(args.pipeline)
     if args.topology:
         topo = topology.load(args.topology)
+        if args.workers is not None and args.workers != len(topo.workers):
+            log.say("warning", f"warning: --workers {args.workers} ignored: {args.topology} "
+                    f"places {len(topo.workers)} worker(s)", workers=len(topo.workers))  # fmt: skip
     else:
-        topo, notes = topology.propose(topology.detect())
+        topo, notes = topology.propose(topology.detect(), args.workers)
         for note in notes:
             log.say("topology", f"topology: {note}", note=note)
     topo, warnings = topology.check(topo, _available(), args.oversubscribe)
@@ -144,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("pipeline", help="pipeline file (TOML)")
         cmd.add_argument("--topology", help="topology file (default: detect this machine)")
+        cmd.add_argument(
+            "--workers", type=int, metavar="N",
+            help="Ring 0 workers (default: one per free physical core); the proposed topology "
+            "for N workers, as `topology --workers N` prints it (a --topology file wins)",
+        )  # fmt: skip
         cmd.add_argument(
             "--oversubscribe",
             action="store_true",

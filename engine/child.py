@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import traceback
 
 import msgspec
@@ -120,7 +121,9 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
         spec.plan(pipeline)  # imports and checks every operator now, not on the clock
         runner = Runner(spec, pipeline, counters, conn)
         control.send(conn, control.Ready(spec.role, spec.index, os.getpid(), spec.cpu, affinity))
+        cpu = time.process_time_ns()
         runner.run()
+        counters.set(spec.slot, "cpu_ns", time.process_time_ns() - cpu)  # running, not starting
         counters.close()
         control.send(conn, control.Done(spec.role, spec.index, os.getpid()))
     except BaseException as exc:  # reported to the coordinator, which re-raises it

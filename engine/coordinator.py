@@ -277,7 +277,7 @@ class Coordinator:
                 self.monitor.epoch(stat.epoch, stat.duration_ms, stat.alignment_ms,
                                    stat.state_bytes)  # fmt: skip
             now = time.monotonic()
-            if resuming and progress.sum("source", "rows_out") > 0:
+            if resuming and progress.sum("source", "rows_in") > 0:
                 self.say(f"processing again {now - start:.2f} s after the restart's children "
                          "were ready", "resumed", after_s=round(now - start, 3))  # fmt: skip
                 resuming = False
@@ -295,7 +295,7 @@ class Coordinator:
             ):
                 raise RingstreamError(f"stopped by {self._signal_name} before the drain finished")
             if now - last_print >= (1.0 if now - start > 1.0 else 0.5):  # progress
-                events = progress.sum("source", "rows_out")
+                events = progress.sum("source", "rows_in")
                 rate = (events - last_in) / (now - last_print)
                 share = self.monitor.progress()
                 self.say(progress.line(now - start, events, rate, tracker.committed, share),

@@ -24,6 +24,7 @@ FIELDS = (
     "null_time_rows",  # rows dropped: a null event time (or join key)
     "out_of_range_rows",  # rows dropped: an event time outside engine.timeunits' range
     "dead_letter_rows",  # records a source sent to its dead-letter output
+    "cpu_ns",  # CPU time of the process from Ready to its end, written then (engine.child)
 )
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 NO_WATERMARK = -(2**63)

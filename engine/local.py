@@ -40,6 +40,7 @@ class LocalResult:
 def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
     plan = plan or Plan.build(pipeline, 1)
     graph = plan.worker_graph()
+    graph.skip = [0] * len(graph.pre)  # one process: it runs the sources' steps too
     final = plan.final_graph()
     sinks = []
     for k in pipeline.sinks:

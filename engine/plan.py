@@ -14,8 +14,14 @@ Decisions written down here:
   later stateful step in the workers must group by a superset of it (so one
   key's rows meet in one worker); a global step (no key) partitions by batch,
   round-robin, and needs a ``[[query.final]]`` stage to merge the workers'
-  partial results. With more than one worker, partition key columns must be
-  integers and must come unchanged from the source.
+  partial results. A key may be of any key type (``engine.typenames.is_key_type``;
+  ``ring1.partition`` hashes it) and may be computed by a step before it.
+* Where steps run: the stateless steps (``filter``, ``project``, ``udf``) before
+  the first stateful one of each input run in that input's source processes
+  (``source_steps``), so a computed key can partition and filtered rows never
+  cross a ring; the workers keep the same operators (same indices, same
+  snapshots) and start each input's chain after them. ``describe()`` (printed
+  by ``validate``) says where each step runs.
 * A restart must rebuild exactly the same operators: the pipeline hash (in
   every manifest) covers sources, query and sinks.
 """
@@ -30,6 +36,7 @@ from connectors import registry
 from connectors.base import DEAD_LETTER_SCHEMA, ConnectorConfig, Source
 from engine.errors import ConfigError, DeliveryGuaranteeError, RingstreamError
 from engine.pipeline import Pipeline, SourceConfig
+from engine.placement import partitioning, placement, stateless_prefix
 from engine.steps import build_chain, keys_of
 from ring0.graph import Chain, WorkerGraph
 from ring0.operators.base import Operator
@@ -66,6 +73,7 @@ class Plan:
     final_schema: pa.Schema  # what "main" sinks receive (after [[query.final]])
     late_schemas: dict[str, pa.Schema] = field(default_factory=dict)
     replayable: dict[str, bool] = field(default_factory=dict)
+    source_steps: dict[str, int] = field(default_factory=dict)  # leading steps run in a source
 
     @classmethod
     def build(
@@ -108,22 +116,49 @@ class Plan:
                 raise ConfigError("query.join: joins exactly two different sources")
         plan = cls(pipeline, workers, schemas, inputs, {}, pa.schema([]), pa.schema([]))
         plan.replayable = replay
+        plan.source_steps = {name: stateless_prefix(plan.steps_of(port))
+                             for port, name in enumerate(inputs)}  # fmt: skip
         graph = plan.worker_graph()
         plan.output_schema = graph.output_schema
         plan.late_schemas = graph.late_schemas()
         plan.final_schema = plan.final_chain().output_schema
-        plan.partition_keys = plan._partitioning(graph)
+        plan.partition_keys = partitioning(plan, graph)
         if replay:  # first: a guarantee that cannot hold matters more than an option
             plan._check_delivery()
         plan._check_sinks()
         return plan
 
+    def steps_of(self, port: int) -> list:  # type: ignore[type-arg]
+        """The steps before the join on ``port`` (all of ``query.steps`` without a join)."""
+        q = self.pipeline.query
+        if q.join is None:
+            return list(q.steps)
+        return list(q.left_steps if port == 0 else q.right_steps)
+
+    def source_chain(self, source: str) -> Chain | None:
+        """The steps ``source``'s processes run before partitioning (None: none)."""
+        n = self.source_steps.get(source, 0)
+        if not n:
+            return None
+        port = self.inputs.index(source)
+        where = "query.steps" if self.pipeline.query.join is None else (
+            "query.left_steps" if port == 0 else "query.right_steps")  # fmt: skip
+        s = self.pipeline.source_named(source)
+        return build_chain(self.steps_of(port)[:n], self.source_schemas[source], s.event_time,
+                           where)  # fmt: skip
+
+    def ring_schema(self, source: str) -> pa.Schema:
+        """What ``source`` writes into the workers' rings (after its own steps)."""
+        chain = self.source_chain(source)
+        return chain.output_schema if chain is not None else self.source_schemas[source]
+
     def worker_graph(self) -> WorkerGraph:
         p, q = self.pipeline, self.pipeline.query
+        skip = [self.source_steps.get(name, 0) for name in self.inputs]
         if q.join is None:
             s = p.source_named(self.inputs[0])
             pre = build_chain(q.steps, self.source_schemas[s.name], s.event_time, "query.steps")
-            return WorkerGraph([pre], None, None)
+            return WorkerGraph([pre], None, None, skip)
         j = q.join
         left_src, right_src = p.source_named(j.left), p.source_named(j.right)
         left = build_chain(
@@ -155,7 +190,7 @@ class Plan:
         except ConfigError as exc:
             raise ConfigError(f"query.join: {exc}") from None
         post = build_chain(q.steps, join.output_schema, None, "query.steps")
-        return WorkerGraph([left, right], join, post)
+        return WorkerGraph([left, right], join, post, skip)
 
     def final_chain(self) -> Chain:
         return build_chain(self.pipeline.query.final, self.output_schema, None, "query.final")
@@ -163,61 +198,6 @@ class Plan:
     def final_graph(self) -> WorkerGraph:
         """``[[query.final]]`` as the graph a "main" sink runs (an empty one passes rows on)."""
         return WorkerGraph([self.final_chain()], None, None)
-
-    def _partitioning(self, graph: WorkerGraph) -> dict[str, list[str] | None]:
-        q = self.pipeline.query
-        if q.join is not None:
-            keys = {q.join.left: keys_of(q.join.left_key), q.join.right: keys_of(q.join.right_key)}
-            stateful = [op for op in graph.post.ops if _keyed(op) is not None] if graph.post else []
-            for name, k in keys.items():
-                self._check_key_from_source(name, k, "query.join")
-            j = q.join
-            for op in stateful:
-                left = [j.left_prefix + k for k in keys[j.left]]
-                right = [j.right_prefix + k for k in keys[j.right]]
-                if not set(left) <= set(_keyed(op) or []):
-                    _require_superset(op, right, "query.steps")
-            return keys  # type: ignore[return-value]
-        name = self.inputs[0]
-        ops = graph.pre[0].ops
-        part: list[str] | None = None
-        for i, op in enumerate(ops):
-            k = _keyed(op)
-            if k is None:
-                continue
-            if part is None:
-                if not k:  # a global aggregate: batches round-robin
-                    return {name: None}
-                self._check_key_from_source(name, k, f"query.steps[{i}]", ops[:i])
-                part = k
-            else:
-                _require_superset(op, part, f"query.steps[{i}]")
-        return {name: part}
-
-    def _check_key_from_source(
-        self, source: str, key: list[str], where: str, before: list[Operator] | None = None
-    ) -> None:
-        schema = self.source_schemas[source]
-        for col in key:
-            if schema.get_field_index(col) < 0:
-                raise ConfigError(
-                    f"{where}: key column {col!r} must come unchanged from source {source!r} "
-                    f"(rows are partitioned by it there; source columns: {schema.names})"
-                )
-            for op in before or []:
-                from ring0.operators.project import Project
-
-                expr = op.exprs.get(col) if isinstance(op, Project) else None
-                if expr is not None and expr.column_ref != col:
-                    raise ConfigError(
-                        f"{where}: key column {col!r} is redefined by a project step before it; "
-                        "partitioning needs the source's own column"
-                    )
-            if self.workers > 1 and not pa.types.is_integer(schema.field(col).type):
-                raise ConfigError(
-                    f"{where}: key column {col!r} has type {schema.field(col).type}; with "
-                    f"{self.workers} workers rows are partitioned by integer keys only"
-                )
 
     def dead_letter_outputs(self) -> dict[str, list[str]]:
         """Dead-letter output name -> the sources that send their bad records there."""
@@ -273,7 +253,7 @@ class Plan:
         from engine.shm.layout import FRAME_HEADER_SIZE
 
         limit = (capacity - FRAME_HEADER_SIZE) // 2
-        streams = {f"sources.{k}": v for k, v in self.source_schemas.items()}
+        streams = {f"sources.{k}": self.ring_schema(k) for k in self.inputs}
         streams["the main output"] = self.output_schema
         streams.update({f"late output {k!r}": v for k, v in self.late_schemas.items()})
         if self.dead_letter_outputs():
@@ -332,24 +312,9 @@ class Plan:
             if p.checkpointing
             else "no checkpoints"
         )
+        placed = "; ".join(placement(self))
         return (
             f"pipeline {p.pipeline.name!r} ({p.pipeline.delivery}, {ckpt}): sources {srcs} -> "
             f"{self.workers} worker(s) -> output {self.final_schema.names} -> sinks {sinks}"
-        )
-
-
-def _keyed(op: Operator) -> list[str] | None:
-    """The grouping key of a stateful keyed operator, [] for a global one, None if stateless."""
-    key = getattr(op, "key", None)
-    if key is None:
-        return None
-    return list(key)
-
-
-def _require_superset(op: Operator, part: list[str], where: str) -> None:
-    key = _keyed(op) or []
-    if not set(part) <= set(key):
-        raise ConfigError(
-            f"{where}: groups by {key} but rows are partitioned by {part}; a result that "
-            "combines partitions belongs in [[query.final]]"
+            + (f"; steps: {placed}" if placed else "")
         )

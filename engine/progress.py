@@ -45,6 +45,8 @@ class Summary:
     last_epoch: int | None = None
     epochs: list[EpochStat] = field(default_factory=list)
     already_complete: bool = False
+    cpu_s: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds of its processes
+    worker_rows: list[int] = field(default_factory=list)  # rows each worker received (skew)
 
     @property
     def events_per_s(self) -> float:
@@ -59,6 +61,11 @@ class Summary:
             setattr(self, name, getattr(self, name) + getattr(earlier, name))
         for sink, rows in earlier.sink_rows.items():
             self.sink_rows[sink] = self.sink_rows.get(sink, 0) + rows
+        for role, seconds in earlier.cpu_s.items():
+            self.cpu_s[role] = self.cpu_s.get(role, 0.0) + seconds
+        if len(earlier.worker_rows) == len(self.worker_rows):
+            self.worker_rows = [a + b for a, b in zip(self.worker_rows, earlier.worker_rows,
+                                                      strict=True)]  # fmt: skip
 
     def dropped(self) -> list[str]:
         """One phrase per kind of row that did not reach the main output, counted."""
@@ -134,7 +141,7 @@ class Progress:
         rows = {name: self.counters.get(slot, "rows_in") for name, slot in sinks.items()}
         main = [k.name for k in pipeline.sinks if k.input == "main"]
         return Summary(
-            events=self.sum("source", "rows_out"),
+            events=self.sum("source", "rows_in"),
             output_rows=sum(rows.get(k, 0) for k in main),
             elapsed_s=elapsed,
             output=outputs(pipeline),
@@ -144,6 +151,8 @@ class Progress:
             dead_letter_rows=self.sum("source", "dead_letter_rows"),
             sink_rows=rows,
             last_epoch=committed,
+            cpu_s={role: self.sum(role, "cpu_ns") / 1e9 for role in self.slots},
+            worker_rows=[self.counters.get(s, "rows_in") for s in self.slots.get("worker", [])],
         )
 
     def sum(self, role: str, name: str) -> int:

@@ -42,7 +42,7 @@ def build_step(step: Step, schema: pa.Schema, default_time: str | None, where: s
             if step.output_schema is not None:
                 out = parse_schema(step.output_schema, f"{where}.output_schema")
             return UserFunction(step.function, schema, out)
-        from ring0.operators.aggregates import parse_aggregate
+        from ring0.operators.aggregate_spec import parse_aggregate
 
         aggs = [parse_aggregate(a) for a in step.aggregates]
         if isinstance(step, GroupByStep):

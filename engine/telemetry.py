@@ -15,8 +15,9 @@ per-process families ``role``, ``name`` (the source or sink; empty for a
 worker) and ``instance``:
 
 =========================================  =====================================
-``ringstream_rows_in_total``                rows a worker or sink received
-``ringstream_rows_out_total``               rows a source or worker sent on
+``ringstream_rows_in_total``                rows a source read, a worker or sink received
+``ringstream_rows_out_total``               rows a source or worker sent on (after a
+                                            source's own steps: filters)
 ``ringstream_batches_{in,out}_total``       the same, in batches
 ``ringstream_bytes_{in,out}_total``         the same, in bytes (Arrow buffers)
 ``ringstream_blocked_seconds_total``        time spent waiting for room in a full ring
@@ -67,11 +68,11 @@ from ring1.health import STATE_CODES
 from ring1.metrics import BOUNDS_S
 
 PROCESS_COUNTERS = {  # counter field -> (metric, help, scale)
-    "rows_in": ("rows_in", "Rows a worker or sink received.", 1.0),
+    "rows_in": ("rows_in", "Rows a source read, or a worker or sink received.", 1.0),
     "rows_out": ("rows_out", "Rows a source or worker sent on.", 1.0),
-    "batches_in": ("batches_in", "Batches a worker or sink received.", 1.0),
+    "batches_in": ("batches_in", "Batches a source read, or a worker or sink received.", 1.0),
     "batches_out": ("batches_out", "Batches a source or worker sent on.", 1.0),
-    "bytes_in": ("bytes_in", "Bytes (Arrow buffers) a sink received.", 1.0),
+    "bytes_in": ("bytes_in", "Bytes (Arrow buffers) a source read or a sink received.", 1.0),
     "bytes_out": ("bytes_out", "Bytes (Arrow buffers) a source sent on.", 1.0),
     "blocked_ns": ("blocked_seconds", "Time spent waiting for room in a full ring.", 1e-9),
     "late_rows": ("late_rows", "Rows dropped behind the watermark.", 1.0),

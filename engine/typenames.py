@@ -103,3 +103,23 @@ def type_name(t: pa.DataType) -> str:
     if pa.types.is_decimal(t):
         return f"decimal({t.precision}, {t.scale})"
     return str(t)
+
+
+KEY_TYPES = (
+    "integers, strings, binaries, booleans, timestamps, dates, times, durations, decimals "
+    "or floats"
+)
+
+
+def is_key_type(t: pa.DataType) -> bool:
+    """Whether rows can be grouped, joined and partitioned by a column of type ``t``."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return (
+        pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t)
+        or pa.types.is_decimal(t) or pa.types.is_null(t)
+        or (pa.types.is_temporal(t) and not pa.types.is_interval(t))
+        or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_string_view(t) or pa.types.is_binary_view(t)
+    )  # fmt: skip

@@ -130,10 +130,19 @@ def _take(state: dict[str, pa.Table], prefix: str) -> dict[str, pa.Table]:
 
 
 class WorkerGraph:
-    def __init__(self, pre: list[Chain], join: Operator | None, post: Chain | None) -> None:
+    def __init__(
+        self,
+        pre: list[Chain],
+        join: Operator | None,
+        post: Chain | None,
+        skip: list[int] | None = None,
+    ) -> None:
         self.pre = pre
         self.join = join
         self.post = post
+        # per input: how many leading (stateless) steps its source already ran: batches enter
+        # the chain after them (the operators stay, so indices and snapshots do not move)
+        self.skip = skip or [0] * len(pre)
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -154,7 +163,7 @@ class WorkerGraph:
         return out
 
     def process(self, batch: pa.RecordBatch, port: int) -> Batches:
-        out = self.pre[port].process(batch)
+        out = self.pre[port].process(batch, self.skip[port])
         if self.join is None:
             return out
         joined: Batches = []

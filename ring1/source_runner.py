@@ -71,10 +71,11 @@ class SourceRunner:
         if restore is not None:
             self.guard.call("restore", lambda: self.source.restore(SourceCheckpoint(restore)))
         self.schema = plan.source_schemas[cfg.name]
+        self.steps = plan.source_chain(cfg.name)  # stateless steps run here, before the split
         self.rings = [Ring.attach(name) for name in spec.out_rings]
         self.writers = [r.writer() for r in self.rings]
         for w in self.writers:
-            w.write_schema(self.schema)
+            w.write_schema(plan.ring_schema(cfg.name))
         self.dl_rings = [Ring.attach(name) for name in spec.dead_letter_rings]
         self.dl_writers = [r.writer() for r in self.dl_rings]
         self.key = plan.partition_keys.get(cfg.name)
@@ -182,22 +183,26 @@ class SourceRunner:
                     f"{self.schema}"
                 )
             batch = pa.RecordBatch.from_arrays(batch.columns, schema=self.schema)
-        if self.key is None:  # round-robin by batch
-            self.writers[self.rr % len(self.writers)].write_batches(batch)
-            self.rr += 1
-        else:
-            parts = split(batch, self.key, len(self.writers))
-            for w, part in zip(self.writers, parts, strict=True):
-                w.write_batches(part)
-        wm = self.watermark.advance(batch)
+        c, slot = self.counters, self.slot
+        c.add(slot, "rows_in", batch.num_rows)
+        c.add(slot, "batches_in", 1)
+        c.add(slot, "bytes_in", batch.nbytes)
+        for out in self.steps.process(batch) if self.steps is not None else [batch]:
+            if self.key is None:  # round-robin by batch
+                self.writers[self.rr % len(self.writers)].write_batches(out)
+                self.rr += 1
+            else:
+                parts = split(out, self.key, len(self.writers))
+                for w, part in zip(self.writers, parts, strict=True):
+                    w.write_batches(part)
+            c.add(slot, "rows_out", out.num_rows)
+            c.add(slot, "batches_out", 1)
+            c.add(slot, "bytes_out", out.nbytes)
+        wm = self.watermark.advance(batch)  # over every row read, filtered or not
         if wm is not None:
             for w in self.writers:
                 w.write_watermark(wm)
-            self.counters.set(self.slot, "watermark", wm)
-        c, slot = self.counters, self.slot
-        c.add(slot, "rows_out", batch.num_rows)
-        c.add(slot, "batches_out", 1)
-        c.add(slot, "bytes_out", batch.nbytes)
+            c.set(slot, "watermark", wm)
         c.set(slot, "blocked_ns", sum(w.blocked_ns for w in self.writers))
 
     def finish(self) -> None:

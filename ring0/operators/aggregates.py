@@ -1,8 +1,10 @@
-"""Aggregate functions of keyed aggregations: parsing, and their partial, merge and final steps.
+"""Aggregate functions of keyed aggregations: their partial, merge and final steps.
 
-``parse_aggregate(text)`` reads ``count``, ``count(*)``, ``count(x)``, ``sum(x)``, ``min(x)``,
-``max(x)``, ``avg(x)``, ``count_distinct(x)``, ``max_by(x, y)`` and ``min_by(x, y)``, each
-optionally followed by ``as name``. Semantics (SQL's where SQL has one):
+The aggregates come parsed (``ring0.operators.aggregate_spec``: ``count``, ``sum(x)``,
+``min``, ``max``, ``avg``, ``count_distinct``, ``max_by(x, y)``, ``min_by``); ``x`` and
+``y`` are columns or expressions (``sum(price * qty) as notional``: ``Plan.computed``,
+compiled against the input schema when the plan is built, evaluated per batch when the
+rows are read). Semantics (SQL's where SQL has one):
 
 * ``count`` / ``count(*)`` counts rows; ``count(x)`` counts rows where ``x`` is not null.
 * ``sum``, ``min``, ``max``, ``avg`` skip nulls; a group whose values are all null gives null.
@@ -26,7 +28,6 @@ float sums depend on the order partials are merged in (callers keep that order d
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,63 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ConfigError
+from ring0.expr import Expr, compile_expr
+from ring0.operators.aggregate_spec import WORD, AggregateSpec
 
-FUNCTIONS = ("count", "sum", "min", "max", "avg", "count_distinct", "max_by", "min_by")
-_ONE_ARG = ("sum", "min", "max", "avg", "count_distinct")
-_CALL = re.compile(
-    r"^\s*(?P<fn>\w+)\s*(?:\((?P<args>[^()]*)\))?\s*(?:\s(?i:as)\s+(?P<name>\w+))?\s*$"
-)
-_WORD = re.compile(r"^\w+$")
 _VALID = pc.CountOptions(mode="only_valid")
-
-
-@dataclass(frozen=True)
-class AggregateSpec:
-    """One aggregate: ``fn(column[, by]) as name`` (``name`` defaults to ``fn_column``)."""
-
-    fn: str
-    column: str | None = None
-    by: str | None = None
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        if self.fn not in FUNCTIONS:
-            raise ConfigError(f"aggregate {self.fn!r} is not one of {list(FUNCTIONS)}")
-        if self.fn in _ONE_ARG + ("max_by", "min_by") and not self.column:
-            raise ConfigError(f"aggregate {self.fn!r} needs a column")
-        if self.fn in ("max_by", "min_by") and not self.by:
-            raise ConfigError(f"aggregate {self.fn!r} needs a 'by' column: {self.fn}(x, by)")
-        if self.by and self.fn not in ("max_by", "min_by"):
-            raise ConfigError(f"aggregate {self.fn!r} takes no 'by' column (got {self.by!r})")
-        if not self.name:
-            default = self.fn if self.column is None else f"{self.fn}_{self.column}"
-            object.__setattr__(self, "name", default)
-
-
-def parse_aggregate(text: str) -> AggregateSpec:
-    """``"sum(price) as total"`` -> ``AggregateSpec("sum", "price", None, "total")``."""
-    m = _CALL.match(text)
-    args = [] if not m or m["args"] is None else [a.strip() for a in m["args"].split(",")]
-    fn = m["fn"].lower() if m else ""
-    ok = (
-        m is not None
-        and fn in FUNCTIONS
-        and all(_WORD.match(a) or a == "*" for a in args)
-        and (
-            (fn == "count" and (len(args) == 0 or len(args) == 1))
-            or (fn in _ONE_ARG and len(args) == 1 and args[0] != "*")
-            or (fn in ("max_by", "min_by") and len(args) == 2 and "*" not in args)
-        )
-    )
-    if not ok or m is None:
-        raise ConfigError(
-            f"{text!r} is not an aggregate; write count, count(*), count(col), sum(col), "
-            "min(col), max(col), avg(col), count_distinct(col), max_by(col, by_col) or "
-            "min_by(col, by_col), optionally followed by 'as name'"
-        )
-    column = args[0] if args and args[0] != "*" else None
-    by = args[1] if len(args) == 2 else None
-    return AggregateSpec(fn, column, by, m["name"] or "")
 
 
 def is_numeric(t: pa.DataType) -> bool:
@@ -130,18 +78,27 @@ class Plan:
         if not aggregates:
             raise ConfigError("an aggregation needs at least one aggregate")
         self.aggregates = list(aggregates)
-        self.inputs: dict[str, str] = {}  # input column -> internal name
-        self._schema = schema
+        self.inputs: dict[str, str] = {}  # input column (or expression text) -> internal name
+        self.computed: dict[str, Expr] = {}  # expression text -> compiled expression
         self._parts: dict[tuple[str, str, str | None], _Part] = {}
         self._finals: list[tuple[AggregateSpec, list[_Part]]] = []
-        fields = []
+        fields, extra = [], []
         for a in self.aggregates:
             for col in (a.column, a.by):
-                if col is not None and schema.get_field_index(col) < 0:
+                if col is None or schema.get_field_index(col) >= 0 or col in self.computed:
+                    continue
+                if WORD.match(col):
                     raise ConfigError(
                         f"aggregate {a.name!r}: column {col!r} is not in the input "
                         f"(columns: {schema.names})"
                     )
+                try:
+                    self.computed[col] = expr = compile_expr(col, schema)
+                except ConfigError as exc:
+                    raise ConfigError(f"aggregate {a.name!r}: {exc}") from None
+                extra.append(pa.field(col, expr.type))
+        schema = self._schema = pa.schema([*schema, *extra])
+        for a in self.aggregates:
             t = schema.field(a.column).type if a.column else pa.int64()
             if a.fn in ("sum", "avg") and not is_numeric(t):
                 raise ConfigError(
@@ -157,6 +114,11 @@ class Plan:
             self._finals.append((a, self._parts_of(a, t)))
             fields.append(pa.field(a.name, _output_type(a.fn, t)))
         self.output_fields = fields
+
+    def column(self, batch: pa.RecordBatch, column: str) -> pa.Array:
+        """Input ``column`` of ``batch``, or the value of an aggregate's expression."""
+        expr = self.computed.get(column)
+        return batch.column(column) if expr is None else expr.evaluate(batch)
 
     def _input(self, column: str) -> str:
         return self.inputs.setdefault(column, f"__c{len(self.inputs)}")

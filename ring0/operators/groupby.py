@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ConfigError, StateError
-from ring0.operators.aggregates import AggregateSpec, Plan
+from ring0.operators.aggregate_spec import AggregateSpec
+from ring0.operators.aggregates import Plan
 from ring0.operators.base import Operator
 from ring0.operators.changelog import CHANGE, changes, fold
 from ring0.operators.keys import check_keys, key_fields, result_schema, rows_table

@@ -9,22 +9,26 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ConfigError
+from engine.typenames import KEY_TYPES, is_key_type
 
 
 class Plan(Protocol):
-    """What ``rows_table`` needs of an aggregate plan: input column -> internal name."""
+    """What ``rows_table`` needs of an aggregate plan: input column -> internal name, and the
+    column's values (an input column, or an aggregate's expression)."""
 
     inputs: Mapping[str, str]
 
+    def column(self, batch: pa.RecordBatch, column: str) -> pa.Array: ...
+
 
 def check_keys(key: Sequence[str], schema: pa.Schema) -> None:
-    """Key columns exist and are integers or strings (raises ConfigError naming the column)."""
+    """Key columns exist and have a key type (raises ConfigError naming the column)."""
     for col in key:
         if schema.get_field_index(col) < 0:
             raise ConfigError(f"column {col!r} is not in the input (columns: {schema.names})")
         t = schema.field(col).type
-        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
-            raise ConfigError(f"key column {col!r} has type {t}; keys are integers or strings")
+        if not is_key_type(t):
+            raise ConfigError(f"key column {col!r} has type {t}; keys are {KEY_TYPES}")
 
 
 def key_fields(key: Sequence[str], schema: pa.Schema) -> list[pa.Field]:
@@ -42,7 +46,7 @@ def rows_table(batch: pa.RecordBatch, key: Sequence[str], plan: Plan) -> pa.Tabl
     names = [f"__k{i}" for i in range(len(key))]
     if not key:
         arrays, names = [pa.array(np.zeros(batch.num_rows, dtype=np.int8))], ["__k"]
-    arrays += [batch.column(col) for col in plan.inputs]
+    arrays += [plan.column(batch, col) for col in plan.inputs]
     return pa.Table.from_arrays(arrays, names=names + list(plan.inputs.values()))
 
 

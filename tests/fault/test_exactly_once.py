@@ -74,12 +74,16 @@ def make_job(
     parallelism: int = 1,
     interval_ms: int = 100,
     max_restarts: int = 10,
+    key_prefix: str | None = None,
 ) -> Job:
     """Write the test pipeline and topology under ``dir`` (created)."""
     dir.mkdir(parents=True, exist_ok=True)
     ckpt = dir / "checkpoints"
     out = dir / ("out" if sink == "files" else "out.jsonl")
     sink_options = f'path = "{out}"' + ('\nformat = "parquet"' if sink == "files" else "")
+    strings = "" if key_prefix is None else f'key_prefix = "{key_prefix}"'
+    sums = "" if key_prefix else '"sum(key)", '  # no sum of strings
+    aggregates = f'"count", {sums}"min(ts)", "max(ts)"'
     pipeline = dir / "pipeline.toml"
     pipeline.write_text(f"""
 [pipeline]
@@ -103,12 +107,13 @@ batch_rows = 4096
 batch_max_rows = 4096
 seed = {SEED}
 events_per_second = {EVENTS_PER_SECOND}
+{strings}
 
 [[query.steps]]
 op = "window"
 key = "key"
 window = {{ type = "tumbling", size_ms = 1000 }}
-aggregates = ["count", "sum(key)", "min(ts)", "max(ts)"]
+aggregates = [{aggregates}]
 
 [[sinks]]
 name = "out"
@@ -371,6 +376,37 @@ def test_exactly_once_random_child_kills_output_equals_reference(
         assert "restart 1/10" in run.stderr, f"{why}: no kill landed mid-run\n{run.stderr}"
         assert not wait_gone(run.pids()), why
     assert_same(committed(job), ref, why)
+
+
+@pytest.mark.slow
+def test_exactly_once_string_keys_random_child_kills_output_equals_pyarrow(
+    tmp_path: Path, ref: pa.Table
+) -> None:
+    """String keys partitioned over 2 workers (and 2 source instances) by their hash: kill -9
+    children at random; every window of every key exactly once."""
+    assert ref.num_rows  # the integer run: its duration scales kill_delay
+    seed = fault_seed()
+    rng = random.Random(seed)
+    job = make_job(tmp_path, parallelism=2, key_prefix="user-")
+    killed: list[str] = []
+    with EngineRun(job) as run:
+        while len(killed) < 3:
+            label = kill_random_child(run, len(killed) + 1, rng)
+            if label is None:
+                break
+            killed.append(label)
+        rc = run.wait()
+        why = f"seed {seed}, killed {killed}"
+        assert rc == 0, f"{why}\n{run.stderr}"
+        assert "restart 1/10" in run.stderr, f"{why}: no kill landed mid-run\n{run.stderr}"
+        assert not wait_gone(run.pids()), why
+    want = expected().drop_columns(["sum_key"])
+    names = pa.array([f"user-{k:06d}" for k in range(KEYS)])
+    want = want.set_column(2, "key", names.take(want["key"]))
+    want = want.sort_by([(c, "ascending") for c in want.column_names])
+    got = committed(job)
+    assert got.num_rows == want.num_rows, f"{why}: {got.num_rows} rows, {want.num_rows} expected"
+    assert got.equals(want), f"{why}: committed rows differ from the reference"
 
 
 @pytest.mark.slow

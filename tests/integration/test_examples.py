@@ -112,3 +112,40 @@ def test_example_quickstart_runs_small_and_commits_one_row_per_window_and_key(
         "avg_value",
     ]
     assert not (tmp_path / ".ringstream").exists()  # checkpoints went where the variable said
+
+
+def test_example_trades_string_keys_two_workers_equal_duckdb(tmp_path: Path) -> None:
+    import duckdb
+    import pyarrow as pa
+
+    from connectors.generator import key_names, with_string_keys
+    from tests.tables import assert_tables_match
+
+    events, out = 1_000_000, tmp_path / "trades"
+    env = {
+        **os.environ,
+        "RINGSTREAM_SOURCES__0__EVENTS": str(events),
+        "RINGSTREAM_SINKS__0__PATH": str(out),
+        "RINGSTREAM_CHECKPOINT__DIR": str(tmp_path / "checkpoints"),
+        "RINGSTREAM_METRICS__ENABLED": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "run", str(EXAMPLES / "trades.toml"), "--workers", "2",
+         "--oversubscribe"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    raw = generate(seed=3, start=0, stop=events, keys=50_000, events_per_second=1_000_000)
+    con = duckdb.connect()
+    con.register("t", pa.table(with_string_keys(raw, key_names("user-", 50_000))))
+    want = con.sql("""
+        SELECT ts - ts % 5000 AS window_start, ts - ts % 5000 + 5000 AS window_end,
+               concat('desk-', substr(key, 10, 2)) AS desk, key AS "user", count(*) AS count,
+               sum(value * 100 * (CAST(value * 1000 AS BIGINT) % 7 + 1)) AS notional,
+               avg(CASE WHEN CAST(value * 1000 AS BIGINT) % 7 + 1 > 3
+                        THEN CAST(value * 1000 AS BIGINT) % 7 + 1 ELSE 0 END) AS big_qty,
+               max(value * 100) AS max_price
+        FROM t WHERE value > 0.05 GROUP BY ALL""").to_arrow_table()
+    got = read_committed(out)
+    order = [(c, "ascending") for c in ("window_start", "desk", "user")]
+    assert_tables_match(got.sort_by(order), want.cast(got.schema).sort_by(order))

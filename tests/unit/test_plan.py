@@ -161,11 +161,12 @@ def test_plan_source_event_time_not_in_schema_names_it() -> None:
 @pytest.mark.parametrize(
     "columns", [{"key": "key % 3", "ts": "ts", "value": "value"}, ["ts", "value", "key + 1 as key"]]
 )
-def test_plan_key_redefined_by_project_before_window_refused(columns: object) -> None:
-    text = build_error(raw_with(steps({"op": "project", "columns": columns})))
-    assert text == (
-        "query.steps[1]: key column 'key' is redefined by a project step before it; "
-        "partitioning needs the source's own column"
+def test_plan_key_redefined_by_project_runs_in_the_source_and_partitions(columns: object) -> None:
+    plan = build(raw_with(steps({"op": "project", "columns": columns})), workers=2)
+    assert plan.source_steps == {"events": 1}  # the project runs in the source
+    assert plan.partition_keys == {"events": ["key"]}  # by the key it computed
+    assert "query.steps[0..0] in source 'events'; query.steps[1..1] in the workers" in (
+        plan.describe()
     )
 
 
@@ -174,13 +175,18 @@ def test_plan_key_passed_through_by_project_is_accepted() -> None:
     assert plan.partition_keys == {"events": ["key"]}
 
 
-def test_plan_key_computed_by_project_must_come_from_source() -> None:
+def test_plan_key_computed_by_project_partitions_with_several_workers() -> None:
     raw = raw_with(steps({"op": "project", "columns": ["ts", "value", "key % 3 as k"]}))
     raw["query"]["steps"][1] = {**WINDOW, "key": "k"}
+    plan = build(raw, workers=4)
+    assert plan.partition_keys == {"events": ["k"]}
+    assert plan.ring_schema("events").names == ["ts", "value", "k"]
+
+
+def test_plan_key_not_sent_by_the_source_names_what_it_sends() -> None:
+    raw = raw_with(steps({"op": "project", "columns": ["ts", "value"]}))
     text = build_error(raw)
-    assert text.startswith(
-        "query.steps[1]: key column 'k' must come unchanged from source 'events'"
-    )
+    assert text.startswith("query.steps[1] (window): column 'key' is not in the input")
 
 
 @pytest.mark.parametrize(
@@ -216,33 +222,26 @@ def test_plan_final_step_errors_name_query_final() -> None:
     assert text.startswith("query.final[0] (filter): expression 'nope > 1'")
 
 
-def test_plan_string_key_with_two_workers_refused_one_worker_accepted() -> None:
+def test_plan_string_key_partitions_with_any_number_of_workers() -> None:
     def by_name(r: dict[str, Any]) -> None:
         r["sources"] = [
             {"name": "p", "type": "nexmark", "kind": "person", "event_time": "date_time"}
         ]
         r["query"] = {"steps": [{"op": "group_by", "key": "name", "aggregates": ["count"]}]}
 
-    assert build(raw_with(by_name), workers=1).partition_keys == {"p": ["name"]}
-    text = build_error(raw_with(by_name), workers=2)
-    assert text == (
-        "query.steps[0]: key column 'name' has type string; with 2 workers rows are "
-        "partitioned by integer keys only"
-    )
+    for workers in (1, 2, 16):
+        assert build(raw_with(by_name), workers=workers).partition_keys == {"p": ["name"]}
 
 
-def test_plan_string_join_key_with_two_workers_names_query_join() -> None:
+def test_plan_string_join_keys_partition_both_sides() -> None:
     def by_name(r: dict[str, Any]) -> None:
         two_nexmark_sources(r)
         r["query"]["join"].update(left_key="name", right_key="item_name")
 
-    assert build(raw_with(by_name), workers=1).partition_keys == {
+    assert build(raw_with(by_name), workers=2).partition_keys == {
         "persons": ["name"],
         "auctions": ["item_name"],
     }
-    assert build_error(raw_with(by_name), workers=2).startswith(
-        "query.join: key column 'name' has type string; with 2 workers"
-    )
 
 
 def test_plan_join_with_missing_source_names_it_and_the_known_ones() -> None:

@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 
 from engine.errors import ConfigError, StateError
 from engine.timeunits import to_ms
-from ring0.operators.aggregates import AggregateSpec, Plan
+from ring0.operators.aggregate_spec import AggregateSpec
+from ring0.operators.aggregates import Plan
 from ring0.operators.base import Operator
 from ring0.operators.changelog import CHANGE, changes
 from ring0.operators.keys import check_keys, key_fields, result_schema, rows_table

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from ring0.operators.aggregates import AggregateSpec, Plan, parse_aggregate
+from ring0.operators.aggregate_spec import AggregateSpec, parse_aggregate
+from ring0.operators.aggregates import Plan
 from ring0.operators.keys import rows_table
 
 SCHEMA = pa.schema([("k", pa.string()), ("x", pa.int32()), ("y", pa.float64()), ("s", pa.string())])
@@ -52,7 +53,6 @@ def test_parse_aggregate_valid_text_gives_spec_with_default_or_alias_name(
         "count(x",
         "sum(x) as",
         "sum(x) total",
-        "avg(a b)",
         "",
         "max_by(*, y)",
     ],
@@ -60,7 +60,18 @@ def test_parse_aggregate_valid_text_gives_spec_with_default_or_alias_name(
 def test_parse_aggregate_bad_text_raises_config_error_listing_functions(text: str) -> None:
     with pytest.raises(ConfigError, match="is not an aggregate") as info:
         parse_aggregate(text)
-    assert repr(text) in str(info.value) and "count_distinct(col)" in str(info.value)
+    assert repr(text) in str(info.value) and "count_distinct(x)" in str(info.value)
+
+
+def test_parse_aggregate_of_an_expression() -> None:
+    a = parse_aggregate("sum(price * qty) as notional")
+    assert (a.fn, a.column, a.name) == ("sum", "price * qty", "notional")
+    a = parse_aggregate("count(DISTINCT user)")
+    assert (a.fn, a.column, a.name) == ("count_distinct", "user", "count_distinct_user")
+    a = parse_aggregate("max_by(concat(a, ','), if(b > 1, b, 0)) AS best")
+    assert (a.fn, a.column, a.by, a.name) == ("max_by", "concat(a, ',')", "if(b > 1, b, 0)", "best")
+    with pytest.raises(ConfigError, match=r"needs a name: avg\(a b\) as <name>"):
+        parse_aggregate("avg(a b)")
 
 
 @pytest.mark.parametrize(

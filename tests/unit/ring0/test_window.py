@@ -14,7 +14,7 @@ import pytest
 
 from connectors.generator import generate
 from engine.errors import ConfigError, StateError
-from ring0.operators.aggregates import parse_aggregate
+from ring0.operators.aggregate_spec import parse_aggregate
 from ring0.operators.window import WindowAggregate, WindowSpec
 
 SCHEMA = pa.schema([("ts", pa.int64()), ("key", pa.int64()), ("value", pa.int64())])
@@ -196,7 +196,7 @@ def test_window_string_and_multi_column_keys_group_separately() -> None:
     ("kwargs", "message"),
     [
         ({"key": ["nope"]}, "column 'nope' is not in the input"),
-        ({"key": ["value_f"]}, "key column 'value_f' has type double"),
+        ({"key": ["tags"]}, "key column 'tags' has type list<item: string>"),
         ({"time": "nope"}, "column 'nope' is not in the input"),
         ({"time": "name"}, "event-time column 'name' must be an integer"),
         ({"aggregates": []}, "at least one aggregate"),
@@ -211,8 +211,9 @@ def test_window_string_and_multi_column_keys_group_separately() -> None:
 )
 def test_window_bad_configuration_rejected_at_construction(kwargs: dict, message: str) -> None:
     schema = pa.schema(
-        [("ts", pa.int64()), ("key", pa.int64()), ("value_f", pa.float64()), ("name", pa.string())]
-    )
+        [("ts", pa.int64()), ("key", pa.int64()), ("value_f", pa.float64()), ("name", pa.string()),
+         ("tags", pa.list_(pa.string()))]
+    )  # fmt: skip
     args = {
         "key": ["key"],
         "time": "ts",

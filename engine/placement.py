@@ -1,0 +1,138 @@
+"""Where rows go and where steps run: the partition key of each input, the steps a source runs.
+
+``partitioning(plan, graph)``: the partition key of each input source — the
+join keys of each side, else the key of the first keyed stateful step (None:
+round-robin by batch for a global one) — checked against what the source
+sends to the workers (its columns after its own steps) and against every
+later keyed step, which must group by a superset of it.
+``stateless_prefix(steps)``: how many leading steps are stateless (filter,
+project, udf) and so run in the source processes. ``placement(plan)``: one
+phrase per group of steps saying where it runs (``validate`` prints it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from engine.errors import ConfigError
+from engine.pipeline import FilterStep, ProjectStep, UdfStep
+from engine.steps import keys_of
+from ring0.graph import WorkerGraph
+from ring0.operators.base import Operator
+from ring1.partition import check_key_type
+
+
+class Plan(Protocol):
+    """What these functions read of ``engine.plan.Plan`` (which calls them)."""
+
+    pipeline: Any
+    inputs: list[str]
+    source_steps: dict[str, int]
+
+    def ring_schema(self, source: str) -> pa.Schema: ...
+
+    def steps_of(self, port: int) -> list[Any]: ...
+
+
+def partitioning(plan: Plan, graph: WorkerGraph) -> dict[str, list[str] | None]:
+    q = plan.pipeline.query
+    if q.join is not None:
+        keys = {q.join.left: keys_of(q.join.left_key), q.join.right: keys_of(q.join.right_key)}
+        stateful = [op for op in graph.post.ops if _keyed(op) is not None] if graph.post else []
+        for port, (name, k) in enumerate(keys.items()):
+            ops = graph.pre[port].ops[graph.skip[port] :]
+            _check_partition_key(plan, name, k, "query.join", ops)
+        j = q.join
+        for op in stateful:
+            left = [j.left_prefix + k for k in keys[j.left]]
+            right = [j.right_prefix + k for k in keys[j.right]]
+            if not set(left) <= set(_keyed(op) or []):
+                _require_superset(op, right, "query.steps")
+        return keys  # type: ignore[return-value]
+    name = plan.inputs[0]
+    ops = graph.pre[0].ops
+    part: list[str] | None = None
+    for i, op in enumerate(ops):
+        k = _keyed(op)
+        if k is None:
+            continue
+        if part is None:
+            if not k:  # a global aggregate: batches round-robin
+                return {name: None}
+            _check_partition_key(plan, name, k, f"query.steps[{i}]", ops[graph.skip[0] : i])
+            part = k
+        else:
+            _require_superset(op, part, f"query.steps[{i}]")
+    return {name: part}
+
+
+def _check_partition_key(
+    plan: Plan, source: str, key: list[str], where: str, before: list[Operator]
+) -> None:
+    """``key`` must be in what ``source`` writes to the rings (its own columns, or ones its
+    steps computed), unchanged by the worker steps ``before`` the keyed one, and of a key
+    type."""
+    schema = plan.ring_schema(source)
+    for col in key:
+        if schema.get_field_index(col) < 0:
+            raise ConfigError(
+                f"{where}: key column {col!r} is not among the columns source {source!r} "
+                f"sends to the workers ({schema.names})"
+            )
+        for op in before:
+            from ring0.operators.project import Project
+
+            expr = op.exprs.get(col) if isinstance(op, Project) else None
+            if expr is not None and expr.column_ref != col:
+                raise ConfigError(
+                    f"{where}: key column {col!r} is redefined by a step the workers run "
+                    "before it; rows are partitioned by the column the source sends"
+                )
+        check_key_type(schema.field(col).type, f"{where}: key column {col!r}")
+
+
+def placement(plan: Plan) -> list[str]:
+    """Where each step runs, one phrase per group (``validate`` prints them)."""
+    q, out = plan.pipeline.query, []
+    groups = [("query.steps", None)] if q.join is None else [
+        ("query.left_steps", q.join.left), ("query.right_steps", q.join.right)]  # fmt: skip
+    for port, (where, _) in enumerate(groups):
+        name, steps = plan.inputs[port], plan.steps_of(port)
+        n = plan.source_steps.get(name, 0)
+        if n:
+            out.append(f"{where}[0..{n - 1}] in source {name!r}")
+        if len(steps) > n:
+            out.append(f"{where}[{n}..{len(steps) - 1}] in the workers")
+    if q.join is not None:
+        out.append("the join" + (f" and query.steps[0..{len(q.steps) - 1}]" if q.steps
+                                 else "") + " in the workers")  # fmt: skip
+    if q.final:
+        out.append(f"query.final[0..{len(q.final) - 1}] in the sinks")
+    return out
+
+
+def stateless_prefix(steps: list) -> int:  # type: ignore[type-arg]
+    """How many of ``steps`` from the first are stateless (filter, project, udf)."""
+    n = 0
+    while n < len(steps) and isinstance(steps[n], FilterStep | ProjectStep | UdfStep):
+        n += 1
+    return n
+
+
+def _keyed(op: Operator) -> list[str] | None:
+    """The grouping key of a stateful keyed operator, [] for a global one, None if stateless."""
+    key = getattr(op, "key", None)
+    if key is None:
+        return None
+    return list(key)
+
+
+def _require_superset(op: Operator, part: list[str], where: str) -> None:
+    key = _keyed(op) or []
+    if not set(part) <= set(key):
+        raise ConfigError(
+            f"{where}: groups by {key} but rows are partitioned by {part}; a result that "
+            "combines partitions belongs in [[query.final]]"
+        )
