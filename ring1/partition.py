@@ -84,7 +84,8 @@ def _bytes_hash(arr: pa.Array) -> np.ndarray:
     with np.errstate(over="ignore"):
         if n and longest and int(lengths.min()) == longest:  # one length: strided loads
             h = _fixed_words(data, n, longest, words, q)
-            lengths = np.full(n, longest, np.uint64)
+            h ^= np.uint64(longest) * _GOLDEN + _SEED  # the length term, one constant
+            return _fmix(h)
         elif longest <= 64:  # short strings: one pass per word position
             starts, lengths = raw[:-1].astype(np.int64) - first, lengths.astype(np.int64)
             flat, m = _shifted(data)
@@ -236,13 +237,14 @@ def partition_ids(keys: np.ndarray | list[np.ndarray] | list[pa.Array], n: int) 
     """Worker index (uint16) per row from one or several key columns (numpy or Arrow)."""
     cols = keys if isinstance(keys, list) else [keys]
     with np.errstate(over="ignore"):
-        h = np.zeros(len(cols[0]), dtype=np.uint64)
+        h = None
         for col in cols:
             if isinstance(col, np.ndarray):  # integers, as numpy (the historical entry point)
                 v = col.astype(np.int64, copy=False).view(np.uint64)
             else:
                 v, _ = column_hash(col)
-            h = (h ^ v) * _GOLDEN
+            h = v * _GOLDEN if h is None else (h ^ v) * _GOLDEN  # (0 ^ v) == v: one pass less
+        assert h is not None
         h >>= np.uint64(32)
     return (h % np.uint64(n)).astype(np.uint16)
 
