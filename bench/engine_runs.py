@@ -77,6 +77,7 @@ def run_engine(
         out: dict[str, Any] = {
             "events_per_s": n / seconds, "elapsed_s": seconds, "events": n,
             "cpu_s": summary.get("cpu_s", {}), "worker_rows": summary.get("worker_rows", []),
+            "max_rss_bytes": summary.get("max_rss_bytes", {}),
         }  # fmt: skip
         if inspect is not None:
             out.update(inspect(tmp))

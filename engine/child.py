@@ -78,6 +78,14 @@ class ChildSpec(msgspec.Struct, kw_only=True):
 _CACHE: dict[str, object] = {}
 
 
+def _peak_rss() -> int:
+    """This process's peak resident set, in bytes (Linux reports KiB)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)
+
+
 def _die_with_parent(parent: int) -> None:
     """Linux: the kernel SIGKILLs this child when the coordinator dies (even by SIGKILL)."""
     if sys.platform.startswith("linux"):
@@ -95,7 +103,9 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     spec = msgspec.json.decode(spec_bytes, type=ChildSpec)
     _die_with_parent(spec.parent)
-    from engine import log
+    from engine import log, memory
+
+    memory.tune()  # before the first batch: freed temporaries stay mapped
 
     log.setup("json" if spec.log_format == "json" else "human", role=spec.role)
     try:
@@ -124,6 +134,7 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
         cpu = time.process_time_ns()
         runner.run()
         counters.set(spec.slot, "cpu_ns", time.process_time_ns() - cpu)  # running, not starting
+        counters.set(spec.slot, "max_rss_bytes", _peak_rss())
         counters.close()
         control.send(conn, control.Done(spec.role, spec.index, os.getpid()))
     except BaseException as exc:  # reported to the coordinator, which re-raises it

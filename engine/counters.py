@@ -25,6 +25,7 @@ FIELDS = (
     "out_of_range_rows",  # rows dropped: an event time outside engine.timeunits' range
     "dead_letter_rows",  # records a source sent to its dead-letter output
     "cpu_ns",  # CPU time of the process from Ready to its end, written then (engine.child)
+    "max_rss_bytes",  # the process's peak resident memory, written at its end
 )
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 NO_WATERMARK = -(2**63)

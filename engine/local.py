@@ -38,6 +38,9 @@ class LocalResult:
 
 
 def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
+    from engine import memory
+
+    memory.tune()  # as every engine child does: a fair baseline
     plan = plan or Plan.build(pipeline, 1)
     graph = plan.worker_graph()
     graph.skip = [0] * len(graph.pre)  # one process: it runs the sources' steps too

@@ -47,6 +47,7 @@ class Summary:
     already_complete: bool = False
     cpu_s: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds of its processes
     worker_rows: list[int] = field(default_factory=list)  # rows each worker received (skew)
+    max_rss_bytes: dict[str, int] = field(default_factory=dict)  # role -> largest peak RSS
 
     @property
     def events_per_s(self) -> float:
@@ -153,6 +154,8 @@ class Progress:
             last_epoch=committed,
             cpu_s={role: self.sum(role, "cpu_ns") / 1e9 for role in self.slots},
             worker_rows=[self.counters.get(s, "rows_in") for s in self.slots.get("worker", [])],
+            max_rss_bytes={role: max(self.counters.get(s, "max_rss_bytes") for s in slots)
+                           for role, slots in self.slots.items()},  # fmt: skip
         )
 
     def sum(self, role: str, name: str) -> int:

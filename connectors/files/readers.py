@@ -145,7 +145,9 @@ class FileReader:
 
     def _parquet(self, start: int) -> Iterator[Segment]:
         try:
-            pf = pq.ParquetFile(self.path)
+            # no pre-buffering: it holds whole column chunks of a row group in memory (source
+            # RSS grew with the file); one thread: the source process has one pinned core
+            pf = pq.ParquetFile(self.path, pre_buffer=False)
         except (pa.ArrowException, OSError) as exc:
             self.records = max(start, 1)
             if start == 0:
@@ -163,7 +165,9 @@ class FileReader:
         self.records = start - left
         groups = list(range(group, meta.num_row_groups))
         batches = (
-            pf.iter_batches(batch_size=self.batch_rows, row_groups=groups) if groups else iter(())
+            pf.iter_batches(batch_size=self.batch_rows, row_groups=groups, use_threads=False)
+            if groups
+            else iter(())
         )
         for batch in batches:
             if left:

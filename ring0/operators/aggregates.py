@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from engine.errors import ConfigError
 from ring0.expr import Expr, compile_expr
 from ring0.operators.aggregate_spec import WORD, AggregateSpec
+from ring0.operators.dense import dense_group
 
 _VALID = pc.CountOptions(mode="only_valid")
 
@@ -291,6 +292,10 @@ def _group(
     table: pa.Table, group: list[str], aggs: dict[tuple[str, str], str], need_gid: bool
 ) -> tuple[pa.Table, np.ndarray | None]:
     """``group_by(group).aggregate(aggs)``; with ``need_gid`` also each row's group index."""
+    if not need_gid:
+        dense = dense_group(table, group, aggs)  # small integer keys: arrays, no hash table
+        if dense is not None:
+            return dense, None
     spec: list[tuple] = []
     for col, fn in aggs:
         if fn == "count_all":

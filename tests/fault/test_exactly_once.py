@@ -360,12 +360,19 @@ def test_exactly_once_run_without_faults_equals_pyarrow(ref: pa.Table) -> None:
 def test_exactly_once_random_child_kills_output_equals_reference(
     tmp_path: Path, ref: pa.Table
 ) -> None:
+    job = make_job(tmp_path, parallelism=2)  # any split of the generator: the same events
+    why = run_with_random_kills(job, kills=3)
+    assert_same(committed(job), ref, why)
+
+
+def run_with_random_kills(job: Job, kills: int) -> str:
+    """Run ``job`` and SIGKILL a random child of each attempt, ``kills`` times; check the run
+    recovered and left no process behind. Returns the seed and victims, for messages."""
     seed = fault_seed()
     rng = random.Random(seed)
-    job = make_job(tmp_path, parallelism=2)  # any split of the generator: the same events
     killed: list[str] = []
     with EngineRun(job) as run:
-        while len(killed) < 3:  # each kill restarts the run: attempt k + 1 prints its children
+        while len(killed) < kills:  # each kill restarts the run: attempt k + 1 prints its children
             label = kill_random_child(run, len(killed) + 1, rng)
             if label is None:
                 break
@@ -375,7 +382,7 @@ def test_exactly_once_random_child_kills_output_equals_reference(
         assert rc == 0, f"{why}\n{run.stderr}"
         assert "restart 1/10" in run.stderr, f"{why}: no kill landed mid-run\n{run.stderr}"
         assert not wait_gone(run.pids()), why
-    assert_same(committed(job), ref, why)
+    return why
 
 
 @pytest.mark.slow
@@ -385,21 +392,8 @@ def test_exactly_once_string_keys_random_child_kills_output_equals_pyarrow(
     """String keys partitioned over 2 workers (and 2 source instances) by their hash: kill -9
     children at random; every window of every key exactly once."""
     assert ref.num_rows  # the integer run: its duration scales kill_delay
-    seed = fault_seed()
-    rng = random.Random(seed)
     job = make_job(tmp_path, parallelism=2, key_prefix="user-")
-    killed: list[str] = []
-    with EngineRun(job) as run:
-        while len(killed) < 3:
-            label = kill_random_child(run, len(killed) + 1, rng)
-            if label is None:
-                break
-            killed.append(label)
-        rc = run.wait()
-        why = f"seed {seed}, killed {killed}"
-        assert rc == 0, f"{why}\n{run.stderr}"
-        assert "restart 1/10" in run.stderr, f"{why}: no kill landed mid-run\n{run.stderr}"
-        assert not wait_gone(run.pids()), why
+    why = run_with_random_kills(job, kills=3)
     want = expected().drop_columns(["sum_key"])
     names = pa.array([f"user-{k:06d}" for k in range(KEYS)])
     want = want.set_column(2, "key", names.take(want["key"]))

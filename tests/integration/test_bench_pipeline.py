@@ -33,3 +33,20 @@ def test_bench_metrics_runs_each_variant_and_scrapes() -> None:
     assert all(v > 0 for v in result["events_per_s"].values())
     assert result["scrapes_per_run"] >= 1 and result["scrape_ms_mean"] > 0
     assert set(result["ratios"]) == {"on_vs_off", "scraped_vs_off"}
+
+
+def test_bench_w1_reports_engine_duckdb_and_stages() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.w1", "--json", "--events", "400000", "--repeat", "1"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result["engine_events_per_s"] > 0 and result["duckdb_1_thread_events_per_s"] > 0
+    assert {"source", "worker", "sink"} <= set(result["engine_cpu_ns_per_event"])
+    assert all(mb > 10 for mb in result["engine_max_rss_mb"].values())
+    assert {"read", "split (2 workers)", "window (dense path)", "window (hash path)"} <= set(
+        result["stages_ns_per_event"]
+    )
+    assert set(result["ratios"]) == {
+        "engine_vs_duckdb_parquet", "window_step_vs_duckdb_in_memory", "window_step_events_per_s",
+    }  # fmt: skip
