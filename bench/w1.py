@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,6 +83,7 @@ def make_input(directory: Path, events: int) -> Path:
 def run_engine(path: Path, tmp: Path, worker: list[int]) -> dict[str, Any]:
     pipeline = tmp / "w1.toml"
     out = tmp / "out-engine"
+    shutil.rmtree(out, ignore_errors=True)  # each run writes its own output
     pipeline.write_text(PIPELINE.format(input=path.parent, out=out))
     started = time.perf_counter()
     r = engine_runs.run_engine(pipeline, worker, {"RINGSTREAM_SINKS__0__PATH": str(out)})
