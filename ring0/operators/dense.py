@@ -51,8 +51,8 @@ def dense_group(
     limit = max(1 << 16, 4 * n)
     for name in group:
         col = table.column(name)
-        if not pa.types.is_integer(col.type) or col.null_count:
-            return None
+        if not pa.types.is_integer(col.type) or col.null_count or col.type == pa.uint64():
+            return None  # (uint64 may not fit the int64 arithmetic below)
         v = col.to_numpy().astype(np.int64, copy=False)
         low, high = int(v.min()), int(v.max())
         step = 1

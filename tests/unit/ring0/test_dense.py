@@ -73,7 +73,8 @@ def test_dense_path_declines_what_it_cannot_answer_exactly(column: pa.Array, why
 
 def test_dense_path_declines_null_or_non_integer_keys_and_distinct() -> None:
     x = pa.array([1, 2, 3], pa.int64())
-    for key in (pa.array([1, None, 1], pa.int64()), pa.array(["a", "b", "a"])):
+    for key in (pa.array([1, None, 1], pa.int64()), pa.array(["a", "b", "a"]),
+                pa.array([2**64 - 1, 0, 2**64 - 1], pa.uint64())):  # fmt: skip
         table = pa.table({"k": key, "x": x})
         assert dense_group(table, ["k"], {("", "count_all"): "count_all"}) is None
     table = pa.table({"k": pa.array([1, 2, 1], pa.int64()), "x": x})
