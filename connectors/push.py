@@ -77,6 +77,9 @@ from engine.shm.segment import check_capacity
 from engine.typenames import parse_schema
 
 _SCHEMA, _DATA, _EOS = int(FrameKind.SCHEMA), int(FrameKind.DATA), int(FrameKind.EOS)
+POLL_HOT_S = 0.00005  # how often data_ready looks at the clients' rings while data flows
+POLL_IDLE_S = 0.001  # ... and once none came for HOT_FOR_S
+HOT_FOR_S = 0.01
 
 
 class PushOptions(Options, frozen=True):
@@ -128,6 +131,7 @@ class PushSource(Source, Attached):
         self._endpoint: Endpoint | None = None
         self._clients: Attachments[_Client] = Attachments()
         self._rr = 0
+        self._hot_until = 0.0  # data arrived recently: look at the rings often until then
         self._counts = dict.fromkeys(("total", "ended", "died", "rejected", "rows", "batches"), 0)
 
     def schema(self) -> pa.Schema:
@@ -299,8 +303,14 @@ class PushSource(Source, Attached):
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return False
-            # Rings cannot be select()ed: with clients attached, look at them every ms.
-            slice_s = min(remaining, 0.001) if self._clients.current else remaining
+            # Rings cannot be select()ed: with clients attached, look at them every
+            # POLL_HOT_S while data flows (low latency), every POLL_IDLE_S once it stopped
+            # (no busy core while idle).
+            if self._clients.current:
+                hot = time.monotonic() < self._hot_until
+                slice_s = min(remaining, POLL_HOT_S if hot else POLL_IDLE_S)
+            else:
+                slice_s = remaining
             readable, _, _ = select.select([endpoint.events], [], [], slice_s)
             if readable:
                 endpoint.drain_events()
@@ -313,6 +323,7 @@ class PushSource(Source, Attached):
                 except RingError:
                     return True  # poll_batch rejects it
             if c.peek is not None or c.rest is not None or c.peer.hung_up:
+                self._hot_until = time.monotonic() + HOT_FOR_S
                 return True
         return False
 

@@ -50,3 +50,16 @@ def test_bench_w1_reports_engine_duckdb_and_stages() -> None:
     assert set(result["ratios"]) == {
         "engine_vs_duckdb_parquet", "window_step_vs_duckdb_in_memory", "window_step_events_per_s",
     }  # fmt: skip
+
+
+def test_bench_latency_reports_percentiles_and_cpu_per_process() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.latency", "--json", "--batches", "300", "--idle-s", "0.5"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result["batches"] == 300
+    lat = result["latency_us"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    roles = set(result["cpu_percent_streaming"])
+    assert {"coordinator", "worker 0", "source 'in'", "sink 'out'"} <= roles
