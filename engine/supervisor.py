@@ -94,18 +94,20 @@ class Supervisor:
         deadline = time.monotonic() + READY_TIMEOUT_S
         pinning = []
         for c in self.children:
-            while not c.conn.poll(0.05):
-                self._check_alive(c)
-                if time.monotonic() > deadline:
-                    raise ChildFailedError(
-                        f"{c.label} (pid {c.pid}) did not start within {READY_TIMEOUT_S:.0f} s"
-                    )
-                if interrupted():
-                    raise Interrupted
-            msg = self._recv(c)
-            if isinstance(msg, control.Failed):
-                raise ChildFailedError(failure(c, msg), permanent=msg.permanent)
-            assert isinstance(msg, control.Ready)
+            msg: control.Message | None = None
+            while not isinstance(msg, control.Ready):  # a connector's health may come first
+                while not c.conn.poll(0.05):
+                    self._check_alive(c)
+                    if time.monotonic() > deadline:
+                        raise ChildFailedError(
+                            f"{c.label} (pid {c.pid}) did not start within "
+                            f"{READY_TIMEOUT_S:.0f} s"
+                        )
+                    if interrupted():
+                        raise Interrupted
+                msg = self._recv(c)
+                if isinstance(msg, control.Failed):
+                    raise ChildFailedError(failure(c, msg), permanent=msg.permanent)
             if msg.affinity and msg.affinity != [c.cpu]:
                 raise ChildFailedError(
                     f"{c.label} (pid {c.pid}) asked for CPU {c.cpu} but runs on {msg.affinity}"

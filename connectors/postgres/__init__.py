@@ -1,0 +1,1 @@
+"""PostgreSQL connectors: the exactly-once sink (``sink``) and its type mapping (``types``)."""

@@ -1,0 +1,199 @@
+"""The PostgreSQL sink against a real server (``scripts/postgres``), with real engine runs.
+
+Exactly-once under kill -9 (append), a changelog applied by key (upsert), the
+contract's conformance check, leftovers of a crash rolled back, and refusals
+that name what to fix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from connectors.base import ConnectorConfig
+from connectors.generator import generate
+from connectors.postgres.sink import PostgresSink
+from connectors.testing.conformance import check_sink
+from tests.fault.test_exactly_once import (
+    EVENTS,
+    EVENTS_PER_SECOND,
+    KEYS,
+    SEED,
+    TOPOLOGY,
+    Job,
+    expected,
+    reference,
+    run_with_random_kills,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dsn() -> Iterator[str]:
+    """A throwaway cluster from the project's own script (it installs PostgreSQL if missing).
+
+    In the system temp dir: run as root, the server runs as `postgres`, which must reach it."""
+    where = Path(tempfile.mkdtemp(prefix="ringstream-pg-"))
+    started = subprocess.run([str(ROOT / "scripts" / "postgres"), "start", str(where)],
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip()
+    subprocess.run([str(ROOT / "scripts" / "postgres"), "stop", str(where)], timeout=120)
+
+
+def query(dsn: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall() if cur.description else []
+
+
+def table_of(dsn: str, table: str) -> pa.Table:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(f'SELECT * FROM "{table}"')
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+
+def job(tmp_path: Path, dsn: str, table: str, steps: str, sink: str = "") -> Job:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    pipeline = tmp_path / "pipeline.toml"
+    pipeline.write_text(f"""
+[pipeline]
+name = "pg"
+delivery = "exactly-once"
+[checkpoint]
+interval_ms = 100
+dir = "{tmp_path / "checkpoints"}"
+max_restarts = 10
+restart_backoff_ms = 50
+[metrics]
+enabled = false
+[[sources]]
+name = "events"
+type = "generator"
+parallelism = 2
+event_time = "ts"
+events = {EVENTS}
+keys = {KEYS}
+batch_rows = 4096
+batch_max_rows = 4096
+seed = {SEED}
+events_per_second = {EVENTS_PER_SECOND}
+{steps}
+[[sinks]]
+name = "out"
+type = "postgres"
+dsn = "{dsn}"
+table = "{table}"
+{sink}
+""")
+    topology = tmp_path / "topology.toml"
+    topology.write_text(TOPOLOGY)
+    return Job(tmp_path, pipeline, topology, tmp_path / "unused", tmp_path / "checkpoints")
+
+
+WINDOW = """
+[[query.steps]]
+op = "window"
+key = "key"
+window = { type = "tumbling", size_ms = 1000 }
+aggregates = ["count", "sum(key)", "min(ts)", "max(ts)"]
+"""
+
+
+@pytest.mark.slow
+def test_append_exactly_once_under_random_kills(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, dsn: str
+) -> None:
+    reference(tmp_path_factory)  # the fault suite's files run: its duration scales kill delays
+    why = run_with_random_kills(job(tmp_path, dsn, "w_append", WINDOW), kills=3)
+    got = table_of(dsn, "w_append")
+    want = expected()
+    assert got.num_rows == want.num_rows, f"{why}: {got.num_rows} rows, {want.num_rows} expected"
+    order = [(c, "ascending") for c in want.column_names]
+    assert got.cast(want.schema).sort_by(order).equals(want), why
+    assert query(dsn, "SELECT gid FROM pg_prepared_xacts") == [], "prepared transactions left"
+
+
+def test_changelog_upserted_by_key_equals_the_final_counts(tmp_path: Path, dsn: str) -> None:
+    steps = """
+[[query.steps]]
+op = "group_by"
+key = "key"
+aggregates = ["count", "max(ts)"]
+"""
+    j = job(tmp_path, dsn, "g_upsert", steps, 'mode = "upsert"\nkey = ["key"]')
+    done = subprocess.run([sys.executable, "-m", "engine", *j.args()], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = pa.table(generate(SEED, 0, EVENTS, KEYS, EVENTS_PER_SECOND))
+    want = events.group_by("key").aggregate([([], "count_all"), ("ts", "max")])
+    want = want.rename_columns(["key", "count", "max_ts"]).sort_by("key")
+    got = table_of(dsn, "g_upsert").sort_by("key")
+    assert got.column_names == ["key", "count", "max_ts"]
+    assert got.num_rows == KEYS
+    assert got.cast(want.schema).equals(want.select(got.column_names))
+    assert pc.sum(got["count"]).as_py() == EVENTS
+
+
+def test_conformance_append_and_upsert(dsn: str) -> None:
+    schema = pa.schema([("k", pa.int64()), ("v", pa.float64()), ("s", pa.string())])
+    batches = [pa.record_batch({"k": [i, i + 1], "v": [1.0, 2.5], "s": ["a", "é"]}, schema=schema)
+               for i in range(0, 12, 2)]  # fmt: skip
+    for table, extra in (("c_append", {}), ("c_upsert", {"mode": "upsert", "key": ["k"]})):
+        def read_back(_sink: PostgresSink, table: str = table) -> list[dict]:  # type: ignore[type-arg]
+            rows = query(dsn, f"SELECT k, v, s FROM {table}")
+            return [{"k": k, "v": v, "s": s} for k, v, s in rows]
+
+        cfg = ConnectorConfig("out", {"dsn": dsn, "table": table, **extra}, schema=schema)
+        check_sink(PostgresSink, cfg, batches, read_back=read_back)
+
+
+def test_leftover_prepared_epochs_are_rolled_back_and_a_lost_one_is_named(dsn: str) -> None:
+    schema = pa.schema([("k", pa.int64())])
+    cfg = ConnectorConfig("left", {"dsn": dsn, "table": "leftover"}, schema=schema)
+    crashed = PostgresSink()
+    crashed.open(cfg)
+    for epoch in (1, 2):  # a process that prepared two epochs, then died
+        crashed.begin_epoch(epoch)
+        crashed.write_batch(pa.record_batch({"k": [epoch]}, schema=schema))
+        crashed.pre_commit(epoch)
+    crashed.close()
+    assert len(query(dsn, "SELECT gid FROM pg_prepared_xacts")) == 2
+    again = PostgresSink()
+    again.open(cfg)
+    again.commit_epoch(1, {"gid": "ringstream:leftover/left:1"})  # the manifest had epoch 1
+    again.rollback_epoch(2)
+    assert query(dsn, "SELECT gid FROM pg_prepared_xacts") == []
+    assert query(dsn, "SELECT k FROM leftover") == [(1,)]
+    again.commit_epoch(1, None)  # idempotent
+    with pytest.raises(Exception, match="neither prepared nor committed"):
+        again.commit_epoch(2, None)  # rolled back: its rows are gone, and the sink says so
+    again.close()
+
+
+def test_refusals_name_what_to_fix(tmp_path: Path, dsn: str) -> None:
+    query(dsn, "CREATE TABLE IF NOT EXISTS other_cols (a int)")
+    j = job(tmp_path / "a", dsn, "other_cols", WINDOW)
+    done = subprocess.run([sys.executable, "-m", "engine", *j.args()], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert done.returncode != 0
+    assert "other_cols has columns ['a']" in done.stderr
+    j = job(tmp_path / "b", dsn, "needs_key", WINDOW, 'mode = "upsert"')
+    done = subprocess.run([sys.executable, "-m", "engine", "validate", str(j.pipeline)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and 'mode = "upsert" needs the key columns' in done.stderr
+    j = job(tmp_path / "c", dsn, "bad name; drop", WINDOW)
+    done = subprocess.run([sys.executable, "-m", "engine", "validate", str(j.pipeline)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "a table name is `table` or `schema.table`" in done.stderr
