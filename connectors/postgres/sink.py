@@ -13,8 +13,9 @@ Pipeline::
 
 How an epoch becomes visible, exactly once:
 
-* **append**: ``write_batch`` bulk-loads the rows into the table (ADBC ingest,
-  COPY underneath) inside the epoch's transaction; ``pre_commit(n)`` adds a
+* **append**: the rows are bulk-loaded into the table (ADBC ingest, binary COPY
+  underneath; buffered up to ``flush_bytes``, 64 MiB, per load) inside the
+  epoch's transaction; ``pre_commit(n)`` adds a
   marker row ``(id, n)`` to ``ringstream_commits`` in the same transaction and
   runs ``PREPARE TRANSACTION 'ringstream:<id>:<n>'``: the rows are durable (they
   survive a crash of the engine and of the server) and invisible.
@@ -71,6 +72,7 @@ class PostgresSinkOptions(Options, frozen=True):
     key: list[str] = []
     id: str | None = None  # names this sink's transactions; default: "<table>/<sink name>"
     create: bool = True
+    flush_bytes: Annotated[int, Meta(ge=1)] = 64 << 20  # rows buffered for one bulk load
 
 
 class PostgresSink(Sink):
@@ -114,6 +116,8 @@ class PostgresSink(Sink):
         self.schema_in = config.schema
         self.epoch = 0
         self.rows = self.bytes = 0
+        self.buffer: list[pa.RecordBatch] = []  # copies, bulk-loaded by flush()
+        self.buffered = 0
         self._connect()
         self._check_server()
         self._prepare_tables()
@@ -185,14 +189,25 @@ class PostgresSink(Sink):
     def write_batch(self, batch: pa.RecordBatch) -> WriteResult:
         if batch.num_rows == 0:
             return WriteResult(0, 0)
-        with self.data.cursor() as cur:
-            if self.options.mode == "append":
-                cur.adbc_ingest(self.table_name, batch, mode="append")
-            else:
-                cur.adbc_ingest(self.stage, self._staged(batch), mode="append")
+        rows = batch if self.options.mode == "append" else self._staged(batch)
+        # a copy: the batch is a view of ring memory, released when this call returns
+        self.buffer.append(pa.concat_batches([rows, rows.slice(0, 0)]))
+        self.buffered += rows.nbytes
+        if self.buffered >= self.options.flush_bytes:
+            self.flush()
         self.rows += batch.num_rows
         self.bytes += batch.nbytes
         return WriteResult(batch.num_rows, batch.nbytes)
+
+    def flush(self) -> None:
+        """Bulk-load the buffered rows (one ADBC ingest: binary COPY) into this epoch's
+        transaction. Large loads are about twice as fast as one per 64K-row batch."""
+        if not self.buffer:
+            return
+        target = self.table_name if self.options.mode == "append" else self.stage
+        with self.data.cursor() as cur:
+            cur.adbc_ingest(target, pa.Table.from_batches(self.buffer), mode="append")
+        self.buffer, self.buffered = [], 0
 
     @property
     def table_name(self) -> str:
@@ -215,6 +230,7 @@ class PostgresSink(Sink):
 
     def pre_commit(self, epoch: int) -> dict[str, Any] | None:
         gid = self._gid(epoch)
+        self.flush()
         with self.data.cursor() as cur:
             cur.execute(f"INSERT INTO {MARKERS} (sink, epoch) VALUES ($1, $2)", (self.id, epoch))
             cur.execute(f"PREPARE TRANSACTION '{gid}'")
@@ -267,6 +283,7 @@ class PostgresSink(Sink):
                 raise
 
     def rollback_epoch(self, epoch: int) -> None:
+        self.buffer, self.buffered = [], 0
         self.data.rollback()  # an epoch in progress in this process
         for (gid,) in self._sql("SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, %s)",
                                 (self.gid_prefix,)):  # fmt: skip
