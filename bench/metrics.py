@@ -18,17 +18,14 @@ The endpoint reads counters the processes keep anyway, so ``on`` and
 
 from __future__ import annotations
 
-import argparse
-import json
 import socket
 import statistics
 import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
-from bench import engine_runs, machine
+from bench import cli, engine_runs, machine
 from bench.pipeline import QUICKSTART, topologies
 
 
@@ -78,13 +75,8 @@ def run(variant: str, workers: list[int], events: int, every_s: float) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.metrics", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--events", type=int, default=40_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = cli.parser("bench.metrics", __doc__, events=40_000_000)
     ap.add_argument("--scrape-every", type=float, default=0.1)
-    ap.add_argument("--out", help="also write the JSON object to this file")
     args = ap.parse_args(argv)
     workers = topologies()[1]
     runs: dict[str, list[dict[str, float]]] = {"off": [], "on": [], "scraped": []}
@@ -104,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {"on_vs_off": round(med["on"] / med["off"], 3),
                    "scraped_vs_off": round(med["scraped"] / med["off"], 3)},  # fmt: skip
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result))
-    else:
+    if not cli.emit(result, args):
         c = result["cpus"]
         print(f"machine: {c['count']} cpus ({c['model']}); pinning {c['pinning']}; "  # type: ignore[index]
               f"{args.events:,} events, 1 worker, median of {args.repeat}")  # fmt: skip

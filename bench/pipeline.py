@@ -23,15 +23,13 @@ max/mean distinct keys per worker (a hot key cannot be split: rows follow it).
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import engine_runs, machine
+from bench import cli, engine_runs, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.toml"
@@ -112,16 +110,7 @@ def spread() -> dict[str, dict[str, dict[str, float]]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.pipeline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--events", type=int, default=20_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", help="also write the JSON object to this file")
-    args = ap.parse_args(argv)
+    args = cli.parser("bench.pipeline", __doc__, events=20_000_000).parse_args(argv)
     topo = topologies()
     result: dict[str, Any] = {
         "cpus": machine.describe({f"{n} worker(s)": w for n, w in topo.items()}),  # type: ignore[dict-item]
@@ -167,10 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["string_vs_int_events_per_s_2_workers"]) >= 0.7,
     }  # fmt: skip
     result["spread"] = spread()
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result))
+    if cli.emit(result, args):
         return 0
     c = result["cpus"]
     print(f"machine: {c['count']} cpus ({c['model']}); pinning {c['pinning']}; "

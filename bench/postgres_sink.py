@@ -18,8 +18,6 @@ Starts a throwaway server (``scripts/postgres``), then, interleaved, median of
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -28,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import engine_runs, machine
+from bench import cli, engine_runs, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = """
@@ -96,13 +94,7 @@ def sink_alone(dsn: str, data: list[Any], table: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.postgres_sink", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--out")
-    args = ap.parse_args(argv)
+    args = cli.parser("bench.postgres_sink", __doc__, rows=2_000_000).parse_args(argv)
     cluster = Path(tempfile.mkdtemp(prefix="ringstream-pg-bench-"))
     script = ROOT / "scripts" / "postgres"
     dsn = subprocess.run([str(script), "start", str(cluster)], capture_output=True, text=True,
@@ -133,11 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {"sink_vs_adbc": round(med["sink"] / med["adbc"], 2),
                    "engine_vs_adbc": round(med["engine"] / med["adbc"], 2)},  # fmt: skip
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result))
-    else:
+    if not cli.emit(result, args):
         c = result["cpus"]
         print(f"machine: {c['count']} cpus ({c['model']}); {args.rows:,} rows, median of "
               f"{args.repeat}")  # fmt: skip

@@ -21,8 +21,6 @@ written once to one Parquet file. In one run, interleaved, median of ``--repeat`
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import statistics
@@ -33,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import engine_runs, machine
+from bench import cli, engine_runs, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = 10_000
@@ -169,13 +167,7 @@ def stages(path: Path, tmp: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.w1", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--events", type=int, default=10_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--out")
-    args = ap.parse_args(argv)
+    args = cli.parser("bench.w1", __doc__, events=10_000_000).parse_args(argv)
     cpus = machine.available_cpus()
     worker = [cpus[-1]]
     with tempfile.TemporaryDirectory(prefix="rs-w1-") as d:
@@ -211,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "window_step_vs_duckdb_in_memory": round(window_rate / duck_mem, 2),
         "window_step_events_per_s": round(window_rate),
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    if args.json:
-        print(json.dumps(result))
+    if cli.emit(result, args):
         return 0
     c = result["cpus"]
     print(f"machine: {c['count']} cpus ({c['model']}); pinning {c['pinning']}; "

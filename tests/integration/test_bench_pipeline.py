@@ -63,3 +63,27 @@ def test_bench_latency_reports_percentiles_and_cpu_per_process() -> None:
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     roles = set(result["cpu_percent_streaming"])
     assert {"coordinator", "worker 0", "source 'in'", "sink 'out'"} <= roles
+
+
+def test_bench_scaling_reports_each_worker_count() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.scaling", "--json", "--events", "300000", "--repeat", "1"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    for rows in result["workloads"].values():
+        assert [r["workers"] for r in rows][:2] == [1, 2]
+        assert all(r["events_per_s"] > 0 and "worker" in r["cpu_ns_per_event"] for r in rows)
+        assert rows[0]["efficiency"] == 1.0
+
+
+def test_bench_postgres_sink_against_adbc_alone() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.postgres_sink", "--json", "--rows", "200000", "--repeat",
+         "1"],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert set(result["rows_per_s"]) == {"adbc", "sink", "engine"}
+    assert all(v > 0 for v in result["rows_per_s"].values())
+    assert set(result["ratios"]) == {"sink_vs_adbc", "engine_vs_adbc"}
