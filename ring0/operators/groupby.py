@@ -30,7 +30,13 @@ from ring0.operators.aggregate_spec import AggregateSpec
 from ring0.operators.aggregates import Plan
 from ring0.operators.base import Operator
 from ring0.operators.changelog import CHANGE, changes, fold
-from ring0.operators.keys import check_keys, key_fields, result_schema, rows_table
+from ring0.operators.keys import (
+    check_keys,
+    key_fields,
+    key_output_field,
+    result_schema,
+    rows_table,
+)
 
 _COMPACT_AFTER = 16
 _FORMAT = b"ringstream.groupby/1"
@@ -53,7 +59,8 @@ class GroupByAggregate(Operator):
         self.plan = Plan(aggregates, input_schema)
         self._key_fields = key_fields(self.key, input_schema)
         self.keys = [f.name for f in self._key_fields]
-        fields = [input_schema.field(k) for k in self.key] + self.plan.output_fields
+        fields = [key_output_field(input_schema.field(k)) for k in self.key]
+        fields += self.plan.output_fields
         self._result_schema = result_schema(fields)
         self._out = self._result_schema.append(CHANGE) if emit == "update" else self._result_schema
         self._schema = pa.schema(self._key_fields + self.plan.partial_fields())

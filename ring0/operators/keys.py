@@ -36,13 +36,29 @@ def key_fields(key: Sequence[str], schema: pa.Schema) -> list[pa.Field]:
     when there is no key (so every group-by has a column to group on)."""
     if not key:
         return [pa.field("__k", pa.int8())]
-    return [pa.field(f"__k{i}", schema.field(col).type) for i, col in enumerate(key)]
+    return [pa.field(f"__k{i}", value_type(schema.field(col).type)) for i, col in enumerate(key)]
+
+
+def value_type(t: pa.DataType) -> pa.DataType:
+    """A key's type in state and output: a dictionary-encoded key as its values' type (each
+    batch may bring its own dictionary; grouping across batches needs the values)."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def key_output_field(f: pa.Field) -> pa.Field:
+    """A key column as the operator outputs it (dictionary keys come out decoded)."""
+    return f.with_type(value_type(f.type))
+
+
+def key_column(batch: pa.RecordBatch, col: str) -> pa.Array:
+    arr = batch.column(col)
+    return arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
 
 
 def rows_table(batch: pa.RecordBatch, key: Sequence[str], plan: Plan) -> pa.Table:
     """``batch`` as the internal columns ``Plan.partial`` reads: keys, then the value columns
     (zero-copy but for the constant key)."""
-    arrays = [batch.column(col) for col in key]
+    arrays = [key_column(batch, col) for col in key]
     names = [f"__k{i}" for i in range(len(key))]
     if not key:
         arrays, names = [pa.array(np.zeros(batch.num_rows, dtype=np.int8))], ["__k"]

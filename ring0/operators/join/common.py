@@ -90,6 +90,12 @@ def _check_keys(left: pa.Schema, right: pa.Schema, lkey: list[str], rkey: list[s
                 raise ConfigError(f"{side} key {col!r} is not in {side} columns {schema.names}")
     for lk, rk in zip(lkey, rkey, strict=True):
         lt, rt = left.field(lk).type, right.field(rk).type
+        for side, name, t in (("left", lk, lt), ("right", rk, rt)):
+            if pa.types.is_dictionary(t):
+                raise ConfigError(
+                    f"{side} key {name!r} is dictionary-encoded ({t}); cast it to its values' "
+                    f"type in a project step first (cast({name} as {t.value_type}))"
+                )
         if lt != rt:
             raise ConfigError(
                 f"join key types differ: left {lk!r} is {lt}, right {rk!r} is {rt} (cast one side)"

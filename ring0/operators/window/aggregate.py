@@ -18,7 +18,13 @@ from ring0.operators.aggregate_spec import AggregateSpec
 from ring0.operators.aggregates import Plan
 from ring0.operators.base import Operator
 from ring0.operators.changelog import CHANGE, changes
-from ring0.operators.keys import check_keys, key_fields, result_schema, rows_table
+from ring0.operators.keys import (
+    check_keys,
+    key_fields,
+    key_output_field,
+    result_schema,
+    rows_table,
+)
 from ring0.operators.window.sessions import Sessions
 from ring0.operators.window.slots import Slots
 from ring0.operators.window.tables import NONE, checked
@@ -103,7 +109,7 @@ class WindowAggregate(Operator):
         fields = [
             pa.field("window_start", self.bound_types[0]),
             pa.field("window_end", self.bound_types[1]),
-            *(input_schema.field(k) for k in self.key),
+            *(key_output_field(input_schema.field(k)) for k in self.key),
             *self.plan.output_fields,
         ]
         self._result_schema = result_schema(fields)
