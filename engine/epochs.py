@@ -100,9 +100,10 @@ class PendingEpoch:
         }  # fmt: skip
         for (role, name, index), r in self.reports.items():
             by_role[role][(name, index)] = r
-        for who in self.excused:
-            if who[0] == "source" and who in finished:
-                by_role["source"][(who[1], who[2])] = finished[who]
+        sources = by_role["source"]
+        for (role, name, index), r in finished.items():  # sources that ended earlier:
+            if role == "source" and (name, index) not in sources and r.epoch <= self.epoch:
+                sources[(name, index)] = r  # their final position covers this epoch
         return CompletedEpoch(
             self.epoch,
             (time.monotonic() - self.started) * 1000,
