@@ -54,11 +54,12 @@ import contextlib
 import hashlib
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
-from connectors.options import Options
+from connectors.options import Options, parse_options
 from connectors.postgres.types import column_sql, quote_table
 from engine.errors import ConfigError, ConnectorError
 
@@ -81,30 +82,13 @@ class PostgresSink(Sink):
     options_type = PostgresSinkOptions
 
     def check_config(self, config: ConnectorConfig) -> None:
-        opts = self._parsed(config)
-        where = f"sinks.{config.name}"
-        if opts.mode == "upsert" and not opts.key:
-            raise ConfigError(f"{where}.key: mode = \"upsert\" needs the key columns")
-        if opts.mode == "append" and opts.key:
-            raise ConfigError(f"{where}.key: only with mode = \"upsert\"")
-        quote_table(opts.table, f"{where}.table")
-        if config.schema is not None:
-            for k in opts.key:
-                if config.schema.get_field_index(k) < 0:
-                    raise ConfigError(
-                        f"{where}.key: column {k!r} is not in the stream ({config.schema.names})"
-                    )
-
-    def _parsed(self, config: ConnectorConfig) -> PostgresSinkOptions:
-        from connectors.options import parse_options
-
-        return parse_options(PostgresSinkOptions, config.options, f"sinks.{config.name}")
+        _check(_options(config), config)
 
     # -- open ---------------------------------------------------------------------------------
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
-        self.check_config(config)
         o: PostgresSinkOptions = self.options
+        _check(o, config)
         self.where = f"sinks.{config.name}"
         self.id = o.id or f"{o.table}/{config.name}"
         self.gid_prefix = f"ringstream:{self.id}:"
@@ -191,7 +175,7 @@ class PostgresSink(Sink):
             return WriteResult(0, 0)
         rows = batch if self.options.mode == "append" else self._staged(batch)
         # a copy: the batch is a view of ring memory, released when this call returns
-        self.buffer.append(pa.concat_batches([rows, rows.slice(0, 0)]))
+        self.buffer.append(pa.concat_batches([rows]))
         self.buffered += rows.nbytes
         if self.buffered >= self.options.flush_bytes:
             self.flush()
@@ -204,24 +188,20 @@ class PostgresSink(Sink):
         transaction. Large loads are about twice as fast as one per 64K-row batch."""
         if not self.buffer:
             return
-        target = self.table_name if self.options.mode == "append" else self.stage
+        target = self.options.table if self.options.mode == "append" else self.stage
         with self.data.cursor() as cur:
             cur.adbc_ingest(target, pa.Table.from_batches(self.buffer), mode="append")
         self.buffer, self.buffered = [], 0
 
-    @property
-    def table_name(self) -> str:
-        return self.options.table
-
     def _staged(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         n = batch.num_rows
         change = (batch.column("_change").cast(pa.int16()) if "_change" in batch.schema.names
-                  else pa.array([1] * n, pa.int16()))  # fmt: skip
+                  else pa.array(np.ones(n, np.int16)))  # fmt: skip
         cols = [batch.column(c) for c in self.columns]
-        seq = pa.array(range(self.seq, self.seq + n), pa.int64())
+        seq = pa.array(np.arange(self.seq, self.seq + n, dtype=np.int64))
         self.seq += n
         return pa.RecordBatch.from_arrays(
-            [*cols, change, pa.array([self.epoch] * n, pa.int64()), seq],
+            [*cols, change, pa.array(np.full(n, self.epoch, np.int64)), seq],
             names=[*self.columns, "_change", "_epoch", "_seq"],
         )
 
@@ -294,7 +274,7 @@ class PostgresSink(Sink):
             self._sql(f"DELETE FROM {self.stage} WHERE _epoch >= %s", (epoch,))
 
     def capabilities(self) -> SinkCapabilities:
-        upsert = bool(getattr(self, "config", None)) and self._parsed(self.config).mode == "upsert"
+        upsert = hasattr(self, "config") and _options(self.config).mode == "upsert"
         return SinkCapabilities(
             exactly_once=True, idempotent=True, two_phase_commit=True,
             upsert=upsert, changelog=upsert,
@@ -308,3 +288,21 @@ class PostgresSink(Sink):
             if conn is not None:
                 with contextlib.suppress(Exception):  # closing a broken connection
                     conn.close()
+
+
+def _options(config: ConnectorConfig) -> PostgresSinkOptions:
+    return parse_options(PostgresSinkOptions, config.options, f"sinks.{config.name}")
+
+
+def _check(o: PostgresSinkOptions, config: ConnectorConfig) -> None:
+    """What a type cannot say: a key exactly with upsert, in the stream; a safe table name."""
+    where = f"sinks.{config.name}"
+    if o.mode == "upsert" and not o.key:
+        raise ConfigError(f'{where}.key: mode = "upsert" needs the key columns')
+    if o.mode == "append" and o.key:
+        raise ConfigError(f'{where}.key: only with mode = "upsert"')
+    quote_table(o.table, f"{where}.table")
+    for k in o.key:
+        if config.schema is not None and config.schema.get_field_index(k) < 0:
+            raise ConfigError(f"{where}.key: column {k!r} is not in the stream "
+                              f"({config.schema.names})")  # fmt: skip
