@@ -114,11 +114,12 @@ def snapshot(first: str, second: str | None = None, seconds: float = 1.0) -> dic
     for lb, v in b.get("ringstream_connector_lag", []):
         lags[_key(lb)][lb["unit"]] = v
     progress = by_key(b, "ringstream_source_progress_ratio")
+    errors = by_key(b, "ringstream_connector_errors_total")
+    retries = by_key(b, "ringstream_connector_retries_total")
     for k, h in sorted(health.items()):
         connectors.append({
             "role": k[0], "name": k[1], "instance": int(k[2] or 0), "health": HEALTH.get(int(h)),
-            "errors": int(by_key(b, "ringstream_connector_errors_total").get(k, 0)),
-            "retries": int(by_key(b, "ringstream_connector_retries_total").get(k, 0)),
+            "errors": int(errors.get(k, 0)), "retries": int(retries.get(k, 0)),
             "lag": lags.get(k, {}), "progress": progress.get(k),
         })  # fmt: skip
     dropped = {

@@ -83,6 +83,8 @@ PROCESS_COUNTERS = {  # counter field -> (metric, help, scale)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BYTES_BUCKETS = tuple(float(1 << k) for k in range(10, 34, 2))  # 1 KiB .. 8 GiB
 Labels = tuple[str, str, str]  # role, name, instance
+PROCESS_LABELS = ("pipeline", "role", "name", "instance")
+_G, _C, _H = GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily
 CARRIED = ("errors", "retries", "records", "bytes", "polls")  # connector counts across attempts
 
 
@@ -191,30 +193,22 @@ class TelemetryCollector:
         return [self.t.pipeline, *c]
 
     def _processes(self) -> Iterator[Metric]:
-        t, names = self.t, ["pipeline", "role", "name", "instance"]
+        t = self.t
         live = t.counters is not None
+        current = {c.labels for c in t.children} if live else set()
         for fld, (metric, doc, scale) in PROCESS_COUNTERS.items():
-            fam = CounterMetricFamily(f"ringstream_{metric}", doc, labels=names)
+            fam = _family(_C, metric, doc)
             if live:
                 for c in t.children:
                     fam.add_metric(self._labels(c.labels), t.value(c, fld) * scale)
             for (labels, key), value in t.carried.items():
-                if key == fld and (not live or all(c.labels != labels for c in t.children)):
+                if key == fld and labels not in current:  # ended in an earlier attempt
                     fam.add_metric(self._labels(labels), value * scale)
             yield fam
-        wm = GaugeMetricFamily(
-            "ringstream_watermark_seconds", "Event-time watermark.", labels=names
-        )
-        lag = GaugeMetricFamily(
-            "ringstream_watermark_lag_seconds", "Wall clock minus the watermark.", labels=names
-        )
-        cpu = CounterMetricFamily(
-            "ringstream_process_cpu_seconds_total", "CPU time of each process.", labels=names
-        )
-        info = GaugeMetricFamily(
-            "ringstream_process_info", "Pid and CPU of each process (value 1).",
-            labels=[*names, "pid", "cpu"],
-        )  # fmt: skip
+        wm = _family(_G, "watermark_seconds", "Event-time watermark.")
+        lag = _family(_G, "watermark_lag_seconds", "Wall clock minus the watermark.")
+        cpu = _family(_C, "process_cpu_seconds_total", "CPU time of each process.")
+        info = _family(_G, "process_info", "Pid and CPU of a process (value 1).", "pid", "cpu")
         now = time.time()
         for c in t.children if live else []:
             assert t.counters is not None
@@ -271,33 +265,15 @@ class TelemetryCollector:
         yield _counter("ringstream_restarts", "Recoveries from a checkpoint.", p, t.restarts)
 
     def _connectors(self) -> Iterator[Metric]:
-        t, names = self.t, ["pipeline", "role", "name", "instance"]
-        health = GaugeMetricFamily(
-            "ringstream_connector_health", "0 healthy, 1 degraded, 2 unhealthy.", labels=names
-        )
-        errors = CounterMetricFamily(
-            "ringstream_connector_errors", "Failed connector calls.", labels=names
-        )
-        retries = CounterMetricFamily(
-            "ringstream_connector_retries", "Retries of transient failures.", labels=names
-        )
-        lag = GaugeMetricFamily(
-            "ringstream_connector_lag", "What a connector reports as lag, in its unit.",
-            labels=[*names, "unit"],
-        )  # fmt: skip
-        progress = GaugeMetricFamily(
-            "ringstream_source_progress_ratio", "A bounded source's share done.", labels=names
-        )
-        other = GaugeMetricFamily(
-            "ringstream_connector_value", "Every other number a connector reports.",
-            labels=[*names, "key"],
-        )  # fmt: skip
-        poll = HistogramMetricFamily(
-            "ringstream_connector_poll_seconds", "A source's poll_batch time.", labels=names
-        )
-        write = HistogramMetricFamily(
-            "ringstream_connector_write_seconds", "A sink's write_batch time.", labels=names
-        )
+        t = self.t
+        health = _family(_G, "connector_health", "0 healthy, 1 degraded, 2 unhealthy.")
+        errors = _family(_C, "connector_errors", "Failed connector calls.")
+        retries = _family(_C, "connector_retries", "Retries of transient failures.")
+        lag = _family(_G, "connector_lag", "What a connector reports as lag (unit).", "unit")
+        progress = _family(_G, "source_progress_ratio", "A bounded source's share done.")
+        other = _family(_G, "connector_value", "Any other number a connector reports.", "key")
+        poll = _family(_H, "connector_poll_seconds", "A source's poll_batch time.")
+        write = _family(_H, "connector_write_seconds", "A sink's write_batch time.")
         for labels in sorted(set(t.connector) | set(t.health)):
             values = t.connector.get(labels, {})
             lv = self._labels(labels)
@@ -323,6 +299,11 @@ class TelemetryCollector:
                     lv, _pow2_buckets(counts), sum_value=_pow2_sum(counts)
                 )
         yield from (health, errors, retries, lag, progress, other, poll, write)
+
+
+def _family(kind: type, name: str, doc: str, *extra: str) -> Any:
+    """A family labelled per process (``pipeline role name instance``, then ``extra``)."""
+    return kind(f"ringstream_{name}", doc, labels=[*PROCESS_LABELS, *extra])
 
 
 def _counter(name: str, doc: str, labels: list[str], value: float) -> CounterMetricFamily:
