@@ -74,6 +74,7 @@ class Plan:
     late_schemas: dict[str, pa.Schema] = field(default_factory=dict)
     replayable: dict[str, bool] = field(default_factory=dict)
     source_steps: dict[str, int] = field(default_factory=dict)  # leading steps run in a source
+    ring_schemas: dict[str, pa.Schema] = field(default_factory=dict)  # source -> its rings
 
     @classmethod
     def build(
@@ -119,6 +120,10 @@ class Plan:
         plan.source_steps = {name: stateless_prefix(plan.steps_of(port))
                              for port, name in enumerate(inputs)}  # fmt: skip
         graph = plan.worker_graph()
+        for port, name in enumerate(inputs):  # what each source sends: its steps' output
+            n = plan.source_steps[name]
+            chain = graph.pre[port]
+            plan.ring_schemas[name] = chain.ops[n - 1].output_schema if n else chain.input_schema
         plan.output_schema = graph.output_schema
         plan.late_schemas = graph.late_schemas()
         plan.final_schema = plan.final_chain().output_schema
@@ -149,8 +154,7 @@ class Plan:
 
     def ring_schema(self, source: str) -> pa.Schema:
         """What ``source`` writes into the workers' rings (after its own steps)."""
-        chain = self.source_chain(source)
-        return chain.output_schema if chain is not None else self.source_schemas[source]
+        return self.ring_schemas[source]
 
     def worker_graph(self) -> WorkerGraph:
         p, q = self.pipeline, self.pipeline.query

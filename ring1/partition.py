@@ -91,18 +91,18 @@ def check_key_type(t: pa.DataType, where: str) -> None:
         )
 
 
-def column_hash(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, bool]:
-    """(per-row uint64 hash, whether it is the integer path's raw int64 value)."""
+def column_hash(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The per-row uint64 hash of one key column (integer-like: the value itself)."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     t = arr.type
     if pa.types.is_dictionary(t) and is_integer_like(t.value_type):
         return column_hash(arr.cast(t.value_type))
     if pa.types.is_dictionary(t):
-        values, _ = column_hash(arr.dictionary)
+        values = column_hash(arr.dictionary)
         idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp)
         h = values[idx] if len(values) else np.zeros(len(arr), np.uint64)
     elif is_integer_like(t):  # nulls as 0, as the integer path always did
-        return _int64(arr).view(np.uint64), True
+        return _int64(arr).view(np.uint64)
     elif pa.types.is_floating(t):
         h = _float_hash(arr)
     elif pa.types.is_decimal(t):
@@ -114,7 +114,7 @@ def column_hash(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, bool]:
     else:
         check_key_type(t, "key column")
         raise AssertionError(t)  # pragma: no cover (check_key_type raised)
-    return _nulls(arr, h), False
+    return _nulls(arr, h)
 
 
 def _nulls(arr: pa.Array, h: np.ndarray) -> np.ndarray:
@@ -133,7 +133,7 @@ def partition_ids(keys: np.ndarray | list[np.ndarray] | list[pa.Array], n: int) 
             if isinstance(col, np.ndarray):  # integers, as numpy (the historical entry point)
                 v = col.astype(np.int64, copy=False).view(np.uint64)
             else:
-                v, _ = column_hash(col)
+                v = column_hash(col)
             h = v * GOLDEN if h is None else (h ^ v) * GOLDEN  # (0 ^ v) == v: one pass less
         assert h is not None
         h >>= np.uint64(32)

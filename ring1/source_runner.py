@@ -183,10 +183,10 @@ class SourceRunner:
                     f"{self.schema}"
                 )
             batch = pa.RecordBatch.from_arrays(batch.columns, schema=self.schema)
-        c, slot = self.counters, self.slot
+        c, slot, size = self.counters, self.slot, batch.nbytes
         c.add(slot, "rows_in", batch.num_rows)
         c.add(slot, "batches_in", 1)
-        c.add(slot, "bytes_in", batch.nbytes)
+        c.add(slot, "bytes_in", size)
         for out in self.steps.process(batch) if self.steps is not None else [batch]:
             if self.key is None:  # round-robin by batch
                 self.writers[self.rr % len(self.writers)].write_batches(out)
@@ -197,7 +197,7 @@ class SourceRunner:
                     w.write_batches(part)
             c.add(slot, "rows_out", out.num_rows)
             c.add(slot, "batches_out", 1)
-            c.add(slot, "bytes_out", out.nbytes)
+            c.add(slot, "bytes_out", size if out is batch else out.nbytes)
         wm = self.watermark.advance(batch)  # over every row read, filtered or not
         if wm is not None:
             for w in self.writers:
