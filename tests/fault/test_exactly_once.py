@@ -48,6 +48,13 @@ TOPOLOGY = (
 )
 
 
+WINDOW_STEP = """[[query.steps]]
+op = "window"
+key = "key"
+window = {{ type = "tumbling", size_ms = 1000 }}
+aggregates = [{aggregates}]"""
+
+
 # --- a pipeline in a directory ---------------------------------------------------------------
 
 
@@ -75,12 +82,17 @@ def make_job(
     interval_ms: int = 100,
     max_restarts: int = 10,
     key_prefix: str | None = None,
+    sink_options: str | None = None,
+    steps: str | None = None,
 ) -> Job:
-    """Write the test pipeline and topology under ``dir`` (created)."""
+    """Write the test pipeline and topology under ``dir`` (created). ``sink_options``: the
+    sink's own keys (default: a files or collect path); ``steps``: the query steps (default:
+    the 1 s tumbling window per key)."""
     dir.mkdir(parents=True, exist_ok=True)
     ckpt = dir / "checkpoints"
     out = dir / ("out" if sink == "files" else "out.jsonl")
-    sink_options = f'path = "{out}"' + ('\nformat = "parquet"' if sink == "files" else "")
+    if sink_options is None:
+        sink_options = f'path = "{out}"' + ('\nformat = "parquet"' if sink == "files" else "")
     strings = "" if key_prefix is None else f'key_prefix = "{key_prefix}"'
     sums = "" if key_prefix else '"sum(key)", '  # no sum of strings
     aggregates = f'"count", {sums}"min(ts)", "max(ts)"'
@@ -109,11 +121,7 @@ seed = {SEED}
 events_per_second = {EVENTS_PER_SECOND}
 {strings}
 
-[[query.steps]]
-op = "window"
-key = "key"
-window = {{ type = "tumbling", size_ms = 1000 }}
-aggregates = [{aggregates}]
+{steps or WINDOW_STEP.format(aggregates=aggregates)}
 
 [[sinks]]
 name = "out"

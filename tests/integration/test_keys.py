@@ -211,44 +211,34 @@ def two_sides(tmp_path: Path) -> tuple[Path, Path, pa.Table, pa.Table]:
     return write_input(tmp_path, "l", left), write_input(tmp_path, "r", right), left, right
 
 
-def test_interval_join_on_string_keys(tmp_path: Path) -> None:
+def join_on_string_keys(tmp_path: Path, kind: str, bounds: str, sql: str) -> None:
+    """orders ⋈ payments by user (a Zipf string key), ``kind`` with ``bounds``, vs DuckDB."""
     lp, rp, left, right = two_sides(tmp_path)
-    body = SOURCE.format(name="orders", path=lp) + SOURCE.format(name="payments", path=rp) + """
+    body = SOURCE.format(name="orders", path=lp) + SOURCE.format(name="payments", path=rp) + f"""
 [query.join]
-type = "interval"
+type = "{kind}"
 left = "orders"
 right = "payments"
 left_key = "user"
 right_key = "user"
-lower_ms = -500
-upper_ms = 1500
+{bounds}
 left_prefix = "o_"
 right_prefix = "p_"
 """
-    sql = """
+    check(tmp_path, kind, body, sql, {"l": left, "r": right})
+
+
+def test_interval_join_on_string_keys(tmp_path: Path) -> None:
+    join_on_string_keys(tmp_path, "interval", "lower_ms = -500\nupper_ms = 1500", """
 SELECT l.ts AS o_ts, l."user" AS o_user, l.oid AS o_oid, r.ts AS p_ts, r."user" AS p_user,
        r.pay AS p_pay
-FROM l JOIN r ON l."user" = r."user" AND r.ts - l.ts BETWEEN -500 AND 1500"""
-    check(tmp_path, "interval", body, sql, {"l": left, "r": right})
+FROM l JOIN r ON l."user" = r."user" AND r.ts - l.ts BETWEEN -500 AND 1500""")
 
 
 def test_asof_join_on_string_keys(tmp_path: Path) -> None:
-    lp, rp, left, right = two_sides(tmp_path)
-    body = SOURCE.format(name="orders", path=lp) + SOURCE.format(name="payments", path=rp) + """
-[query.join]
-type = "asof"
-left = "orders"
-right = "payments"
-left_key = "user"
-right_key = "user"
-tolerance_ms = 3000
-left_prefix = "o_"
-right_prefix = "p_"
-"""
     within = "l.ts - r.ts <= 3000"
-    sql = f"""
+    join_on_string_keys(tmp_path, "asof", "tolerance_ms = 3000", f"""
 SELECT l.ts AS o_ts, l."user" AS o_user, l.oid AS o_oid,
        CASE WHEN {within} THEN r.ts END AS p_ts, CASE WHEN {within} THEN r."user" END AS p_user,
        CASE WHEN {within} THEN r.pay END AS p_pay
-FROM l ASOF LEFT JOIN r ON l."user" = r."user" AND l.ts >= r.ts"""
-    check(tmp_path, "asof", body, sql, {"l": left, "r": right})
+FROM l ASOF LEFT JOIN r ON l."user" = r."user" AND l.ts >= r.ts""")

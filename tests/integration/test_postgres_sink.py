@@ -27,9 +27,9 @@ from tests.fault.test_exactly_once import (
     EVENTS_PER_SECOND,
     KEYS,
     SEED,
-    TOPOLOGY,
     Job,
     expected,
+    make_job,
     reference,
     run_with_random_kills,
 )
@@ -64,51 +64,10 @@ def table_of(dsn: str, table: str) -> pa.Table:
     return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
 
 
-def job(tmp_path: Path, dsn: str, table: str, steps: str, sink: str = "") -> Job:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    pipeline = tmp_path / "pipeline.toml"
-    pipeline.write_text(f"""
-[pipeline]
-name = "pg"
-delivery = "exactly-once"
-[checkpoint]
-interval_ms = 100
-dir = "{tmp_path / "checkpoints"}"
-max_restarts = 10
-restart_backoff_ms = 50
-[metrics]
-enabled = false
-[[sources]]
-name = "events"
-type = "generator"
-parallelism = 2
-event_time = "ts"
-events = {EVENTS}
-keys = {KEYS}
-batch_rows = 4096
-batch_max_rows = 4096
-seed = {SEED}
-events_per_second = {EVENTS_PER_SECOND}
-{steps}
-[[sinks]]
-name = "out"
-type = "postgres"
-dsn = "{dsn}"
-table = "{table}"
-{sink}
-""")
-    topology = tmp_path / "topology.toml"
-    topology.write_text(TOPOLOGY)
-    return Job(tmp_path, pipeline, topology, tmp_path / "unused", tmp_path / "checkpoints")
-
-
-WINDOW = """
-[[query.steps]]
-op = "window"
-key = "key"
-window = { type = "tumbling", size_ms = 1000 }
-aggregates = ["count", "sum(key)", "min(ts)", "max(ts)"]
-"""
+def job(tmp_path: Path, dsn: str, table: str, steps: str | None = None, sink: str = "") -> Job:
+    """The fault suite's pipeline (2 generator instances, 2 workers) into the PostgreSQL sink."""
+    options = f'dsn = "{dsn}"\ntable = "{table}"\n{sink}'
+    return make_job(tmp_path, parallelism=2, sink="postgres", sink_options=options, steps=steps)
 
 
 @pytest.mark.slow
@@ -116,7 +75,7 @@ def test_append_exactly_once_under_random_kills(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, dsn: str
 ) -> None:
     reference(tmp_path_factory)  # the fault suite's files run: its duration scales kill delays
-    why = run_with_random_kills(job(tmp_path, dsn, "w_append", WINDOW), kills=3)
+    why = run_with_random_kills(job(tmp_path, dsn, "w_append"), kills=3)
     got = table_of(dsn, "w_append")
     want = expected()
     assert got.num_rows == want.num_rows, f"{why}: {got.num_rows} rows, {want.num_rows} expected"
@@ -184,16 +143,16 @@ def test_leftover_prepared_epochs_are_rolled_back_and_a_lost_one_is_named(dsn: s
 
 def test_refusals_name_what_to_fix(tmp_path: Path, dsn: str) -> None:
     query(dsn, "CREATE TABLE IF NOT EXISTS other_cols (a int)")
-    j = job(tmp_path / "a", dsn, "other_cols", WINDOW)
+    j = job(tmp_path / "a", dsn, "other_cols")
     done = subprocess.run([sys.executable, "-m", "engine", *j.args()], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)  # fmt: skip
     assert done.returncode != 0
     assert "other_cols has columns ['a']" in done.stderr
-    j = job(tmp_path / "b", dsn, "needs_key", WINDOW, 'mode = "upsert"')
+    j = job(tmp_path / "b", dsn, "needs_key", sink='mode = "upsert"')
     done = subprocess.run([sys.executable, "-m", "engine", "validate", str(j.pipeline)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
     assert done.returncode == 2 and 'mode = "upsert" needs the key columns' in done.stderr
-    j = job(tmp_path / "c", dsn, "bad name; drop", WINDOW)
+    j = job(tmp_path / "c", dsn, "bad name; drop")
     done = subprocess.run([sys.executable, "-m", "engine", "validate", str(j.pipeline)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "a table name is `table` or `schema.table`" in done.stderr
