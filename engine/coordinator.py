@@ -274,8 +274,7 @@ class Coordinator:
                 sup.send_all("source", control.NotifyCommitted(done.epoch))
                 stat = done.stat()
                 self._stats.append(stat)
-                self.monitor.epoch(stat.epoch, stat.duration_ms, stat.alignment_ms,
-                                   stat.state_bytes)  # fmt: skip
+                self.monitor.epoch(stat)
             now = time.monotonic()
             if resuming and progress.sum("source", "rows_in") > 0:
                 self.say(f"processing again {now - start:.2f} s after the restart's children "

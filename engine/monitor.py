@@ -23,7 +23,7 @@ import msgspec
 from engine import control, log, runinfo
 from engine.counters import Counters
 from engine.pipeline import Pipeline
-from engine.progress import Summary
+from engine.progress import EpochStat, Summary
 from engine.telemetry import Child, Telemetry
 
 Labels = tuple[str, str, str]
@@ -80,8 +80,8 @@ class Monitor:
                     t.latency[labels(child)] = msg.latency
                 t.health.setdefault(labels(child), "healthy")
 
-    def epoch(self, epoch: int, duration_ms: float, alignment_ms: float, state: int) -> None:
-        self.telemetry.epoch_done(epoch, duration_ms, alignment_ms, state)
+    def epoch(self, stat: EpochStat) -> None:
+        self.telemetry.epoch_done(stat)
 
     def committed(self, epoch: int | None) -> None:
         self.telemetry.committed = epoch
@@ -90,7 +90,7 @@ class Monitor:
         self.telemetry.restarts += 1
 
     def end_attempt(self) -> None:
-        self.telemetry.end_attempt(restarted=False)
+        self.telemetry.end_attempt()
 
     def progress(self) -> float | None:
         """A bounded run's share done (sources that report their size), or None."""

@@ -64,6 +64,7 @@ from prometheus_client.core import (
 )
 
 from engine.counters import NO_WATERMARK, Counters
+from engine.progress import EpochStat
 from ring1.health import STATE_CODES
 from ring1.metrics import BOUNDS_S
 
@@ -141,7 +142,7 @@ class Telemetry:
         with self.lock:
             self.counters, self.children, self.rings = counters, children, rings
 
-    def end_attempt(self, restarted: bool) -> None:
+    def end_attempt(self) -> None:
         """Before the attempt's segments close: carry its counts so counters never go back."""
         with self.lock:
             if self.counters is not None:
@@ -159,15 +160,13 @@ class Telemetry:
                 self.latency_carried[labels] = _add(self.latency_carried.get(labels, []), counts)
             self.latency = {}
             self.counters, self.children, self.rings = None, [], []
-            if restarted:
-                self.restarts += 1
 
-    def epoch_done(self, epoch: int, duration_ms: float, alignment_ms: float, state: int) -> None:
+    def epoch_done(self, stat: EpochStat) -> None:
         with self.lock:
-            self.checkpoint_duration.observe(duration_ms / 1000)
-            self.checkpoint_alignment.observe(alignment_ms / 1000)
-            self.checkpoint_state.observe(float(state))
-            self.recent_epochs = [*self.recent_epochs[-9:], (epoch, duration_ms / 1000)]
+            self.checkpoint_duration.observe(stat.duration_ms / 1000)
+            self.checkpoint_alignment.observe(stat.alignment_ms / 1000)
+            self.checkpoint_state.observe(float(stat.state_bytes))
+            self.recent_epochs = [*self.recent_epochs[-9:], (stat.epoch, stat.duration_ms / 1000)]
 
     # -- read at scrape time -------------------------------------------------------------------
     def value(self, c: Child, fld: str) -> float:
