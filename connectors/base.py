@@ -9,8 +9,9 @@ completion on it).
 
 Source — call order, from one thread of the source process::
 
-    open(config) → [restore(checkpoint)] → { poll_batch(n) | checkpoint() |
-    notify_committed(epoch) | health_check() | metrics() }* → close()
+    open(config) → [restore(checkpoint)] → { poll_batch(n) | data_ready(t) |
+    checkpoint() → position_recorded(epoch, cp) | notify_committed(epoch) |
+    health_check() | metrics() }* → close()
 
 * ``poll_batch(max_records)`` returns a ``SourceBatch`` of at most
   ``max_records`` rows (``max_records`` is a hint the runtime's batching
@@ -24,9 +25,13 @@ Source — call order, from one thread of the source process::
   ``poll_batch`` (the runtime records it for that epoch). ``restore(cp)``
   makes the next ``poll_batch`` return the row right after that position —
   not that row again (beware off-by-one).
+* ``position_recorded(epoch, checkpoint)`` follows each ``checkpoint()`` the
+  runtime records, with the epoch it belongs to (a source that acknowledges
+  positions upstream keeps it until that epoch commits).
 * ``notify_committed(epoch)``: every row up to that epoch's checkpoint is
-  durable downstream (a CDC source acks its slot here). Not guaranteed to be
-  called for every epoch: a later one implies the earlier ones.
+  durable downstream (a CDC source acks its slot here: the position
+  ``position_recorded`` gave for that epoch). Not guaranteed to be called for
+  every epoch: a later one implies the earlier ones.
 * A record the source cannot turn into a row (a value that does not parse, a
   malformed line) is never dropped silently. With ``config.on_error ==
   "fail"`` (the default) ``poll_batch`` raises ``BadRecordError`` naming it
@@ -283,6 +288,9 @@ class Source(Connector):
 
         time.sleep(min(timeout_s, 0.001))
         return True
+
+    def position_recorded(self, epoch: int, checkpoint: SourceCheckpoint) -> None:
+        """``checkpoint`` (what ``checkpoint()`` just returned) is epoch ``epoch``'s position."""
 
     def notify_committed(self, epoch: int) -> None:
         pass

@@ -41,6 +41,7 @@ SOURCES: dict[str, str] = {
     "files": "connectors.files.source:FilesSource",
     "scripted": "connectors.testing.scripted:ScriptedSource",
     "push": "connectors.push:PushSource",
+    "postgres_cdc": "connectors.postgres.cdc:PostgresCdcSource",
 }
 SINKS: dict[str, str] = {
     "console": "connectors.console:ConsoleSink",

@@ -116,6 +116,7 @@ SOURCE_RUNTIME_KEYS = frozenset(
         "health_failures",
         "on_error",
         "dead_letter_output",
+        "partition_by",
     }
 )
 SINK_RUNTIME_KEYS = frozenset({"name", "type", "input", "retry", "health_failures"})
@@ -134,6 +135,7 @@ class SourceConfig(_Strict, kw_only=True):
     health_failures: Positive = 3
     on_error: Literal["fail", "dead_letter"] = "fail"  # a record the connector cannot read
     dead_letter_output: Name = "dead_letter"  # the stream bad records go to (a sink's input)
+    partition_by: list[str] | None = None  # with no keyed step: keeps each key's rows in order
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

@@ -2,7 +2,9 @@
 
 ``partitioning(plan, graph)``: the partition key of each input source — the
 join keys of each side, else the key of the first keyed stateful step (None:
-round-robin by batch for a global one) — checked against what the source
+round-robin by batch for a global one), else (no keyed step) the source's
+``partition_by``, or ``[]`` (every row to one worker, in order) for a changelog
+stream, or None — checked against what the source
 sends to the workers (its columns after its own steps) and against every
 later keyed step, which must group by a superset of it.
 ``stateless_prefix(steps)``: how many leading steps are stateless (filter,
@@ -65,7 +67,31 @@ def partitioning(plan: Plan, graph: WorkerGraph) -> dict[str, list[str] | None]:
             part = k
         else:
             _require_superset(op, part, f"query.steps[{i}]")
+    if part is None:
+        return {name: _stateless_partition(plan, name, ops[graph.skip[0] :])}
+    given = plan.pipeline.source_named(name).partition_by
+    if given is not None and given != part:
+        raise ConfigError(
+            f"sources.{name}.partition_by = {given}: the query's keyed step already "
+            f"partitions the rows by {part}; leave partition_by out"
+        )
     return {name: part}
+
+
+def _stateless_partition(plan: Plan, source: str, ops: list[Operator]) -> list[str] | None:
+    """Where rows of a query without a keyed step go: by ``partition_by`` when the source
+    says; all to one worker when they are a changelog (a ``_change`` column: a key's
+    retraction and insertion must stay in order, and batches sent round-robin to several
+    workers reach the sinks in any order); else round-robin by batch (None)."""
+    given = plan.pipeline.source_named(source).partition_by
+    if given is not None:
+        if not given:
+            raise ConfigError(f"sources.{source}.partition_by: name at least one column")
+        _check_partition_key(plan, source, given, f"sources.{source}.partition_by", ops)
+        return list(given)
+    if plan.ring_schema(source).get_field_index("_change") >= 0:
+        return []
+    return None
 
 
 def _check_partition_key(

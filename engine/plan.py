@@ -305,11 +305,12 @@ class Plan:
 
     def describe(self) -> str:
         p = self.pipeline
-        srcs = ", ".join(
-            f"{s.name} ({s.type} x{s.parallelism}, partitioned by "
-            f"{self.partition_keys.get(s.name) or 'batch'})"
-            for s in p.sources
-        )
+        def routed(name: str) -> str:
+            key = self.partition_keys.get(name)
+            return "one worker, in order" if key == [] else f"partitioned by {key or 'batch'}"
+
+        srcs = ", ".join(f"{s.name} ({s.type} x{s.parallelism}, {routed(s.name)})"
+                         for s in p.sources)  # fmt: skip
         sinks = ", ".join(f"{k.name} ({k.type} <- {k.input})" for k in p.sinks)
         ckpt = (
             f"checkpoints every {p.checkpoint.interval_ms} ms in {p.checkpoint_dir}"

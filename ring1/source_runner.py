@@ -12,7 +12,8 @@
   errors retried with backoff, health, metrics), then ``on_data(batch)`` for
   each batch the batcher completes (``batch_max_rows``/``batch_max_wait_ms``):
   the batch is split by the partition key's hash into one part per worker
-  (``ring1.partition``; round-robin by batch for a global query), each part
+  (``ring1.partition``; round-robin by batch for a global query; all to the
+  instance's own worker for a changelog with no key: ``engine.placement``), each part
   written to its worker's ring (cut to fit by ``write_batches``; a full ring
   waits: backpressure), then a WATERMARK (``engine.stream.SourceWatermark``)
   into every ring;
@@ -188,9 +189,9 @@ class SourceRunner:
         c.add(slot, "batches_in", 1)
         c.add(slot, "bytes_in", size)
         for out in self.steps.process(batch) if self.steps is not None else [batch]:
-            if self.key is None:  # round-robin by batch
+            if not self.key:  # round-robin by batch; [] (a changelog, no key): one worker
                 self.writers[self.rr % len(self.writers)].write_batches(out)
-                self.rr += 1
+                self.rr += self.key is None
             else:
                 parts = split(out, self.key, len(self.writers))
                 for w, part in zip(self.writers, parts, strict=True):
@@ -234,7 +235,9 @@ class SourceRunner:
         self._flush()  # the barrier (or the end) must follow every row the position covers
         position = None
         if self.replayable:
-            position = self.guard.call("checkpoint", self.source.checkpoint, retry=False).position
+            cp = self.guard.call("checkpoint", self.source.checkpoint, retry=False)
+            self.source.position_recorded(epoch, cp)
+            position = cp.position
         control.send(
             self.conn,
             control.Checkpointed(
