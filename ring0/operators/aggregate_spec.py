@@ -44,6 +44,13 @@ class AggregateSpec:
             default = self.fn if self.column is None else f"{self.fn}_{self.column}"
             object.__setattr__(self, "name", default)
 
+    @property
+    def text(self) -> str:
+        """The aggregate as a user writes it: ``count(*)``, ``max_by(x, y) as best``."""
+        args = ", ".join(a for a in (self.column or "*", self.by) if a)
+        default = self.fn if self.column is None else f"{self.fn}_{self.column}"
+        return f"{self.fn}({args})" + ("" if self.name == default else f" as {self.name}")
+
 
 def parse_aggregate(text: str) -> AggregateSpec:
     """``"sum(price) as total"`` -> ``AggregateSpec("sum", "price", None, "total")``.

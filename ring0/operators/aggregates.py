@@ -22,8 +22,22 @@ turns partial rows into output columns (avg = sum / count of non-null values). P
 use internal column names (``__n``, ``__p<i>``) beside the caller's group columns; a caller
 names its value columns as ``Plan.inputs`` says.
 
+A changelog input (``Plan(..., weight="_change")``: a signed integer column, +1 for a row
+inserted, -1 for a row retracted) weighs every row by that column in ``partial``, and only
+there: ``__n`` (the group's row count, hidden unless ``count`` shows it) is the sum of the
+weights, ``count(x)`` the sum over rows where ``x`` is not null, ``sum(x)`` the sum of
+``x * weight`` (expressions alike), ``avg`` the one over the other. Those grouped sums are
+plain sums, so ``merge`` is unchanged and the dense path may take them. ``sum`` then keeps a
+count of non-null values beside it and ``finalize`` gives null where that count is 0 (SQL's
+sum of only nulls; a retracted ``5`` must not leave a ``0``). ``min``, ``max``,
+``count_distinct``, ``max_by`` and ``min_by`` cannot forget a value and are refused
+(``ConfigError``), as is an aggregate that reads the weight column. A weight other than
++-1 counts as that many rows; a null weight is a ``DataError``.
+
 Not guaranteed: the row order of a partial or merged table (only ``gid`` aligns rows to groups);
-float sums depend on the order partials are merged in (callers keep that order deterministic).
+float sums depend on the order partials are merged in (callers keep that order deterministic);
+under retraction a float sum subtracts, so rounding error stays in it (an infinity or NaN that
+was added makes it NaN for good).
 """
 
 from __future__ import annotations
@@ -35,12 +49,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, DataError
 from ring0.expr import Expr, compile_expr
 from ring0.operators.aggregate_spec import WORD, AggregateSpec
 from ring0.operators.dense import dense_group
 
 _VALID = pc.CountOptions(mode="only_valid")
+RETRACTABLE = ("count", "sum", "avg")  # the aggregates a changelog input (weight) allows
 
 
 def is_numeric(t: pa.DataType) -> bool:
@@ -73,12 +88,19 @@ class _Part:
 
 
 class Plan:
-    """The partial columns of a list of aggregates over ``schema``, validated up front."""
+    """The partial columns of a list of aggregates over ``schema``, validated up front.
 
-    def __init__(self, aggregates: Sequence[AggregateSpec], schema: pa.Schema) -> None:
+    ``weight``: the input column of a changelog input (see the module docstring), or None."""
+
+    def __init__(
+        self, aggregates: Sequence[AggregateSpec], schema: pa.Schema, weight: str | None = None
+    ) -> None:
         if not aggregates:
             raise ConfigError("an aggregation needs at least one aggregate")
+        if weight is not None:
+            _check_weight(aggregates, schema, weight)
         self.aggregates = list(aggregates)
+        self.weighted = weight is not None
         self.inputs: dict[str, str] = {}  # input column (or expression text) -> internal name
         self.computed: dict[str, Expr] = {}  # expression text -> compiled expression
         self._parts: dict[tuple[str, str, str | None], _Part] = {}
@@ -98,6 +120,16 @@ class Plan:
                 except ConfigError as exc:
                     raise ConfigError(f"aggregate {a.name!r}: {exc}") from None
                 extra.append(pa.field(col, expr.type))
+        if weight is not None:
+            for a in self.aggregates:
+                for col in (a.column, a.by):
+                    expr = self.computed.get(col or "")
+                    if weight == col or (expr is not None and weight in expr.columns):
+                        raise ConfigError(
+                            f"aggregate {a.text!r} reads {weight!r}, the weight of each row of "
+                            f"a changelog input (+1 inserted, -1 retracted), which every "
+                            f"aggregate applies already: count is the sum of {weight}"
+                        )
         schema = self._schema = pa.schema([*schema, *extra])
         for a in self.aggregates:
             t = schema.field(a.column).type if a.column else pa.int64()
@@ -115,6 +147,8 @@ class Plan:
             self._finals.append((a, self._parts_of(a, t)))
             fields.append(pa.field(a.name, _output_type(a.fn, t)))
         self.output_fields = fields
+        self.weight_column = weight
+        self.weight = None if weight is None else self._input(weight)  # internal name
 
     def column(self, batch: pa.RecordBatch, column: str) -> pa.Array:
         """Input ``column`` of ``batch``, or the value of an aggregate's expression."""
@@ -139,7 +173,8 @@ class Plan:
             total = self._part("sum", a.column, _sum_type(t))
             return [total, self._part("nn", a.column, pa.int64())]
         if a.fn == "sum":
-            return [self._part("sum", a.column, _sum_type(t))]
+            total = self._part("sum", a.column, _sum_type(t))
+            return [total, self._part("nn", a.column, pa.int64())] if self.weighted else [total]
         if a.fn == "count_distinct":
             return [self._part("cd", a.column, pa.list_(t))]
         return [self._part(a.fn, a.column, t, a.by)]
@@ -168,6 +203,8 @@ class Plan:
     ) -> pa.Table:
         """One partial row per group of ``table`` (raw rows; value columns named as
         ``inputs`` says). ``extra``: ``(column, "min"|"max", out_name)`` kept beside."""
+        if self.weight is not None:
+            return self._partial_weighted(table, group, extra)
         aggs: dict[tuple[str, str], str] = {("", "count_all"): "count_all"}
         need_gid = False
         for p in self.parts:
@@ -205,6 +242,46 @@ class Plan:
         for col, fn, out in extra:
             cols[out] = res.column(f"{col}_{fn}")
         return pa.table(cols)
+
+    def _partial_weighted(
+        self, table: pa.Table, group: list[str], extra: Sequence[tuple[str, str, str]]
+    ) -> pa.Table:
+        """``partial`` of a changelog input: each row counts ``weight`` times (only count and
+        sum parts exist: ``_check_weight``), so every part is a grouped sum."""
+        assert self.weight is not None
+        w = table.column(self.weight)
+        if w.null_count:
+            raise DataError(
+                f"{self.weight_column} is null in {w.null_count} of {table.num_rows} rows of a "
+                f"batch; a changelog row has {self.weight_column} +1 (inserted) or -1 (retracted)"
+            )
+        w = pc.cast(w, pa.int64())
+        w_float = pc.cast(w, pa.float64())  # the weight of float sums
+        cols: dict[str, pa.ChunkedArray | pa.Array] = {g: table.column(g) for g in group}
+        cols["__w"] = w
+        aggs: dict[tuple[str, str], str] = {("__w", "sum"): "__w_sum"}
+        for p in self.parts:
+            x = table.column(p.src)
+            if p.kind == "sum":
+                x = x if x.type == p.type else pc.cast(x, p.type, safe=False)
+                cols[p.name] = pc.multiply(x, w_float if pa.types.is_floating(p.type) else w)
+            elif x.null_count:  # nn; without nulls it is the row count
+                cols[p.name] = pc.if_else(pc.is_valid(x), w, 0)
+            else:
+                continue
+            aggs[(p.name, "sum")] = f"{p.name}_sum"
+        for col, fn, _ in extra:
+            cols[col] = table.column(col)
+            aggs[(col, fn)] = f"{col}_{fn}"
+        res, _ = _group(pa.table(cols), group, aggs, False)
+        out: dict[str, pa.ChunkedArray | pa.Array] = {g: res.column(g) for g in group}
+        out["__n"] = res.column("__w_sum")
+        for p in self.parts:
+            name = f"{p.name}_sum"
+            out[p.name] = res.column(name) if name in res.column_names else out["__n"]
+        for col, fn, name in extra:
+            out[name] = res.column(f"{col}_{fn}")
+        return pa.table(out)
 
     # -- phase 2: partial rows of the same group -> one ------------------------------------
 
@@ -261,9 +338,15 @@ class Plan:
         for a, parts in self._finals:
             if a.fn == "count":
                 out[a.name] = table.column(parts[0].name if parts else "__n")
-            elif a.fn == "avg":
-                total = pc.cast(table.column(parts[0].name), pa.float64())
-                out[a.name] = pc.divide(total, pc.cast(table.column(parts[1].name), pa.float64()))
+            elif a.fn in ("sum", "avg"):
+                total = table.column(parts[0].name)
+                if self.weighted:  # null where no non-null value is left (all retracted)
+                    empty = pc.equal(table.column(parts[1].name), 0)
+                    total = pc.if_else(empty, pa.scalar(None, total.type), total)
+                if a.fn == "avg":
+                    n = pc.cast(table.column(parts[1].name), pa.float64())
+                    total = pc.divide(pc.cast(total, pa.float64()), n)
+                out[a.name] = total
             elif a.fn == "count_distinct":
                 n = pc.list_value_length(table.column(parts[0].name))
                 out[a.name] = pc.fill_null(pc.cast(n, pa.int64()), 0)
@@ -272,6 +355,24 @@ class Plan:
             else:
                 out[a.name] = table.column(parts[0].name)
         return out
+
+
+def _check_weight(aggregates: Sequence[AggregateSpec], schema: pa.Schema, weight: str) -> None:
+    """A changelog input: ``weight`` is a signed integer column, every aggregate retractable."""
+    t = schema.field(weight).type
+    if not pa.types.is_signed_integer(t):
+        raise ConfigError(
+            f"column {weight!r} has type {t}; as the change of a changelog input it must be a "
+            "signed integer (+1 inserted, -1 retracted): cast it, or rename the column"
+        )
+    for a in aggregates:
+        if a.fn not in RETRACTABLE:
+            raise ConfigError(
+                f"aggregate {a.text!r} cannot be kept over a changelog input: the input has a "
+                f"{weight!r} column, so rows are retracted, and {a.fn} cannot forget a value it "
+                f"has seen; use count, sum or avg (they subtract what is retracted), or "
+                "aggregate before the rows become a changelog"
+            )
 
 
 def _sum_type(t: pa.DataType) -> pa.DataType:

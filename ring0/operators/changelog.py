@@ -8,6 +8,12 @@ column ``_change`` (int8) is last. A consumer that adds up ``_change``-weighted 
 (or applies them in order: within one batch every ``-1`` row comes before every ``+1`` row)
 holds the current result.
 
+A changelog *input* (rows weighted by their own ``_change``, ``ring0.operators.aggregates``)
+can take a group's row count ``__n`` back to 0: ``fold(..., drop_empty=True)`` then removes
+the group from the state and from ``after``, so its output is only the ``-1`` row of what was
+emitted before; a group that comes back later has no state and is emitted fresh (``+1``).
+The state always holds exactly the groups emitted and not yet retracted.
+
 Not guaranteed: row order among the ``-1`` rows or among the ``+1`` rows; a group whose new
 values equal its old ones is still retracted and re-inserted.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ring0.operators.aggregates import Plan
 
@@ -23,13 +30,19 @@ CHANGE = pa.field("_change", pa.int8())
 
 
 def fold(
-    plan: Plan, state: pa.Table | None, update: pa.Table, group: list[str]
+    plan: Plan,
+    state: pa.Table | None,
+    update: pa.Table,
+    group: list[str],
+    drop_empty: bool = False,
 ) -> tuple[pa.Table, pa.Table | None, pa.Table]:
     """Merge ``update`` (partial rows, any number per group) into ``state`` (one partial row
     per group). Returns ``(new_state, before, after)``: ``before`` holds the old state rows of
-    the groups ``update`` touched (``None`` if there was no state), ``after`` their new rows."""
+    the groups ``update`` touched (``None`` if there was no state), ``after`` their new rows.
+    ``drop_empty``: groups whose row count ``__n`` is now 0 leave ``new_state`` and ``after``."""
     if state is None or state.num_rows == 0:
         merged, _ = plan.merge(update, group)
+        merged = nonempty(merged) if drop_empty else merged
         return merged, None, merged
     both = pa.concat_tables([state, update.select(state.column_names)])
     merged, gid = plan.merge(both, group, want_gid=True)
@@ -37,7 +50,15 @@ def fold(
     touched = np.zeros(merged.num_rows, dtype=bool)
     touched[gid[state.num_rows :]] = True
     before = state.filter(pa.array(touched[gid[: state.num_rows]]))
+    if drop_empty:
+        kept = pc.not_equal(merged.column("__n"), 0).to_numpy(zero_copy_only=False)
+        return merged.filter(pa.array(kept)), before, merged.filter(pa.array(touched & kept))
     return merged, before, merged.filter(pa.array(touched))
+
+
+def nonempty(groups: pa.Table) -> pa.Table:
+    """The partial rows whose row count ``__n`` is not 0."""
+    return groups.filter(pc.not_equal(groups.column("__n"), 0))
 
 
 def changes(before: pa.Table | None, after: pa.Table, schema: pa.Schema) -> list[pa.RecordBatch]:

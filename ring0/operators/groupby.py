@@ -15,7 +15,29 @@ Output columns: the key columns, one per aggregate (then ``_change`` int8 in upd
 then merges into the whole state (time linear in the number of keys), close mode every 16
 batches. ``snapshot``/``restore`` as every operator (``ring0.operators.base``).
 
-Not guaranteed: row order; float sums depend on merge order (which restore preserves).
+A changelog input — the input schema has a ``_change`` column (a signed integer: +1 a row
+inserted, -1 a row retracted; an update is a -1 row of the old values and a +1 row of the
+new) — is aggregated as the table it describes (``ring0.operators.aggregates``):
+
+* ``count`` is the sum of ``_change``, ``count(x)`` that sum over rows where ``x`` is not
+  null, ``sum(x)`` the sum of ``x * _change`` (``sum(price * qty)`` alike), ``avg(x)`` the
+  one over the other; a ``sum``/``avg`` with no non-null value left is null.
+* ``min``, ``max``, ``count_distinct``, ``max_by``, ``min_by`` cannot forget a retracted
+  value: ``ConfigError`` when the operator is built, as for ``_change`` as a key or inside
+  an aggregate.
+* each group keeps its row count (the partial ``__n``, output only as ``count``). When it
+  reaches 0 the group leaves the state: emit="update" emits only its ``-1`` row (the values
+  emitted before), emit="close" does not emit it at finish; a group that comes back later is
+  new (``+1`` only). With ``key=[]`` the one group too disappears (SQL's global aggregate
+  would give a row of count 0).
+* the input's ``_change`` is never an output column (update mode appends its own, last).
+
+An input without ``_change`` counts every row once.
+
+Not guaranteed: row order; float sums depend on merge order (which restore preserves); for a
+changelog, that the input is consistent: a retraction of a row never inserted is subtracted
+all the same (a count can go below 0 and is emitted so), a ``_change`` other than +-1 counts
+as that many rows, and a retracted float is subtracted (rounding error stays in the sum).
 """
 
 from __future__ import annotations
@@ -29,7 +51,7 @@ from engine.errors import ConfigError, StateError
 from ring0.operators.aggregate_spec import AggregateSpec
 from ring0.operators.aggregates import Plan
 from ring0.operators.base import Operator
-from ring0.operators.changelog import CHANGE, changes, fold
+from ring0.operators.changelog import CHANGE, changes, fold, nonempty
 from ring0.operators.keys import (
     check_keys,
     key_fields,
@@ -39,7 +61,7 @@ from ring0.operators.keys import (
 )
 
 _COMPACT_AFTER = 16
-_FORMAT = b"ringstream.groupby/1"
+_FORMAT = b"ringstream.groupby/1"  # metadata "input": b"changelog" or b"rows" (absent: rows)
 
 
 class GroupByAggregate(Operator):
@@ -55,13 +77,22 @@ class GroupByAggregate(Operator):
         if emit not in ("close", "update"):
             raise ConfigError(f"emit={emit!r} must be 'close' or 'update'")
         check_keys(key, input_schema)
+        weight = CHANGE.name if CHANGE.name in input_schema.names else None
+        if weight in key:
+            raise ConfigError(
+                f"key column {weight!r} is the change (+1/-1) of a changelog input, "
+                "not a value to group by"
+            )
         self.key, self.emit, self.input_schema = list(key), emit, input_schema
-        self.plan = Plan(aggregates, input_schema)
+        self.plan = Plan(aggregates, input_schema, weight)
+        self._input_kind = b"changelog" if self.plan.weighted else b"rows"
         self._key_fields = key_fields(self.key, input_schema)
         self.keys = [f.name for f in self._key_fields]
         fields = [key_output_field(input_schema.field(k)) for k in self.key]
         fields += self.plan.output_fields
         self._result_schema = result_schema(fields)
+        if emit == "update":
+            result_schema([*fields, CHANGE])  # no output column named _change
         self._out = self._result_schema.append(CHANGE) if emit == "update" else self._result_schema
         self._schema = pa.schema(self._key_fields + self.plan.partial_fields())
         self._parts: list[pa.Table] = []  # update: one merged table; close: partials
@@ -86,7 +117,7 @@ class GroupByAggregate(Operator):
                 self._parts = [self._merged()]
             return []
         state = self._parts[0] if self._parts else None
-        merged, before, after = fold(self.plan, state, part, self.keys)
+        merged, before, after = fold(self.plan, state, part, self.keys, self.plan.weighted)
         self._parts = [merged]
         return changes(self._results(before), self._results(after), self._out)
 
@@ -99,7 +130,8 @@ class GroupByAggregate(Operator):
         return result.combine_chunks().to_batches() if result and result.num_rows else []
 
     def _merged(self) -> pa.Table:
-        return self.plan.merge(pa.concat_tables(self._parts), self.keys)[0]
+        merged = self.plan.merge(pa.concat_tables(self._parts), self.keys)[0]
+        return nonempty(merged) if self.plan.weighted else merged
 
     def _results(self, groups: pa.Table | None) -> pa.Table | None:
         if groups is None:
@@ -116,7 +148,11 @@ class GroupByAggregate(Operator):
             for i, p in enumerate(self._parts)
         ]
         state = pa.concat_tables(tables) if tables else schema.empty_table()
-        meta = {"format": _FORMAT, "finished": b"1" if self._finished else b"0"}
+        meta = {
+            "format": _FORMAT,
+            "finished": b"1" if self._finished else b"0",
+            "input": self._input_kind,
+        }
         return {"groups": state.replace_schema_metadata(meta)}
 
     def restore(self, state: dict[str, pa.Table]) -> None:
@@ -125,6 +161,13 @@ class GroupByAggregate(Operator):
         meta = (table.schema.metadata or {}) if table is not None else {}
         if set(state) != {"groups"} or table is None or meta.get(b"format") != _FORMAT:
             raise StateError(f"group-by state has tables {sorted(state)}, expected ['groups']")
+        saved = meta.get(b"input", b"rows")
+        if saved != self._input_kind:
+            raise StateError(
+                f"group-by state was saved with input={saved.decode()}, this operator's input "
+                f"is {self._input_kind.decode()} (a state saved before _change weighted the "
+                "rows counted retractions as rows): restart without that state"
+            )
         if not table.schema.remove_metadata().equals(schema):
             raise StateError(f"group-by state has schema {table.schema}, expected {schema}")
         self._finished = meta.get(b"finished") == b"1"
