@@ -32,8 +32,10 @@ How an epoch becomes visible, exactly once:
   commit, not in the prepared transaction, keeps a prepared epoch from holding
   row locks that the next epoch's writes would wait on.)
 * ``rollback_epoch(n)`` rolls back every prepared transaction of this sink for
-  epoch ``n`` or later, and the staging rows of those epochs: leftovers of a
-  crash never pile up, and never hold locks.
+  epoch ``n`` or later, and the staging rows and markers of those epochs:
+  leftovers of a crash never pile up, and never hold locks; a pipeline started
+  over with a new checkpoint directory (epochs from 1 again) finds no marker of
+  the old run's epochs.
 
 The server must allow prepared transactions (``max_prepared_transactions`` > 0):
 ``open`` refuses one that does not, naming the setting. A missing table is
@@ -272,6 +274,9 @@ class PostgresSink(Sink):
                 self._sql(f"ROLLBACK PREPARED '{gid}'")
         if self.options.mode == "upsert":
             self._sql(f"DELETE FROM {self.stage} WHERE _epoch >= %s", (epoch,))
+        # markers of epochs this pipeline has not committed: a run that started over (a new
+        # checkpoint directory) numbers its epochs from 1 again
+        self._sql(f"DELETE FROM {MARKERS} WHERE sink = %s AND epoch >= %s", (self.id, epoch))
 
     def capabilities(self) -> SinkCapabilities:
         upsert = hasattr(self, "config") and _options(self.config).mode == "upsert"

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -33,35 +31,15 @@ from tests.fault.test_exactly_once import (
     reference,
     run_with_random_kills,
 )
+from tests.postgres import cluster, query, table_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def dsn() -> Iterator[str]:
-    """A throwaway cluster from the project's own script (it installs PostgreSQL if missing).
-
-    In the system temp dir: run as root, the server runs as `postgres`, which must reach it."""
-    where = Path(tempfile.mkdtemp(prefix="ringstream-pg-"))
-    started = subprocess.run([str(ROOT / "scripts" / "postgres"), "start", str(where)],
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert started.returncode == 0, started.stderr
-    yield started.stdout.strip()
-    subprocess.run([str(ROOT / "scripts" / "postgres"), "stop", str(where)], timeout=120)
-
-
-def query(dsn: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall() if cur.description else []
-
-
-def table_of(dsn: str, table: str) -> pa.Table:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(f'SELECT * FROM "{table}"')
-        names = [d[0] for d in cur.description]
-        rows = cur.fetchall()
-    return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+    with cluster() as (url, _):
+        yield url
 
 
 def job(tmp_path: Path, dsn: str, table: str, steps: str | None = None, sink: str = "") -> Job:
@@ -84,17 +62,20 @@ def test_append_exactly_once_under_random_kills(
     assert query(dsn, "SELECT gid FROM pg_prepared_xacts") == [], "prepared transactions left"
 
 
-def test_changelog_upserted_by_key_equals_the_final_counts(tmp_path: Path, dsn: str) -> None:
+def test_changelog_upserted_by_key_equals_the_final_counts_also_when_started_over(
+    tmp_path: Path, dsn: str
+) -> None:
     steps = """
 [[query.steps]]
 op = "group_by"
 key = "key"
 aggregates = ["count", "max(ts)"]
 """
-    j = job(tmp_path, dsn, "g_upsert", steps, 'mode = "upsert"\nkey = ["key"]')
-    done = subprocess.run([sys.executable, "-m", "engine", *j.args()], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    for run in ("first", "again"):  # started over (a new checkpoint directory): epochs from 1
+        j = job(tmp_path / run, dsn, "g_upsert", steps, 'mode = "upsert"\nkey = ["key"]')
+        done = subprocess.run([sys.executable, "-m", "engine", *j.args()], capture_output=True,
+                              text=True, cwd=ROOT, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
     events = pa.table(generate(SEED, 0, EVENTS, KEYS, EVENTS_PER_SECOND))
     want = events.group_by("key").aggregate([([], "count_all"), ("ts", "max")])
     want = want.rename_columns(["key", "count", "max_ts"]).sort_by("key")
