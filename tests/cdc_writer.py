@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from typing import Any
 
 import psycopg2
 
@@ -41,45 +42,65 @@ def create(dsn: str, rows: int = 0, seed: int = 0) -> None:
 
 
 def write(dsn: str, seed: int, transactions: int, pause_s: float = 0.0) -> int:
+    """``transactions`` committed transactions; a lost connection (a server restart) loses
+    the transaction in progress, and the writer reconnects and goes on."""
     rng = random.Random(seed)
-    conn = psycopg2.connect(dsn)
-    cur = conn.cursor()
-    cur.execute(f"SELECT id FROM {TABLE}")
-    ids = {r[0] for r in cur.fetchall()}
-    conn.commit()
-    next_id = max(ids, default=0) + 1_000_000 + seed * 10_000_000
-    for _ in range(transactions):
-        for _ in range(rng.randint(1, 20)):
-            op = rng.random()
-            if op < 0.6 or not ids:
-                next_id += 1
-                cur.execute(
-                    f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s)",
-                    (next_id, f"g{rng.randrange(13)}", rng.randrange(1000),
-                     round(rng.uniform(0, 500), 2), rng.choice([None, "x", "y z"])),
-                )  # fmt: skip
-                ids.add(next_id)
-            elif op < 0.85:
-                row = rng.choice(tuple(ids))
-                if rng.random() < 0.1:  # the key itself changes
-                    next_id += 1
-                    cur.execute(f"UPDATE {TABLE} SET id = %s WHERE id = %s", (next_id, row))
-                    ids.discard(row)
-                    ids.add(next_id)
-                else:
-                    cur.execute(
-                        f"UPDATE {TABLE} SET amount = amount + %s, grp = %s WHERE id = %s",
-                        (rng.randrange(100), f"g{rng.randrange(13)}", row),
-                    )
-            else:
-                row = rng.choice(tuple(ids))
-                cur.execute(f"DELETE FROM {TABLE} WHERE id = %s", (row,))
-                ids.discard(row)
-        conn.commit()
+    ids: set[int] = set()
+    conn = None
+    next_id = 1_000_000 + seed * 10_000_000
+    done = 0
+    while done < transactions:
+        try:
+            if conn is None:
+                conn = psycopg2.connect(dsn)
+                with conn.cursor() as cur:
+                    cur.execute(f"SELECT id FROM {TABLE}")
+                    ids = {r[0] for r in cur.fetchall()}
+                conn.commit()
+                next_id = max(next_id, max(ids, default=0))
+            with conn.cursor() as cur:
+                next_id = _transaction(cur, rng, ids, next_id)
+            conn.commit()
+            done += 1
+        except psycopg2.OperationalError:
+            conn = None
+            time.sleep(0.2)
+            continue
         if pause_s:
             time.sleep(pause_s)
+    assert conn is not None
     conn.close()
     return len(ids)
+
+
+def _transaction(cur: Any, rng: random.Random, ids: set[int], next_id: int) -> int:
+    for _ in range(rng.randint(1, 20)):
+        op = rng.random()
+        if op < 0.6 or not ids:
+            next_id += 1
+            cur.execute(
+                f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s)",
+                (next_id, f"g{rng.randrange(13)}", rng.randrange(1000),
+                 round(rng.uniform(0, 500), 2), rng.choice([None, "x", "y z"])),
+            )  # fmt: skip
+            ids.add(next_id)
+        elif op < 0.85:
+            row = rng.choice(tuple(ids))
+            if rng.random() < 0.1:  # the key itself changes
+                next_id += 1
+                cur.execute(f"UPDATE {TABLE} SET id = %s WHERE id = %s", (next_id, row))
+                ids.discard(row)
+                ids.add(next_id)
+            else:
+                cur.execute(
+                    f"UPDATE {TABLE} SET amount = amount + %s, grp = %s WHERE id = %s",
+                    (rng.randrange(100), f"g{rng.randrange(13)}", row),
+                )
+        else:
+            row = rng.choice(tuple(ids))
+            cur.execute(f"DELETE FROM {TABLE} WHERE id = %s", (row,))
+            ids.discard(row)
+    return next_id
 
 
 if __name__ == "__main__":
