@@ -61,7 +61,9 @@ pipeline adopts the new schema (earlier rows have null in the new column) when
 its sinks accept it. A dropped column is null from then on. ``TRUNCATE`` of a
 captured table fails the run (``on_truncate = "fail"``: the rows it removed are
 unknown, so no retraction can be emitted) or is skipped and counted
-(``"skip"``). A source reads one slot: ``parallelism`` must be 1.
+(``"skip"``). A source reads one slot: ``parallelism`` must be 1. ``snapshot_only = true`` makes a
+backfill job: the snapshot (through a temporary slot, so nothing is left on the
+server; no publication needed), then the source is finished and the run ends.
 
 Without a checkpoint to restore, a slot of the configured name that exists is
 dropped and created again (a fresh start takes a fresh snapshot), or, with
@@ -105,6 +107,7 @@ class PostgresCdcOptions(Options, frozen=True):
     slot: str | None = None  # default: ringstream_<source name>
     publication: str | None = None  # default: the slot's name
     snapshot: bool = True
+    snapshot_only: bool = False  # a backfill: the snapshot, then the source is finished
     chunk_rows: Annotated[int, Meta(ge=1)] = 100_000
     create: bool = True
     replica_identity_full: bool = True
@@ -254,6 +257,9 @@ class PostgresCdcSource(Source):
     # -- start: set up the server, then snapshot or stream ------------------------------------
     def _start(self) -> None:
         o: PostgresCdcOptions = self.options
+        if o.snapshot_only:
+            self._start_backfill()
+            return
         catalog.ensure_full_identity(self.ctl, self.tables, o.replica_identity_full, self.where)
         catalog.ensure_publication(self.ctl, self.publication, self.tables, o.create, self.where)
         slot = catalog.slot(self.ctl, self.slot)
@@ -294,13 +300,33 @@ class PostgresCdcSource(Source):
                 self.snap = {"table": 0, "after": None}
                 self._begin_snapshot(temporary=False)
             else:
-                self.lsn = self._create_slot(self._connect(True), temporary=False, export=False)[0]
+                conn = self._connect(True)
+                try:
+                    self.lsn = self._create_slot(conn, temporary=False, export=False)[0]
+                finally:
+                    conn.close()
             self.regions = [[0, None, self.lsn]]
         self.cutoff = max(r[2] for r in self.regions)
         self.region_keys = [None if r[1] is None else self._key(r[0], r[1]) for r in self.regions]
         self.acked = self.lsn
         self.lag.start()
         self.started = True
+
+    def _start_backfill(self) -> None:
+        """``snapshot_only``: the tables as they are now, through a temporary slot; then done."""
+        r = self.restored
+        self.regions = list(r["regions"]) if r is not None else []
+        self.snap = dict(r["snapshot"]) if r is not None and r["snapshot"] else None
+        if r is None:
+            self.snap = {"table": 0, "after": None}
+        if self.snap is not None:
+            self._begin_snapshot(temporary=True)
+            self.lsn = self.regions[0][2]
+        self.cutoff, self.region_keys = 0, []
+        self.started = True
+
+    def finished(self) -> bool:
+        return self.options.snapshot_only and self.started and self.snap is None
 
     def _create_slot(self, conn: Any, temporary: bool, export: bool) -> tuple[int, str | None]:
         name = f"{self.slot}_t{int(time.time() * 1000) % 10**9}" if temporary else self.slot
@@ -330,24 +356,28 @@ class PostgresCdcSource(Source):
             conn.close()  # the snapshot stays: the reader's transaction imported it
         if temporary:
             self.regions.append([self.snap["table"], self.snap["after"], lsn])
+            if self.options.snapshot_only:
+                del self.regions[1:]  # no stream follows: only the first one's position shows
         else:
             self.lsn = lsn
-        self.snap_lsn = lsn
         log.say(
             "cdc_snapshot",
             f"{self.where}: snapshot at {lsn_text(lsn)} from table "
-            f"{self.tables[self.snap['table']].name}" + (" (resumed)" if temporary else ""),
+            f"{self.tables[self.snap['table']].name}"
+            + (" (resumed)" if self.snap["table"] or self.snap["after"] is not None else ""),
         )
 
     # -- polls --------------------------------------------------------------------------------
     def poll_batch(self, max_records: int) -> SourceBatch | None:
+        if self.finished():
+            return None
         return self._guarded(self._poll, max_records)
 
     def _poll(self, max_records: int) -> SourceBatch | None:
         if not self.started:
             self._start()
         if self.snap is not None:
-            return self._snapshot_chunk()
+            return self._snapshot_chunk(max_records)
         return self._stream_poll(max_records)
 
     def _guarded(self, fn: Any, *args: Any) -> Any:
@@ -384,16 +414,18 @@ class PostgresCdcSource(Source):
             self.ctl.close()
         self.ctl = self._connect()
 
-    def _snapshot_chunk(self) -> SourceBatch:
+    def _snapshot_chunk(self, max_records: int) -> SourceBatch:
         assert self.snap is not None and self.reader is not None
         i = self.snap["table"]
         table = self.tables[i]
-        rows, after = self.reader.chunk(table, self.snap["after"], self.options.chunk_rows)
+        rows, after = self.reader.chunk(
+            table, self.snap["after"], min(self.options.chunk_rows, max_records)
+        )
         n = rows.num_rows
         cols = [
             pa.array([table.name] * n, pa.string()),
             pa.array(["insert"] * n, pa.string()),
-            pa.array([self.snap_lsn] * n, pa.int64()),
+            pa.array([self.regions[0][2]] * n, pa.int64()),
             pa.nulls(n, META[3].type),
         ]
         have = set(rows.column_names)
@@ -593,6 +625,8 @@ class PostgresCdcSource(Source):
 
     # -- waiting, health, metrics -------------------------------------------------------------
     def data_ready(self, timeout_s: float) -> bool:
+        if self.finished():
+            return False
         if not self.started or self.snap is not None or self.rows or self.peeked is not None:
             return True
         if self.stream is None:

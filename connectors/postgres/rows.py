@@ -4,7 +4,7 @@ The output schema (``output_schema``) is the same for every captured table::
 
     _table  string               schema.table the row belongs to
     _op     string               insert | update | delete (a snapshot row: insert)
-    _lsn    int64                the change's WAL position (a snapshot row: the snapshot's)
+    _lsn    int64                the change's WAL position (a snapshot row: the slot's start)
     _commit_time  timestamp[us, UTC]   when its transaction committed (a snapshot row: null)
     <the tables' columns, by name: a column several tables have must map to one type;
      a table without it leaves it null>

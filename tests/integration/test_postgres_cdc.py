@@ -77,11 +77,16 @@ def drain(src: PostgresCdcSource, rows: int, timeout: float = 20) -> pa.Table:
 # --- the connector alone ---------------------------------------------------------------------
 
 
-def test_snapshot_conformance(dsn: str) -> None:
+@pytest.mark.parametrize("backfill", [False, True], ids=["then_stream", "snapshot_only"])
+def test_snapshot_conformance(dsn: str, backfill: bool) -> None:
+    """Chunks of 300 rows; ``snapshot_only``: a bounded source that finishes, and leaves no
+    slot behind."""
     cdc_writer.create(dsn, rows=2_500)
     check_source(PostgresCdcSource, ConnectorConfig("cdc", {
-        "dsn": dsn, "tables": ["cdc_items"], "chunk_rows": 300}),
+        "dsn": dsn, "tables": ["cdc_items"], "chunk_rows": 300, "snapshot_only": backfill}),
         max_records=500, max_rows=2_500)  # fmt: skip
+    slots = query(dsn, "SELECT count(*) FROM pg_replication_slots")[0][0]
+    assert slots == (0 if backfill else 1)
 
 
 def test_stream_conformance(dsn: str) -> None:
