@@ -433,7 +433,7 @@ class PostgresCdcSource(Source):
             rows.column(c.name) if c.name in have else pa.nulls(n, c.arrow) for c in self.columns
         ]
         cols.append(pa.array([1] * n, pa.int8()))
-        batch = pa.Table.from_arrays(cols, schema=self._schema).combine_chunks().to_batches()
+        out = pa.Table.from_arrays(cols, schema=self._schema).combine_chunks()
         self.stats["snapshot_rows"] += n
         if after is not None:
             self.snap = {"table": i, "after": after}
@@ -445,11 +445,11 @@ class PostgresCdcSource(Source):
             self.reader = None
             log.say(
                 "cdc_snapshot_done",
-                f"{self.where}: snapshot done "
-                f"({self.stats['snapshot_rows']} rows); streaming changes",
+                f"{self.where}: snapshot done ({self.stats['snapshot_rows']} rows); "
+                + ("finished" if self.options.snapshot_only else "streaming changes"),
             )
-        out = batch[0] if len(batch) == 1 else pa.concat_batches(batch)
-        return SourceBatch(out if n else pa.RecordBatch.from_pylist([], self._schema))
+        batches = out.to_batches()  # one (after combine_chunks), none when the chunk is empty
+        return SourceBatch(batches[0] if batches else _empty(self._schema))
 
     def _stream_poll(self, max_records: int) -> SourceBatch | None:
         if self.stream is None:
@@ -664,6 +664,10 @@ class PostgresCdcSource(Source):
             self.reader.close()
         with contextlib.suppress(Exception):
             self.ctl.close()
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
 
 
 class _LagSampler:
