@@ -84,6 +84,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from msgspec import Meta
 
@@ -423,16 +424,16 @@ class PostgresCdcSource(Source):
         )
         n = rows.num_rows
         cols = [
-            pa.array([table.name] * n, pa.string()),
-            pa.array(["insert"] * n, pa.string()),
-            pa.array([self.regions[0][2]] * n, pa.int64()),
+            constant_text(table.name, n),
+            constant_text("insert", n),
+            pa.array(np.full(n, self.regions[0][2], np.int64)),
             pa.nulls(n, META[3].type),
         ]
         have = set(rows.column_names)
         cols += [
             rows.column(c.name) if c.name in have else pa.nulls(n, c.arrow) for c in self.columns
         ]
-        cols.append(pa.array([1] * n, pa.int8()))
+        cols.append(pa.array(np.ones(n, np.int8)))
         out = pa.Table.from_arrays(cols, schema=self._schema).combine_chunks()
         self.stats["snapshot_rows"] += n
         if after is not None:
@@ -504,7 +505,14 @@ class PostgresCdcSource(Source):
 
     # -- messages -----------------------------------------------------------------------------
     def _handle(self, msg: Any) -> None:
-        m = pgoutput.decode(msg.payload)
+        payload = msg.payload
+        if payload[0] == 73 and not self.skipping:  # an insert, the common case: no objects
+            rel = self.rels.get(int.from_bytes(payload[1:5], "big"))
+            if rel is not None and payload[5:6] == b"N":
+                self.stats["changes"] += 1
+                self._row(rel, "insert", msg.data_start, 1, pgoutput.insert_values(payload))
+                return
+        m = pgoutput.decode(payload)
         if isinstance(m, pgoutput.Begin):
             self.in_txn, self.txn_lsn, self.txn_time = True, m.final_lsn, m.commit_time_us
             self.skipping = m.final_lsn < self.lsn  # returned before a restart or reconnect
@@ -664,6 +672,13 @@ class PostgresCdcSource(Source):
             self.reader.close()
         with contextlib.suppress(Exception):
             self.ctl.close()
+
+
+def constant_text(value: str, n: int) -> pa.Array:
+    """A string array of ``n`` times ``value``, built from buffers (no Python list)."""
+    data = value.encode()
+    offsets = np.arange(0, (n + 1) * len(data), len(data), dtype=np.int32)[: n + 1]
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:
