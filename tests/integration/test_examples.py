@@ -17,8 +17,10 @@ from connectors.generator import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+# examples/postgres_cdc needs a server: validated and run in tests/integration/test_postgres_cdc.py
 PIPELINES = sorted(
-    p for p in EXAMPLES.rglob("*.toml") if "topology" not in tomllib.loads(p.read_text())
+    p for p in EXAMPLES.rglob("*.toml")
+    if "topology" not in tomllib.loads(p.read_text()) and p.parent.name != "postgres_cdc"
 )
 
 
