@@ -84,7 +84,22 @@ class PostgresSink(Sink):
     options_type = PostgresSinkOptions
 
     def check_config(self, config: ConnectorConfig) -> None:
-        _check(_options(config), config)
+        """The options, then the server: reachable, with prepared transactions (read only)."""
+        o = _options(config)
+        _check(o, config)
+        import psycopg2
+
+        self.where = f"sinks.{config.name}"
+        try:
+            self.ctl = psycopg2.connect(o.dsn, connect_timeout=10)
+        except psycopg2.Error as exc:
+            raise ConfigError(f"{self.where}: cannot connect to PostgreSQL: "
+                              f"{str(exc).strip()}") from exc  # fmt: skip
+        try:
+            self.ctl.autocommit = True
+            self._check_server()
+        finally:
+            self.ctl.close()
 
     # -- open ---------------------------------------------------------------------------------
     def open(self, config: ConnectorConfig) -> None:

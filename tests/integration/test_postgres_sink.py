@@ -31,7 +31,7 @@ from tests.fault.test_exactly_once import (
     reference,
     run_with_random_kills,
 )
-from tests.postgres import cluster, query, table_of
+from tests.postgres import cluster, query, restart, table_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,3 +137,16 @@ def test_refusals_name_what_to_fix(tmp_path: Path, dsn: str) -> None:
     done = subprocess.run([sys.executable, "-m", "engine", "validate", str(j.pipeline)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "a table name is `table` or `schema.table`" in done.stderr
+
+
+def test_server_without_prepared_transactions_refused_at_validate(tmp_path: Path) -> None:
+    with cluster() as (url, where):
+        query(url, "ALTER SYSTEM SET max_prepared_transactions = 0")
+        restart(where)
+        j = job(tmp_path, url, "never_written")
+        done = subprocess.run([sys.executable, "-m", "engine", "validate", str(j.pipeline)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "max_prepared_transactions = 0" in done.stderr
+        assert "set max_prepared_transactions (e.g. 16) in postgresql.conf" in done.stderr
+        assert query(url, "SELECT to_regclass('never_written')") == [(None,)]
