@@ -475,3 +475,28 @@ def test_plan_nexmark_q8_join_partitions_each_side_by_its_join_key() -> None:
     ]
     assert plan.output_schema.equals(plan.final_schema)
     assert plan.replayable == {"persons": True, "auctions": True}
+
+
+def test_plan_rows_without_a_keyed_step_go_by_partition_by_a_changelog_to_one_worker() -> None:
+    """No keyed step: round-robin by batch (None); a changelog (``_change``): one worker,
+    in order ([]); ``partition_by``: by those columns; a keyed step: its key, and a
+    different ``partition_by`` beside it is refused."""
+
+    def query(steps: list[dict[str, Any]], **source: Any) -> Any:
+        def edit(r: dict[str, Any]) -> None:
+            r["query"] = {"steps": steps}
+            r["sources"][0].update(source)
+
+        return edit
+
+    change = {"op": "project", "columns": ["ts", "key", "value", "1 as _change"]}
+    assert build(raw_with(query([])), 2).partition_keys == {"events": None}
+    assert build(raw_with(query([change])), 2).partition_keys == {"events": []}
+    by_key = query([change], partition_by=["key"])
+    assert build(raw_with(by_key), 2).partition_keys == {"events": ["key"]}
+    assert "sources.events.partition_by: key column 'nope'" in build_error(
+        raw_with(query([change], partition_by=["nope"])), 2)  # fmt: skip
+    keyed = query([{"op": "group_by", "key": "key", "aggregates": ["count"]}],
+                  partition_by=["value"])  # fmt: skip
+    assert "already partitions the rows by ['key']" in build_error(raw_with(keyed), 2)
+    assert "one worker, in order" in build(raw_with(query([change])), 2).describe()
