@@ -8,36 +8,40 @@ rows are read). Semantics (SQL's where SQL has one):
 
 * ``count`` / ``count(*)`` counts rows; ``count(x)`` counts rows where ``x`` is not null.
 * ``sum``, ``min``, ``max``, ``avg`` skip nulls; a group whose values are all null gives null.
-  ``sum`` of integers is int64 and wraps on overflow (as Arrow's sum does); of floats, float64.
+  ``sum`` of integers is int64 and wraps on overflow (as Arrow's sum does); of floats, float64;
+  of decimals (``decimal128(p, s)``: PostgreSQL's ``numeric(p, s)``) exact, as
+  ``decimal128(38, s)`` (``decimal256(76, s)`` of a ``decimal256``; DuckDB's and PostgreSQL's
+  sum keep the scale too), and a sum that needs more digits is a ``DataError`` naming the
+  aggregate, never a wrapped or float value. ``avg`` is float64 for every input type (of
+  decimals: the exact sum, then divided as a double). ``min``/``max`` keep the input type.
+  ``decimal32``/``decimal64`` columns are read as ``decimal128`` of the same precision and scale
+  (Arrow's group-by has no sum, min or max of them), so their min/max too are ``decimal128``.
 * ``count_distinct(x)`` counts the distinct non-null values.
 * ``max_by(x, y)``: ``x`` of the row with the largest ``y`` (``min_by``: smallest); rows whose
   ``y`` is null are skipped; when several rows tie on ``y`` the smallest non-null ``x`` wins, so
   the result never depends on arrival order. Null when every ``y`` of the group is null.
 
-Two-phase evaluation, all vectorised on ``Table.group_by`` (``Plan``): ``partial`` turns raw rows
-into one row of *partial* columns per group, ``merge`` combines partial rows of the same group
-(any number, any order, any nesting: count/sum add, min/max keep the extreme, count_distinct
-keeps the set of values as a list, max_by keeps the best ``(y, x)`` pair) and ``finalize``
-turns partial rows into output columns (avg = sum / count of non-null values). Partial tables
+Two-phase evaluation, all vectorised on ``Table.group_by`` (``Plan``, through
+``ring0.operators.grouping``): ``partial`` turns raw rows into one row of *partial* columns per
+group, ``merge`` combines partial rows of the same group (any number, any order, any nesting:
+count/sum add, min/max keep the extreme, count_distinct keeps the set of values as a list,
+max_by keeps the best ``(y, x)`` pair) and ``finalize`` turns partial rows into output columns
+(avg = sum / count of non-null values). Partial tables
 use internal column names (``__n``, ``__p<i>``) beside the caller's group columns; a caller
 names its value columns as ``Plan.inputs`` says.
 
 A changelog input (``Plan(..., weight="_change")``: a signed integer column, +1 for a row
-inserted, -1 for a row retracted) weighs every row by that column in ``partial``, and only
-there: ``__n`` (the group's row count, hidden unless ``count`` shows it) is the sum of the
-weights, ``count(x)`` the sum over rows where ``x`` is not null, ``sum(x)`` the sum of
-``x * weight`` (expressions alike), ``avg`` the one over the other. Those grouped sums are
-plain sums, so ``merge`` is unchanged and the dense path may take them. ``sum`` then keeps a
-count of non-null values beside it and ``finalize`` gives null where that count is 0 (SQL's
-sum of only nulls; a retracted ``5`` must not leave a ``0``). ``min``, ``max``,
-``count_distinct``, ``max_by`` and ``min_by`` cannot forget a value and are refused
-(``ConfigError``), as is an aggregate that reads the weight column. A weight other than
-+-1 counts as that many rows; a null weight is a ``DataError``.
+inserted, -1 for a row retracted) weighs every row by that column in ``partial``, as
+``ring0.operators.weighted`` describes, with the aggregates it refuses.
+
+Decimal sums are checked for overflow around every grouped sum (``partial``, ``merge``) as
+``ring0.operators.decimal_sums`` describes; a money column (``decimal128(12, 2)``) never pays
+for the check.
 
 Not guaranteed: the row order of a partial or merged table (only ``gid`` aligns rows to groups);
 float sums depend on the order partials are merged in (callers keep that order deterministic);
-under retraction a float sum subtracts, so rounding error stays in it (an infinity or NaN that
-was added makes it NaN for good).
+under retraction, what ``weighted`` leaves out; for decimal overflow, what ``decimal_sums``
+leaves out.
 """
 
 from __future__ import annotations
@@ -49,17 +53,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError
 from ring0.expr import Expr, compile_expr
+from ring0.operators import decimal_sums, weighted
 from ring0.operators.aggregate_spec import WORD, AggregateSpec
-from ring0.operators.dense import dense_group
-
-_VALID = pc.CountOptions(mode="only_valid")
-RETRACTABLE = ("count", "sum", "avg")  # the aggregates a changelog input (weight) allows
+from ring0.operators.grouping import best_x, group_by, union_lists
 
 
 def is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def is_summable(t: pa.DataType) -> bool:
+    """Types ``sum`` and ``avg`` take: integers, floats, decimals."""
+    return is_numeric(t) or pa.types.is_decimal(t)
 
 
 def is_orderable(t: pa.DataType) -> bool:
@@ -90,7 +97,7 @@ class _Part:
 class Plan:
     """The partial columns of a list of aggregates over ``schema``, validated up front.
 
-    ``weight``: the input column of a changelog input (see the module docstring), or None."""
+    ``weight``: the input column of a changelog input (``ring0.operators.weighted``), or None."""
 
     def __init__(
         self, aggregates: Sequence[AggregateSpec], schema: pa.Schema, weight: str | None = None
@@ -98,7 +105,7 @@ class Plan:
         if not aggregates:
             raise ConfigError("an aggregation needs at least one aggregate")
         if weight is not None:
-            _check_weight(aggregates, schema, weight)
+            weighted.check_weight(aggregates, schema, weight)
         self.aggregates = list(aggregates)
         self.weighted = weight is not None
         self.inputs: dict[str, str] = {}  # input column (or expression text) -> internal name
@@ -121,22 +128,21 @@ class Plan:
                     raise ConfigError(f"aggregate {a.name!r}: {exc}") from None
                 extra.append(pa.field(col, expr.type))
         if weight is not None:
-            for a in self.aggregates:
-                for col in (a.column, a.by):
-                    expr = self.computed.get(col or "")
-                    if weight == col or (expr is not None and weight in expr.columns):
-                        raise ConfigError(
-                            f"aggregate {a.text!r} reads {weight!r}, the weight of each row of "
-                            f"a changelog input (+1 inserted, -1 retracted), which every "
-                            f"aggregate applies already: count is the sum of {weight}"
-                        )
-        schema = self._schema = pa.schema([*schema, *extra])
+            weighted.check_not_read(self.aggregates, self.computed, weight)
+        self._widened = {
+            f.name: pa.decimal128(f.type.precision, f.type.scale)
+            for f in schema
+            if pa.types.is_decimal32(f.type) or pa.types.is_decimal64(f.type)
+        }  # (Arrow's group-by has no sum, min or max of these)
+        fields_in = [f.with_type(self._widened.get(f.name, f.type)) for f in schema]
+        schema = self._schema = pa.schema([*fields_in, *extra])
+        self._users: dict[str, list[str]] = {}  # part name -> the aggregates that use it
         for a in self.aggregates:
             t = schema.field(a.column).type if a.column else pa.int64()
-            if a.fn in ("sum", "avg") and not is_numeric(t):
+            if a.fn in ("sum", "avg") and not is_summable(t):
                 raise ConfigError(
-                    f"aggregate {a.name!r}: {a.fn} needs an integer or floating-point column; "
-                    f"{a.column!r} is {t}"
+                    f"aggregate {a.name!r}: {a.fn} needs an integer, floating-point or decimal "
+                    f"column; {a.column!r} is {t}"
                 )
             for col in (a.column, a.by) if a.fn not in ("count", "sum", "avg") else ():
                 if col and not is_orderable(schema.field(col).type):
@@ -145,6 +151,8 @@ class Plan:
                         f"{schema.field(col).type} cannot be compared"
                     )
             self._finals.append((a, self._parts_of(a, t)))
+            for p in self._finals[-1][1]:
+                self._users.setdefault(p.name, []).append(a.text)
             fields.append(pa.field(a.name, _output_type(a.fn, t)))
         self.output_fields = fields
         self.weight_column = weight
@@ -153,7 +161,10 @@ class Plan:
     def column(self, batch: pa.RecordBatch, column: str) -> pa.Array:
         """Input ``column`` of ``batch``, or the value of an aggregate's expression."""
         expr = self.computed.get(column)
-        return batch.column(column) if expr is None else expr.evaluate(batch)
+        if expr is not None:
+            return expr.evaluate(batch)
+        wide = self._widened.get(column)
+        return batch.column(column) if wide is None else pc.cast(batch.column(column), wide)
 
     def _input(self, column: str) -> str:
         return self.inputs.setdefault(column, f"__c{len(self.inputs)}")
@@ -204,7 +215,15 @@ class Plan:
         """One partial row per group of ``table`` (raw rows; value columns named as
         ``inputs`` says). ``extra``: ``(column, "min"|"max", out_name)`` kept beside."""
         if self.weight is not None:
-            return self._partial_weighted(table, group, extra)
+            return weighted.partial(
+                table,
+                group,
+                extra,
+                parts=self.parts,
+                weight=self.weight,
+                weight_column=self.weight_column or "",
+                whose=self._whose([(p, p.name) for p in self.parts]),
+            )
         aggs: dict[tuple[str, str], str] = {("", "count_all"): "count_all"}
         need_gid = False
         for p in self.parts:
@@ -220,7 +239,9 @@ class Plan:
                 need_gid = True
         for col, fn, _ in extra:
             aggs[(col, fn)] = f"{col}_{fn}"
-        res, gid = _group(table, group, aggs, need_gid)
+        table, checks = self._guard_sums(table, aggs, [(p, p.src) for p in self.parts])
+        res, gid = group_by(table, group, aggs, need_gid)
+        decimal_sums.check(res, checks)
         cols: dict[str, pa.ChunkedArray | pa.Array] = {g: res.column(g) for g in group}
         cols["__n"] = res.column("count_all")
         for p in self.parts:
@@ -238,50 +259,10 @@ class Plan:
                 assert p.by is not None and gid is not None
                 best_y = res.column(f"{p.by}_{p.kind[:3]}")
                 cols[p.name + "y"] = best_y
-                cols[p.name + "x"] = _best_x(table.column(p.by), table.column(p.src), gid, best_y)
+                cols[p.name + "x"] = best_x(table.column(p.by), table.column(p.src), gid, best_y)
         for col, fn, out in extra:
             cols[out] = res.column(f"{col}_{fn}")
         return pa.table(cols)
-
-    def _partial_weighted(
-        self, table: pa.Table, group: list[str], extra: Sequence[tuple[str, str, str]]
-    ) -> pa.Table:
-        """``partial`` of a changelog input: each row counts ``weight`` times (only count and
-        sum parts exist: ``_check_weight``), so every part is a grouped sum."""
-        assert self.weight is not None
-        w = table.column(self.weight)
-        if w.null_count:
-            raise DataError(
-                f"{self.weight_column} is null in {w.null_count} of {table.num_rows} rows of a "
-                f"batch; a changelog row has {self.weight_column} +1 (inserted) or -1 (retracted)"
-            )
-        w = pc.cast(w, pa.int64())
-        w_float = pc.cast(w, pa.float64())  # the weight of float sums
-        cols: dict[str, pa.ChunkedArray | pa.Array] = {g: table.column(g) for g in group}
-        cols["__w"] = w
-        aggs: dict[tuple[str, str], str] = {("__w", "sum"): "__w_sum"}
-        for p in self.parts:
-            x = table.column(p.src)
-            if p.kind == "sum":
-                x = x if x.type == p.type else pc.cast(x, p.type, safe=False)
-                cols[p.name] = pc.multiply(x, w_float if pa.types.is_floating(p.type) else w)
-            elif x.null_count:  # nn; without nulls it is the row count
-                cols[p.name] = pc.if_else(pc.is_valid(x), w, 0)
-            else:
-                continue
-            aggs[(p.name, "sum")] = f"{p.name}_sum"
-        for col, fn, _ in extra:
-            cols[col] = table.column(col)
-            aggs[(col, fn)] = f"{col}_{fn}"
-        res, _ = _group(pa.table(cols), group, aggs, False)
-        out: dict[str, pa.ChunkedArray | pa.Array] = {g: res.column(g) for g in group}
-        out["__n"] = res.column("__w_sum")
-        for p in self.parts:
-            name = f"{p.name}_sum"
-            out[p.name] = res.column(name) if name in res.column_names else out["__n"]
-        for col, fn, name in extra:
-            out[name] = res.column(f"{col}_{fn}")
-        return pa.table(out)
 
     # -- phase 2: partial rows of the same group -> one ------------------------------------
 
@@ -309,7 +290,10 @@ class Plan:
                 need_gid = True
         for col, fn in extra:
             aggs[(col, fn)] = f"{col}_{fn}"
-        res, gid = _group(table, group, aggs, need_gid)
+        sums = [(p, p.name) for p in self.parts if p.kind == "sum"]
+        grouped, checks = self._guard_sums(table, aggs, sums)
+        res, gid = group_by(grouped, group, aggs, need_gid)
+        decimal_sums.check(res, checks)
         cols: dict[str, pa.ChunkedArray | pa.Array] = {g: res.column(g) for g in group}
         cols["__n"] = res.column("__n_sum")
         for p in self.parts:
@@ -319,16 +303,32 @@ class Plan:
                 cols[p.name] = res.column(f"{p.name}_{p.kind}")
             elif p.kind == "cd":
                 assert gid is not None
-                cols[p.name] = _union_lists(table.column(p.name), gid, res.num_rows)
+                cols[p.name] = union_lists(table.column(p.name), gid, res.num_rows)
             else:
                 assert gid is not None
                 best_y = res.column(f"{p.name}y_{p.kind[:3]}")
                 cols[p.name + "y"] = best_y
-                x = _best_x(table.column(p.name + "y"), table.column(p.name + "x"), gid, best_y)
+                x = best_x(table.column(p.name + "y"), table.column(p.name + "x"), gid, best_y)
                 cols[p.name + "x"] = x
         for col, fn in extra:
             cols[col] = res.column(f"{col}_{fn}")
         return pa.table(cols), gid
+
+    def _guard_sums(
+        self, table: pa.Table, aggs: dict[tuple[str, str], str], sums: list[tuple[_Part, str]]
+    ) -> tuple[pa.Table, list[tuple[str, str, str]]]:
+        """``decimal_sums.guard`` of the decimal sums ``(part, column of table)``."""
+        return decimal_sums.guard(table, self._whose(sums), aggs)
+
+    def _whose(self, sums: list[tuple[_Part, str]]) -> dict[str, str]:
+        """Column of table -> who sums it (``_sum_of``), of the decimal sums among ``sums``."""
+        return {c: self._sum_of(p) for p, c in sums if p.kind == "sum" and _is_decimal(p)}
+
+    def _sum_of(self, p: _Part) -> str:
+        """``aggregate 'sum(x)', 'avg(x)': the sum of 'x'``: who reads part ``p``, in errors."""
+        column = next(c for c, internal in self.inputs.items() if internal == p.src)
+        users = ", ".join(repr(u) for u in self._users[p.name])
+        return f"aggregate {users}: the sum of {column!r}"
 
     # -- final values -------------------------------------------------------------------------
 
@@ -357,25 +357,13 @@ class Plan:
         return out
 
 
-def _check_weight(aggregates: Sequence[AggregateSpec], schema: pa.Schema, weight: str) -> None:
-    """A changelog input: ``weight`` is a signed integer column, every aggregate retractable."""
-    t = schema.field(weight).type
-    if not pa.types.is_signed_integer(t):
-        raise ConfigError(
-            f"column {weight!r} has type {t}; as the change of a changelog input it must be a "
-            "signed integer (+1 inserted, -1 retracted): cast it, or rename the column"
-        )
-    for a in aggregates:
-        if a.fn not in RETRACTABLE:
-            raise ConfigError(
-                f"aggregate {a.text!r} cannot be kept over a changelog input: the input has a "
-                f"{weight!r} column, so rows are retracted, and {a.fn} cannot forget a value it "
-                f"has seen; use count, sum or avg (they subtract what is retracted), or "
-                "aggregate before the rows become a changelog"
-            )
+def _is_decimal(p: _Part) -> bool:
+    return pa.types.is_decimal(p.type)
 
 
 def _sum_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_decimal(t):
+        return decimal_sums.sum_type(t)
     return pa.float64() if pa.types.is_floating(t) else pa.int64()
 
 
@@ -387,58 +375,3 @@ def _output_type(fn: str, t: pa.DataType) -> pa.DataType:
     if fn == "sum":
         return _sum_type(t)
     return t
-
-
-def _group(
-    table: pa.Table, group: list[str], aggs: dict[tuple[str, str], str], need_gid: bool
-) -> tuple[pa.Table, np.ndarray | None]:
-    """``group_by(group).aggregate(aggs)``; with ``need_gid`` also each row's group index."""
-    if not need_gid:
-        dense = dense_group(table, group, aggs)  # small integer keys: arrays, no hash table
-        if dense is not None:
-            return dense, None
-    spec: list[tuple] = []
-    for col, fn in aggs:
-        if fn == "count_all":
-            spec.append(([], "count_all"))
-        elif fn == "distinct":
-            spec.append((col, "distinct", _VALID))
-        else:
-            spec.append((col, fn))
-    if need_gid:
-        table = table.append_column("__i", pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        spec.append(("__i", "list"))
-    res = table.group_by(group, use_threads=False).aggregate(spec)
-    if not need_gid:
-        return res, None
-    rows = res.column("__i_list").combine_chunks()
-    gid = np.empty(table.num_rows, dtype=np.int64)
-    gid[rows.flatten().to_numpy()] = pc.list_parent_indices(rows).to_numpy()
-    return res, gid
-
-
-def _scatter(values: pa.Table, column: str, groups: int) -> pa.Array | pa.ChunkedArray:
-    """``values`` has a ``g`` column (distinct group indices); its ``column`` placed at index
-    ``g`` of an array of ``groups`` rows (null where no row names that group)."""
-    pos = np.full(groups, -1, dtype=np.int64)
-    pos[values.column("g").to_numpy()] = np.arange(values.num_rows, dtype=np.int64)
-    return values.column(column).take(pa.array(pos, mask=pos < 0))
-
-
-def _best_x(y: pa.ChunkedArray, x: pa.ChunkedArray, gid: np.ndarray, best_y: pa.ChunkedArray):  # type: ignore[no-untyped-def]
-    """Per group: the smallest ``x`` among the rows whose ``y`` equals the group's best."""
-    hit = pc.fill_null(pc.equal(y, best_y.take(pa.array(gid))), False)
-    rows = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
-    cand = pa.table({"g": gid[rows], "x": x.take(pa.array(rows))})
-    res = cand.group_by(["g"], use_threads=False).aggregate([("x", "min")])
-    return _scatter(res, "x_min", len(best_y))
-
-
-def _union_lists(lists: pa.ChunkedArray, gid: np.ndarray, groups: int):  # type: ignore[no-untyped-def]
-    """Per group: the distinct values of all the lists of its rows (null for none)."""
-    arr = lists.combine_chunks()
-    values = arr.flatten()
-    parent = pc.list_parent_indices(arr).to_numpy()
-    pairs = pa.table({"g": gid[parent], "v": values})
-    res = pairs.group_by(["g"], use_threads=False).aggregate([("v", "distinct", _VALID)])
-    return _scatter(res, "v_distinct", groups)

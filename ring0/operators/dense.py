@@ -16,7 +16,8 @@ returns None (the caller groups with Arrow):
   ``max(2**16, 4 * rows)`` cells (the pane of a tumbling window and a key of up to
   tens of thousands of values: W1, most dashboards);
 * aggregates are ``count_all``, ``sum``, ``min``, ``max`` of integer or float columns
-  without nulls (a null-skipping count, distinct, ``*_by`` go the hash way);
+  without nulls (a null-skipping count, distinct, ``*_by``, decimals go the hash way: a
+  decimal sum must stay exact and be checked for overflow);
 * float columns hold no NaN (Arrow's min/max and numpy's differ on NaN);
 * an integer sum is exact in float64: ``max|v| * rows < 2**53``.
 

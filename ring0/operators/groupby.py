@@ -17,11 +17,13 @@ batches. ``snapshot``/``restore`` as every operator (``ring0.operators.base``).
 
 A changelog input — the input schema has a ``_change`` column (a signed integer: +1 a row
 inserted, -1 a row retracted; an update is a -1 row of the old values and a +1 row of the
-new) — is aggregated as the table it describes (``ring0.operators.aggregates``):
+new) — is aggregated as the table it describes (``ring0.operators.weighted``):
 
 * ``count`` is the sum of ``_change``, ``count(x)`` that sum over rows where ``x`` is not
-  null, ``sum(x)`` the sum of ``x * _change`` (``sum(price * qty)`` alike), ``avg(x)`` the
-  one over the other; a ``sum``/``avg`` with no non-null value left is null.
+  null, ``sum(x)`` the sum of ``x * _change`` (``sum(price * qty)`` alike; of decimals, ``x``
+  with its sign flipped where ``_change`` is -1, so every ``_change`` must be +1 or -1, else
+  ``DataError``), ``avg(x)`` the one over the other; a ``sum``/``avg`` with no non-null value
+  left is null.
 * ``min``, ``max``, ``count_distinct``, ``max_by``, ``min_by`` cannot forget a retracted
   value: ``ConfigError`` when the operator is built, as for ``_change`` as a key or inside
   an aggregate.
@@ -37,7 +39,8 @@ An input without ``_change`` counts every row once.
 Not guaranteed: row order; float sums depend on merge order (which restore preserves); for a
 changelog, that the input is consistent: a retraction of a row never inserted is subtracted
 all the same (a count can go below 0 and is emitted so), a ``_change`` other than +-1 counts
-as that many rows, and a retracted float is subtracted (rounding error stays in the sum).
+as that many rows (with a decimal ``sum``/``avg``: ``DataError``), and a retracted float is
+subtracted (rounding error stays in the sum).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def test_parse_aggregate_of_an_expression() -> None:
 @pytest.mark.parametrize(
     ("aggregate", "message"),
     [
-        (AggregateSpec("sum", "s"), "sum needs an integer or floating-point column; 's' is string"),
+        (AggregateSpec("sum", "s"), "sum needs an integer, floating-point or decimal column; 's'"),
         (AggregateSpec("avg", "nope"), "column 'nope' is not in the input"),
         (AggregateSpec("max_by", "x", "nope"), "column 'nope' is not in the input"),
     ],

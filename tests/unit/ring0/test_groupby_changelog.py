@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError, DataError, StateError
-from ring0.operators import aggregates, dense
+from ring0.operators import dense, grouping
 from ring0.operators.groupby import GroupByAggregate
 from tests.unit.ring0.test_window import aggs, ipc_round_trip, rows
 
@@ -292,8 +292,8 @@ def test_groupby_changelog_dense_path_gives_the_hash_path_result(
         answered.append(res is not None)
         return res
 
-    real = aggregates.dense_group
-    monkeypatch.setattr(aggregates, "dense_group", spy)
+    real = grouping.dense_group
+    monkeypatch.setattr(grouping, "dense_group", spy)
     fast = drive(GroupByAggregate(["grp"], aggs(*texts), batches[0].schema), batches)
     assert any(answered)  # the dense path did take the weighted sums
     monkeypatch.setattr(dense, "ENABLED", False)

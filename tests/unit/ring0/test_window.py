@@ -200,7 +200,7 @@ def test_window_string_and_multi_column_keys_group_separately() -> None:
         ({"time": "nope"}, "column 'nope' is not in the input"),
         ({"time": "name"}, "event-time column 'name' must be an integer"),
         ({"aggregates": []}, "at least one aggregate"),
-        ({"aggregates": aggs("sum(name)")}, "sum needs an integer or floating-point column"),
+        ({"aggregates": aggs("sum(name)")}, "sum needs an integer, floating-point or decimal"),
         ({"aggregates": aggs("max(missing)")}, "column 'missing' is not in the input"),
         ({"aggregates": aggs("count", "count")}, r"output column names \['count'\] occur twice"),
         ({"aggregates": aggs("max(key) as key")}, "occur twice"),
