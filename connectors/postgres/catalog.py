@@ -12,7 +12,25 @@ from typing import Any
 
 from connectors.postgres.columns import Column, UnsupportedColumn, arrow_type
 from connectors.postgres.types import quote_table
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ConnectorError, TransientError
+
+
+def connect(dsn: str, replication: bool, where: str) -> Any:
+    """A psycopg2 connection (autocommit), or a logical replication one; a refused connection
+    is a ``TransientError`` naming why."""
+    import psycopg2
+    import psycopg2.extras
+
+    factory = psycopg2.extras.LogicalReplicationConnection if replication else None
+    try:
+        conn = psycopg2.connect(dsn, connection_factory=factory)
+    except psycopg2.OperationalError as exc:
+        hint = " (a replication connection: pg_hba.conf must allow it)" if replication else ""
+        raise TransientError(f"{where}: cannot connect to PostgreSQL{hint}: "
+                             f"{str(exc).strip()}") from exc  # fmt: skip
+    if not replication:
+        conn.autocommit = True
+    return conn
 
 
 def sql(conn: Any, text: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -177,6 +195,46 @@ def slot(conn: Any, name: str) -> Slot | None:
         (name,),
     )
     return Slot(*rows[0]) if rows else None
+
+
+def check_slot(found: Slot | None, name: str, restored: dict[str, Any] | None,
+               where: str) -> None:  # fmt: skip
+    """A slot this source may use: ours (pgoutput), idle, and there if a checkpoint needs it."""
+    from connectors.postgres.pgoutput import lsn_text
+
+    if found is None and restored is not None:
+        raise ConnectorError(
+            f"{where}: replication slot {name!r} no longer exists: the changes after "
+            f"{lsn_text(restored['lsn'])} that it held are lost to this pipeline. Start over "
+            "with a new checkpoint directory (a new snapshot)"
+        )
+    if found is not None and found.active_pid is not None:
+        raise ConnectorError(f"{where}: replication slot {name!r} is in use by server process "
+                             f"{found.active_pid} (another pipeline?)")  # fmt: skip
+    if found is not None and found.plugin != "pgoutput":
+        raise ConfigError(f"{where}: replication slot {name!r} uses plugin {found.plugin!r}, "
+                          "not pgoutput; name another slot")  # fmt: skip
+
+
+def create_slot(conn: Any, name: str, temporary: bool, export: bool,
+                where: str) -> tuple[int, str | None]:  # fmt: skip
+    """``CREATE_REPLICATION_SLOT`` (pgoutput) on a replication connection: its consistent
+    point and, with ``export``, the name of the snapshot it exported (valid while ``conn``
+    stays open and idle)."""
+    from connectors.postgres.pgoutput import parse_lsn
+
+    what = ("TEMPORARY " if temporary else "") + "LOGICAL pgoutput " + (
+        "EXPORT_SNAPSHOT" if export else "NOEXPORT_SNAPSHOT")  # fmt: skip
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE_REPLICATION_SLOT {name} {what}")
+            _, lsn, snapshot, _ = cur.fetchone()
+    except Exception as exc:
+        raise ConnectorError(
+            f"{where}: cannot create replication slot {name!r}: {str(exc).strip()} "
+            "(is max_replication_slots used up?)"
+        ) from exc
+    return parse_lsn(lsn), snapshot
 
 
 def lag_bytes(conn: Any, name: str) -> int | None:

@@ -1,130 +1,58 @@
 """The PostgreSQL change-capture source (``type = "postgres_cdc"``): a snapshot, then every
-change, exactly once downstream.
+change, exactly once downstream (the README's "PostgreSQL change capture" for users).
 
-Pipeline::
+Rows: ``connectors.postgres.rows`` (``_table``, ``_op``, ``_lsn``, ``_commit_time``,
+the tables' columns, ``_change`` ±1: an update is -1 old, +1 new).
 
-    [[sources]]
-    name = "orders"
-    type = "postgres_cdc"
-    dsn = "postgresql://user@127.0.0.1:5432/shop"
-    tables = ["public.orders", "public.customers"]
-    # slot = "ringstream_orders"        # default: ringstream_<source name>
-    # publication = "ringstream_orders" # default: the slot's name
-    # snapshot = true                   # backfill the tables' current rows first
+* ``open`` only reads: ``wal_level = logical``, a role that may replicate, tables
+  whose columns map (``columns``), each failure naming what to configure. The first
+  poll (or barrier) sets up: ``REPLICA IDENTITY FULL`` (a retraction needs the old
+  row), the publication, then the slot (``catalog``).
+* **Snapshot**: the slot is created with an exported snapshot; the tables are read in
+  it by primary-key chunks (``snapshot``), one chunk per poll, and the position
+  records the last chunk. A restart mid-snapshot reads the rest in a new snapshot (a
+  temporary slot's, at L) and records a region ``(table, after key, L)``: changes to
+  rows of the region committed before L are skipped (``changes``).
+* **Live**: whole transactions per poll (``changes``), so a barrier never splits one.
+  The position is the end of the last transaction returned; after a restart or a
+  reconnect, what ends at or before it is skipped. The slot is acknowledged
+  (``send_feedback(force=True)``) only at ``notify_committed`` of the epoch that
+  recorded the position: at-least-once input, exactly-once output. Idle, the
+  position follows the server's keepalives, so the lag falls to about zero.
+* **Lag**: ``lag`` samples the slot on its own connection; ``metrics()['lag_bytes']``.
+* A lost connection (a server restart) is a ``TransientError`` after every
+  connection is dropped: the runtime's retry starts again from the position returned.
+* ``snapshot_only = true``: a backfill through a temporary slot; then finished.
+* Without a checkpoint, an existing slot of the name is dropped and created again (a
+  fresh snapshot), or with ``snapshot = false`` read from its confirmed position. With
+  a checkpoint, a dropped slot is an error. One slot, one process: ``parallelism = 1``.
+* Schema changes and TRUNCATE: ``changes`` (refused with a message; ``on_truncate``).
 
-Rows have the columns of ``connectors.postgres.rows`` (``_table``, ``_op``,
-``_lsn``, ``_commit_time``, the tables' columns, ``_change``): the changelog
-convention of the operators (an update is a ``-1`` row with the old values and
-a ``+1`` row with the new).
-
-**Set-up** (on the first start, when ``create = true``): the publication is
-created (or extended) for the tables, each table gets ``REPLICA IDENTITY
-FULL`` (``replica_identity_full``: a delete or update must carry the whole old
-row for its retraction), then the logical replication slot (``pgoutput``).
-``open`` checks, without changing anything, what the server must allow:
-``wal_level = logical``, a role with ``REPLICATION``, tables that exist with
-columns of mapped types (``connectors.postgres.columns``); each failure names
-what to configure.
-
-**Snapshot**: the slot is created with an exported snapshot, and the tables are
-read in that snapshot (``connectors.postgres.snapshot``), chunk by chunk in
-primary-key order, one chunk per poll; the stream then starts at the slot's
-consistent point, so no change is lost or applied twice at the seam. The
-position records the last chunk returned: a restart resumes after it. The
-resumed part is read in a new snapshot, exported by a temporary slot at a later
-point L; a region ``(table, after key, L)`` is recorded, and a streamed change
-to a row of that region is applied only if its transaction committed at or
-after L (earlier ones are already in what the region's snapshot read). Rows of
-a table without a primary key are read in one chunk.
-
-**Live**: ``pgoutput`` messages of committed transactions in commit order
-(``connectors.postgres.pgoutput``). A transaction's rows are returned only once
-its commit has arrived, and all in one poll: an epoch's barrier falls between
-polls, so it never splits a transaction. The position is the end of the last
-transaction returned (``lsn``); a transaction that ends at or before it is
-skipped after a restart or a reconnect. The slot's ``confirmed_flush_lsn`` is
-moved to a position only by ``notify_committed`` of the epoch that recorded
-it (``send_feedback(force=True)``): the server keeps every change not yet
-committed downstream, so the input is at-least-once and the output exactly
-once. When idle, the position follows the server's keepalive (every
-transaction before it was sent), so the slot's lag falls to about zero.
-
-**Lag**: a thread samples ``pg_current_wal_lsn() - confirmed_flush_lsn`` on a
-short-lived connection of its own every ``lag_interval_ms``; ``metrics()``
-reports it as ``lag_bytes`` (the Prometheus endpoint's
-``ringstream_connector_lag{unit="bytes"}``).
-
-**Decisions**: a column added to a captured table (or one whose type changed)
-stops the run with an error that names it: the output schema is fixed when a
-pipeline starts, and sinks and operator state were built for it. Restarting the
-pipeline adopts the new schema (earlier rows have null in the new column) when
-its sinks accept it. A dropped column is null from then on. ``TRUNCATE`` of a
-captured table fails the run (``on_truncate = "fail"``: the rows it removed are
-unknown, so no retraction can be emitted) or is skipped and counted
-(``"skip"``). A source reads one slot: ``parallelism`` must be 1. ``snapshot_only = true`` makes a
-backfill job: the snapshot (through a temporary slot, so nothing is left on the
-server; no publication needed), then the source is finished and the run ends.
-
-Without a checkpoint to restore, a slot of the configured name that exists is
-dropped and created again (a fresh start takes a fresh snapshot), or, with
-``snapshot = false``, read from its confirmed position. With a checkpoint, the
-slot must still exist: a dropped slot is an error (the changes it held are gone).
-
-Why psycopg2: it is the one maintained Python driver with the streaming
-replication protocol (psycopg 3 has none).
+Why psycopg2: the one maintained Python driver with the streaming replication
+protocol (psycopg 3 has none).
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import select
-import threading
 import time
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
-from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
-from connectors.options import Options
-from connectors.postgres import catalog, pgoutput
-from connectors.postgres.columns import sort_key
-from connectors.postgres.pgoutput import UNCHANGED, lsn_text, parse_lsn
-from connectors.postgres.rows import META, ChangeRows, output_columns, output_schema
+from connectors.postgres import catalog
+from connectors.postgres.cdc_options import PostgresCdcOptions, slot_names
+from connectors.postgres.changes import ChangeDecoder
+from connectors.postgres.lag import LagSampler
+from connectors.postgres.pgoutput import lsn_text, parse_lsn
+from connectors.postgres.rows import ChangeRows, output_columns, output_schema, snapshot_batch
 from connectors.postgres.snapshot import SnapshotReader
 from engine import log
-from engine.errors import CheckpointError, ConfigError, ConnectorError, TransientError
+from engine.errors import CheckpointError, ConfigError, TransientError
 
-_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 POLL_BUDGET_S = 0.02  # at most this long reading messages in one poll
-
-
-class PostgresCdcOptions(Options, frozen=True):
-    dsn: Annotated[str, Meta(min_length=1)]
-    tables: Annotated[list[str], Meta(min_length=1)]
-    slot: str | None = None  # default: ringstream_<source name>
-    publication: str | None = None  # default: the slot's name
-    snapshot: bool = True
-    snapshot_only: bool = False  # a backfill: the snapshot, then the source is finished
-    chunk_rows: Annotated[int, Meta(ge=1)] = 100_000
-    create: bool = True
-    replica_identity_full: bool = True
-    on_truncate: Literal["fail", "skip"] = "fail"
-    lag_interval_ms: Annotated[int, Meta(ge=10)] = 1000
-
-
-@dataclass
-class _Rel:
-    """A relation of the stream that this source captures: where its columns go."""
-
-    table: int  # index in the configured tables
-    name: str
-    index: list[int] | None  # output column -> relation column (-1: none); None: the same
-    keys: list[int]  # relation columns of the primary key
-    width: int
 
 
 class PostgresCdcSource(Source):
@@ -141,14 +69,7 @@ class PostgresCdcSource(Source):
             raise ConfigError(
                 f"{where}.parallelism: one process reads a replication slot; set parallelism = 1"
             )
-        self.slot = o.slot or f"ringstream_{config.name.lower()}"
-        self.publication = o.publication or self.slot
-        for key, value in (("slot", self.slot), ("publication", self.publication)):
-            if not _NAME.match(value):
-                raise ConfigError(
-                    f"{where}.{key} = {value!r}: a slot or publication name is "
-                    "1-63 characters of a-z, 0-9 and _"
-                )
+        self.slot, self.publication = slot_names(o, config)
         self.ctl = self._connect()
         catalog.check_server(self.ctl, where)
         self.tables = [catalog.table(self.ctl, name, where) for name in o.tables]
@@ -157,46 +78,23 @@ class PostgresCdcSource(Source):
             raise ConfigError(f"{where}.tables: a table is listed twice: {o.tables}")
         self.columns = output_columns(self.tables, where)
         self._schema = output_schema(self.columns)
-        self.by_name = {t.name: i for i, t in enumerate(self.tables)}
-        self.sort_keys = [[sort_key(t.column(k)) for k in t.key] for t in self.tables]
         self.rows = ChangeRows(self.columns, self._schema)  # complete transactions
         self.txn = ChangeRows(self.columns, self._schema)  # the transaction being read
         self.restored: dict[str, Any] | None = None
         self.started = False
         self.stream: Any = None
+        self.decoder: ChangeDecoder | None = None
         self.reader: SnapshotReader | None = None
         self.peeked: Any = None
         self.recorded: dict[int, int] = {}  # epoch -> position, until committed
         self.acked = 0
         self.lsn, self.snap, self.regions = 0, None, []
-        self.stats = {
-            "changes": 0,
-            "transactions": 0,
-            "snapshot_rows": 0,
-            "skipped": 0,
-            "truncates_skipped": 0,
-        }
-        self.lag = _LagSampler(o.dsn, self.slot, o.lag_interval_ms / 1000)
+        counts = ("changes", "transactions", "snapshot_rows", "skipped", "truncates_skipped")
+        self.stats = dict.fromkeys(counts, 0)
+        self.lag = LagSampler(o.dsn, self.slot, o.lag_interval_ms / 1000)
 
     def _connect(self, replication: bool = False) -> Any:
-        import psycopg2
-        import psycopg2.extras
-
-        factory = psycopg2.extras.LogicalReplicationConnection if replication else None
-        try:
-            conn = psycopg2.connect(self.options.dsn, connection_factory=factory)
-        except psycopg2.OperationalError as exc:
-            hint = (
-                " (a replication connection: pg_hba.conf must allow it for this role)"
-                if replication
-                else ""
-            )
-            raise TransientError(
-                f"{self.where}: cannot connect to PostgreSQL{hint}: {str(exc).strip()}"
-            ) from exc
-        if not replication:
-            conn.autocommit = True
-        return conn
+        return catalog.connect(self.options.dsn, replication, self.where)
 
     def schema(self) -> pa.Schema:
         return self._schema
@@ -208,15 +106,9 @@ class PostgresCdcSource(Source):
     def checkpoint(self) -> SourceCheckpoint:
         if not self.started:  # a barrier before the first poll: the start position
             self._guarded(self._start)
-        return SourceCheckpoint(
-            {
-                "tables": [t.name for t in self.tables],
-                "slot": self.slot,
-                "lsn": self.lsn,
-                "snapshot": self.snap,
-                "regions": self.regions,
-            }
-        )
+        tables = [t.name for t in self.tables]
+        return SourceCheckpoint({"tables": tables, "slot": self.slot, "lsn": self.lsn,
+                                 "snapshot": self.snap, "regions": self.regions})  # fmt: skip
 
     def restore(self, checkpoint: SourceCheckpoint) -> None:
         p = checkpoint.position
@@ -264,24 +156,9 @@ class PostgresCdcSource(Source):
         catalog.ensure_full_identity(self.ctl, self.tables, o.replica_identity_full, self.where)
         catalog.ensure_publication(self.ctl, self.publication, self.tables, o.create, self.where)
         slot = catalog.slot(self.ctl, self.slot)
-        if slot is not None and slot.active_pid is not None:
-            raise ConnectorError(
-                f"{self.where}: replication slot {self.slot!r} is in use by "
-                f"server process {slot.active_pid} (another pipeline?)"
-            )
-        if slot is not None and slot.plugin != "pgoutput":
-            raise ConfigError(
-                f"{self.where}: replication slot {self.slot!r} uses plugin "
-                f"{slot.plugin!r}, not pgoutput; name another slot"
-            )
+        catalog.check_slot(slot, self.slot, self.restored, self.where)
         self.snap, self.regions = None, []
         if self.restored is not None:
-            if slot is None:
-                raise ConnectorError(
-                    f"{self.where}: replication slot {self.slot!r} no longer exists: the "
-                    f"changes after {lsn_text(self.restored['lsn'])} that it held are lost to "
-                    "this pipeline. Start over with a new checkpoint directory (a new snapshot)"
-                )
             self.lsn, self.regions = self.restored["lsn"], self.restored["regions"]
             if self.restored["snapshot"] is not None:
                 self.snap = dict(self.restored["snapshot"])
@@ -307,8 +184,6 @@ class PostgresCdcSource(Source):
                 finally:
                     conn.close()
             self.regions = [[0, None, self.lsn]]
-        self.cutoff = max(r[2] for r in self.regions)
-        self.region_keys = [None if r[1] is None else self._key(r[0], r[1]) for r in self.regions]
         self.acked = self.lsn
         self.lag.start()
         self.started = True
@@ -323,7 +198,6 @@ class PostgresCdcSource(Source):
         if self.snap is not None:
             self._begin_snapshot(temporary=True)
             self.lsn = self.regions[0][2]
-        self.cutoff, self.region_keys = 0, []
         self.started = True
 
     def finished(self) -> bool:
@@ -331,21 +205,7 @@ class PostgresCdcSource(Source):
 
     def _create_slot(self, conn: Any, temporary: bool, export: bool) -> tuple[int, str | None]:
         name = f"{self.slot}_t{int(time.time() * 1000) % 10**9}" if temporary else self.slot
-        what = (
-            ("TEMPORARY " if temporary else "")
-            + "LOGICAL pgoutput "
-            + ("EXPORT_SNAPSHOT" if export else "NOEXPORT_SNAPSHOT")
-        )
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"CREATE_REPLICATION_SLOT {name} {what}")
-                _, lsn, snapshot, _ = cur.fetchone()
-        except Exception as exc:
-            raise ConnectorError(
-                f"{self.where}: cannot create replication slot {name!r}: "
-                f"{str(exc).strip()} (max_replication_slots free?)"
-            ) from exc
-        return parse_lsn(lsn), snapshot
+        return catalog.create_slot(conn, name, temporary, export, self.where)
 
     def _begin_snapshot(self, temporary: bool) -> None:
         """A snapshot exported by the slot (or, to resume, by a temporary slot: a new region)."""
@@ -423,18 +283,7 @@ class PostgresCdcSource(Source):
             table, self.snap["after"], min(self.options.chunk_rows, max_records)
         )
         n = rows.num_rows
-        cols = [
-            constant_text(table.name, n),
-            constant_text("insert", n),
-            pa.array(np.full(n, self.regions[0][2], np.int64)),
-            pa.nulls(n, META[3].type),
-        ]
-        have = set(rows.column_names)
-        cols += [
-            rows.column(c.name) if c.name in have else pa.nulls(n, c.arrow) for c in self.columns
-        ]
-        cols.append(pa.array(np.ones(n, np.int8)))
-        out = pa.Table.from_arrays(cols, schema=self._schema).combine_chunks()
+        batch = snapshot_batch(table.name, rows, self.columns, self._schema, self.regions[0][2])
         self.stats["snapshot_rows"] += n
         if after is not None:
             self.snap = {"table": i, "after": after}
@@ -449,23 +298,24 @@ class PostgresCdcSource(Source):
                 f"{self.where}: snapshot done ({self.stats['snapshot_rows']} rows); "
                 + ("finished" if self.options.snapshot_only else "streaming changes"),
             )
-        batches = out.to_batches()  # one (after combine_chunks), none when the chunk is empty
-        return SourceBatch(batches[0] if batches else _empty(self._schema))
+        return SourceBatch(batch)
 
     def _stream_poll(self, max_records: int) -> SourceBatch | None:
         if self.stream is None:
             self._start_stream()
+        d = self.decoder
+        assert d is not None
         deadline = time.monotonic() + POLL_BUDGET_S
         while True:
             msg = self._read()
             if msg is None:
                 break
-            self._handle(msg)
-            if (len(self.rows) >= max_records and not self.in_txn) or time.monotonic() > deadline:
+            d.handle(msg)
+            if (len(self.rows) >= max_records and not d.in_txn) or time.monotonic() > deadline:
                 break
-        if msg is None and not self.in_txn and not self.rows:  # idle: follow the keepalives
-            self.ready_lsn = max(self.ready_lsn, self.stream_cursor.wal_end)
-        self.lsn = max(self.lsn, self.ready_lsn)
+        if msg is None and not d.in_txn and not self.rows:  # idle: follow the keepalives
+            d.ready_lsn = max(d.ready_lsn, self.stream_cursor.wal_end)
+        self.lsn = max(self.lsn, d.ready_lsn)
         if not self.rows:
             return None
         batch, bad = self.rows.build()
@@ -491,8 +341,9 @@ class PostgresCdcSource(Source):
             conn.close()
             raise
         self.stream, self.stream_cursor = conn, cur
-        self.rels: dict[int, _Rel | None] = {}
-        self.in_txn, self.ready_lsn, self.skipping = False, self.lsn, False
+        self.decoder = ChangeDecoder(self.where, self.tables, self.columns, self.rows, self.txn,
+                                     self.regions, self.lsn, self.options.on_truncate,
+                                     self.stats)  # fmt: skip
 
     def _drop_stream(self) -> None:
         if self.stream is not None:
@@ -502,134 +353,6 @@ class PostgresCdcSource(Source):
         self.peeked = None
         self.rows.clear()
         self.txn.clear()
-
-    # -- messages -----------------------------------------------------------------------------
-    def _handle(self, msg: Any) -> None:
-        payload = msg.payload
-        if payload[0] == 73 and not self.skipping:  # an insert, the common case: no objects
-            rel = self.rels.get(int.from_bytes(payload[1:5], "big"))
-            if rel is not None and payload[5:6] == b"N":
-                self.stats["changes"] += 1
-                self._row(rel, "insert", msg.data_start, 1, pgoutput.insert_values(payload))
-                return
-        m = pgoutput.decode(payload)
-        if isinstance(m, pgoutput.Begin):
-            self.in_txn, self.txn_lsn, self.txn_time = True, m.final_lsn, m.commit_time_us
-            self.skipping = m.final_lsn < self.lsn  # returned before a restart or reconnect
-            self.txn.clear()
-        elif isinstance(m, pgoutput.Commit):
-            self.in_txn = False
-            if self.skipping:
-                self.stats["skipped"] += 1
-            elif len(self.txn):
-                self.rows.extend(self.txn)
-                self.txn.clear()
-                self.stats["transactions"] += 1
-            self.ready_lsn = max(self.ready_lsn, m.end_lsn)
-        elif isinstance(m, pgoutput.Relation):
-            self._relation(m)
-        elif isinstance(m, (pgoutput.Insert, pgoutput.Update, pgoutput.Delete)):
-            if not self.skipping:
-                self._change(m, msg.data_start)
-        elif isinstance(m, pgoutput.Truncate):
-            self._truncate(m)
-
-    def _relation(self, r: pgoutput.Relation) -> None:
-        i = self.by_name.get(r.qualified)
-        if i is None:
-            self.rels[r.relid] = None
-            return
-        table = self.tables[i]
-        known = dict(zip((c.name for c in table.columns), table.oids, strict=True))
-        for c in r.columns:
-            if c.name not in known:
-                raise ConnectorError(
-                    f"{self.where}: table {table.name} gained column {c.name!r} (at or before "
-                    f"{lsn_text(self.txn_lsn)}): the output schema was fixed when the pipeline "
-                    "started. Restart the pipeline to capture the new column (earlier rows get "
-                    "null in it) once its sinks accept it, or drop the column"
-                )
-            if known[c.name] != c.type_oid:
-                raise ConnectorError(
-                    f"{self.where}: column {c.name!r} of {table.name} changed type (oid "
-                    f"{known[c.name]} -> {c.type_oid}): restart the pipeline to capture the new "
-                    "type once its sinks accept it"
-                )
-        names = [c.name for c in r.columns]
-        index = [names.index(c.name) if c.name in names else -1 for c in self.columns]
-        same = index == list(range(len(names))) and len(names) == len(self.columns)
-        keys = [names.index(k) for k in table.key if k in names]
-        self.rels[r.relid] = _Rel(i, table.name, None if same else index, keys, len(names))
-
-    def _change(self, m: Any, lsn: int) -> None:
-        rel = self.rels.get(m.relid)
-        if rel is None:
-            if m.relid not in self.rels:
-                raise ConnectorError(
-                    f"{self.where}: a change to relation {m.relid} came "
-                    "before its description (protocol error)"
-                )
-            return
-        self.stats["changes"] += 1
-        if isinstance(m, pgoutput.Insert):
-            self._row(rel, "insert", lsn, 1, m.new)
-            return
-        old = m.old
-        if old is None or m.old_is_key:
-            raise ConnectorError(
-                f"{self.where}: {type(m).__name__.lower()} of {rel.name} at {lsn_text(lsn)} "
-                "came without the old row: the table's REPLICA IDENTITY is not FULL "
-                f"(ALTER TABLE {self.tables[rel.table].sql} REPLICA IDENTITY FULL)"
-            )
-        if isinstance(m, pgoutput.Delete):
-            self._row(rel, "delete", lsn, -1, old)
-            return
-        new = m.new
-        if UNCHANGED in new:
-            new = [o if v is UNCHANGED else v for v, o in zip(new, old, strict=True)]
-        self._row(rel, "update", lsn, -1, old)
-        self._row(rel, "update", lsn, 1, new)
-
-    def _row(self, rel: _Rel, op: str, lsn: int, change: int, values: list[Any]) -> None:
-        if self.txn_lsn < self.cutoff and not self._applies(rel, values):
-            return
-        if rel.index is not None:
-            values = [values[k] if k >= 0 else None for k in rel.index]
-        self.txn.add(rel.name, op, lsn, self.txn_time, change, values)
-
-    def _applies(self, rel: _Rel, values: list[Any]) -> bool:
-        """A change to a row of a resumed snapshot's region applies only if its transaction
-        committed at or after that region's snapshot (module docstring)."""
-        key = None
-        for region, rkey in zip(reversed(self.regions), reversed(self.region_keys), strict=True):
-            t, after, lsn = region
-            if rel.table < t:
-                continue
-            if rel.table == t and after is not None:
-                if key is None:
-                    key = self._key(rel.table, [values[k] for k in rel.keys], raw=True)
-                if not key > rkey:
-                    continue
-            return self.txn_lsn >= lsn
-        return True
-
-    def _key(self, table: int, values: list[Any], raw: bool = False) -> tuple[Any, ...]:
-        decode = (lambda v: v.decode() if isinstance(v, bytes) else v) if raw else (lambda v: v)
-        return tuple(f(decode(v)) for f, v in zip(self.sort_keys[table], values, strict=True))
-
-    def _truncate(self, m: pgoutput.Truncate) -> None:
-        names = [r.name for relid in m.relids if (r := self.rels.get(relid)) is not None]
-        if not names or self.skipping:
-            return
-        if self.options.on_truncate == "skip":
-            self.stats["truncates_skipped"] += 1
-            return
-        raise ConnectorError(
-            f"{self.where}: TRUNCATE of {names} in the transaction at {lsn_text(self.txn_lsn)}: "
-            "the rows it removed are not in the change stream, so no retraction can be emitted. "
-            'Set on_truncate = "skip" to go on without them, or start over with a new checkpoint '
-            "directory (a new snapshot)"
-        )
 
     # -- waiting, health, metrics -------------------------------------------------------------
     def data_ready(self, timeout_s: float) -> bool:
@@ -672,47 +395,3 @@ class PostgresCdcSource(Source):
             self.reader.close()
         with contextlib.suppress(Exception):
             self.ctl.close()
-
-
-def constant_text(value: str, n: int) -> pa.Array:
-    """A string array of ``n`` times ``value``, built from buffers (no Python list)."""
-    data = value.encode()
-    offsets = np.arange(0, (n + 1) * len(data), len(data), dtype=np.int32)[: n + 1]
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
-
-
-def _empty(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
-
-
-class _LagSampler:
-    """``lag_bytes`` sampled every ``interval_s`` on a short-lived connection of its own."""
-
-    def __init__(self, dsn: str, slot: str, interval_s: float) -> None:
-        self.dsn, self.slot, self.interval_s = dsn, slot, interval_s
-        self.bytes: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="cdc-lag", daemon=True)
-            self._thread.start()
-
-    def sample(self) -> int | None:
-        import psycopg2
-
-        conn = psycopg2.connect(self.dsn, connect_timeout=5)
-        try:
-            conn.autocommit = True
-            return catalog.lag_bytes(conn, self.slot)
-        finally:
-            conn.close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            with contextlib.suppress(Exception):  # a missed sample; the next one may work
-                self.bytes = self.sample()
-
-    def stop(self) -> None:
-        self._stop.set()

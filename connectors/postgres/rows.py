@@ -134,3 +134,28 @@ class ChangeRows:
         cols = [*meta, *arrays, change]
         self.clear()
         return pa.RecordBatch.from_arrays(cols, schema=self.schema), bad
+
+
+def constant_text(value: str, n: int) -> pa.Array:
+    """A string array of ``n`` times ``value``, built from buffers (no Python list)."""
+    data = value.encode()
+    offsets = np.arange(0, (n + 1) * len(data), len(data), dtype=np.int32)[: n + 1]
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
+
+
+def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
+
+
+def snapshot_batch(table: str, rows: pa.Table, columns: list[Column], schema: pa.Schema,
+                   lsn: int) -> pa.RecordBatch:  # fmt: skip
+    """A snapshot chunk of ``table`` as source rows: ``insert``, +1, at ``lsn``, no commit
+    time; a column the table lacks is null."""
+    n = rows.num_rows
+    cols = [constant_text(table, n), constant_text("insert", n),
+            pa.array(np.full(n, lsn, np.int64)), pa.nulls(n, META[3].type)]  # fmt: skip
+    have = set(rows.column_names)
+    cols += [rows.column(c.name) if c.name in have else pa.nulls(n, c.arrow) for c in columns]
+    cols.append(pa.array(np.ones(n, np.int8)))
+    batches = pa.Table.from_arrays(cols, schema=schema).combine_chunks().to_batches()
+    return batches[0] if batches else empty_batch(schema)

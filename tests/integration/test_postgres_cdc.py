@@ -443,6 +443,43 @@ def test_cdc_exactly_once_under_kills_and_a_server_restart(
     assert query(dsn, "SELECT count(*) FROM pg_prepared_xacts") == [(0,)], why
 
 
+POINTS = ("source.after_checkpoint@4", "worker.after_snapshot@7", "sink.after_pre_commit@10",
+          "coordinator.before_manifest@13", "coordinator.after_manifest@16",
+          "sink.after_commit@19")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cdc_exactly_once_through_a_crash_at_every_named_fault_point(
+    tmp_path: Path, dsn: str
+) -> None:
+    """Each step of the epoch protocol killed once (a coordinator that dies is started again,
+    as an operator would), while a writer changes the table: the copy equals the table."""
+    cdc_writer.create(dsn, rows=5_000)
+    query(dsn, "DROP TABLE IF EXISTS items_copy")
+    job = cdc_job(tmp_path, dsn, "items_copy", PASS)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {"RINGSTREAM_FAULT": ",".join(POINTS), "RINGSTREAM_FAULT_MARKS": str(marks)}
+    w = writer(dsn, seed=11, transactions=1_200, pause_ms=10)
+    try:
+        for _ in range(6):  # a run per coordinator death, then one to the end
+            with EngineRun(job, env=env) as run:
+                while run.proc.poll() is None and (w.poll() is None
+                                                   or not target_matches(dsn, "items_copy")):
+                    time.sleep(0.2)  # fmt: skip
+                if run.proc.poll() is None:
+                    stop(run)
+                    break
+        assert w.wait(60) == 0
+    finally:
+        w.kill()
+        w.wait()
+    fired = sorted(p.name for p in marks.iterdir())
+    assert len(fired) == len(POINTS), fired
+    assert target_matches(dsn, "items_copy")
+    assert query(dsn, "SELECT count(*) FROM pg_prepared_xacts") == [(0,)]
+
+
 @pytest.mark.slow
 def test_snapshot_killed_half_way_resumes_after_the_committed_chunks(
     tmp_path: Path, dsn: str
@@ -525,3 +562,42 @@ def _lag_metric(url: str) -> float | None:
             if line.startswith("ringstream_connector_lag{") and 'unit="bytes"' in line:
                 return float(line.split()[-1])
     return None
+
+
+# --- the example the README points to --------------------------------------------------------
+
+
+def test_example_postgres_cdc_runs_as_its_readme_says(tmp_path: Path, dsn: str) -> None:
+    """examples/postgres_cdc/README.md: schema.sql, the run, changes.sql; the totals table
+    then equals the SQL over the orders table."""
+    example = ROOT / "examples" / "postgres_cdc"
+    query(dsn, "DROP TABLE IF EXISTS orders, orders_by_customer")
+    psql = ["psql", dsn, "-q", "-v", "ON_ERROR_STOP=1", "-f"]
+    subprocess.run([*psql, str(example / "schema.sql")], check=True, timeout=60)
+    env = {**os.environ, "RINGSTREAM_SOURCES__0__DSN": dsn, "RINGSTREAM_SINKS__0__DSN": dsn}
+    args = [sys.executable, "-m", "engine", "validate", str(example / "pipeline.toml")]
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith("ok: pipeline 'orders_cdc'"), done
+    want = ("SELECT customer, count(*), sum(amount) FROM orders GROUP BY customer "
+            "ORDER BY customer")  # fmt: skip
+    got = "SELECT customer, orders, total FROM orders_by_customer ORDER BY customer"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", str(example / "pipeline.toml")],
+                            cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        for step in ("snapshot", "changes"):
+            if step == "changes":
+                subprocess.run([*psql, str(example / "changes.sql")], check=True, timeout=60)
+            deadline = time.monotonic() + 60
+            while not (query(dsn, "SELECT to_regclass('orders_by_customer')")[0][0]
+                       and query(dsn, got) == query(dsn, want)):  # fmt: skip
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, f"no match after the {step}"
+                time.sleep(0.2)
+        customers = [r[0] for r in query(dsn, got)]
+        assert "customer-3" not in customers and "customer-new" in customers
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
