@@ -42,6 +42,7 @@ SOURCES: dict[str, str] = {
     "scripted": "connectors.testing.scripted:ScriptedSource",
     "push": "connectors.push:PushSource",
     "postgres_cdc": "connectors.postgres.cdc:PostgresCdcSource",
+    "kafka": "connectors.kafka.source:KafkaSource",
 }
 SINKS: dict[str, str] = {
     "console": "connectors.console:ConsoleSink",

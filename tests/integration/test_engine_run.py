@@ -153,8 +153,8 @@ def test_run_worker_killed_with_checkpoints_recovers_to_reference_output(tmp_pat
     ("edit", "message"),
     [
         (
-            lambda s: s.replace('type = "generator"', 'type = "kafka"'),
-            "unknown source type 'kafka'; known: generator, nexmark, files",
+            lambda s: s.replace('type = "generator"', 'type = "mqtt"'),
+            "unknown source type 'mqtt'; known: generator, nexmark, files",
         ),
         (
             lambda s: s.replace("keys = 1000", "keys = 0"),

@@ -326,16 +326,16 @@ def test_plan_late_output_is_a_stream_with_the_window_input_schema() -> None:
 
 @pytest.mark.parametrize(("table", "index"), [("sources", 0), ("sinks", 0)])
 def test_plan_unknown_connector_type_names_it_and_the_known_ones(table: str, index: int) -> None:
-    raw = raw_with(lambda r: r[table][index].update(type="kafka"))
+    raw = raw_with(lambda r: r[table][index].update(type="mqtt"))
     text = build_error(raw, cls=ConnectorNotFoundError)
     kind = table[:-1]
     name = "events" if kind == "source" else "out"
-    assert text.startswith(f"{table}.{name}.type: unknown {kind} type 'kafka'; known: ")
+    assert text.startswith(f"{table}.{name}.type: unknown {kind} type 'mqtt'; known: ")
     assert ("generator" if kind == "source" else "files") in text
 
 
 def test_plan_unknown_connector_type_names_the_key_path() -> None:
-    raw = raw_with(lambda r: r["sources"][0].update(type="kafka"))
+    raw = raw_with(lambda r: r["sources"][0].update(type="mqtt"))
     assert "sources.events.type" in build_error(raw, cls=ConnectorNotFoundError)
 
 

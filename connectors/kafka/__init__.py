@@ -1,0 +1,1 @@
+"""Kafka connectors: a partitioned source with offsets in the manifest (``source``)."""

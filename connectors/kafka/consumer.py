@@ -1,0 +1,185 @@
+"""The Kafka source's consumer: made from the options, read by a thread of its own.
+
+``make_consumer(options, group, where)`` builds a confluent-kafka ``Consumer`` (no
+auto-commit: offsets are committed only for committed epochs). ``topic_partitions``
+lists the partitions of the named topics (checked to exist), ``sample_values`` reads
+the first values of some partitions (to infer a JSON schema) and leaves nothing
+assigned.
+
+``ConsumerThread(consumer, where, group, queue_batches)`` runs ``consume`` in a
+thread and hands lists of messages to ``queue`` (bounded: a full queue stops the
+reading, which is backpressure). The client's calls wait for each other, so every
+other call goes through this thread too: ``request_commit(offsets)`` (from the
+source's thread: the commit runs between two ``consume`` calls, and the caller waits
+for it), the high watermarks for the lag (``high``, refreshed every second), and
+``hold(keys, released, timeout_s)``, which a rebalance callback (running in this
+thread) calls to wait for ``released`` while still serving commits. A failure of
+``consume`` is kept in ``failure`` for the source to raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine import log
+from engine.errors import ConfigError, TransientError
+
+
+def make_consumer(o: Any, group: str, where: str) -> Any:
+    from confluent_kafka import Consumer
+
+    settings = {
+        "bootstrap.servers": o.bootstrap, "group.id": group,
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "auto.offset.reset": o.start, "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000, "enable.partition.eof": False,
+        "max.poll.interval.ms": max(300_000, 2 * o.rebalance_timeout_ms),
+        **o.config,
+    }  # fmt: skip
+    try:
+        return Consumer(settings)
+    except Exception as exc:
+        raise ConfigError(f"{where}: bad consumer settings: {exc}") from exc
+
+
+def topic_partitions(consumer: Any, o: Any, where: str) -> list[tuple[str, int]]:
+    """``(topic, partition)`` of every topic named (or the ``partitions`` listed), sorted."""
+    try:
+        meta = consumer.list_topics(timeout=10)
+    except Exception as exc:
+        raise TransientError(f"{where}: cannot reach Kafka at {o.bootstrap}: {exc}") from exc
+    found = []
+    for topic in o.topics:
+        t = meta.topics.get(topic)
+        if t is None or t.error is not None:
+            raise ConfigError(f"{where}.topics: topic {topic!r} does not exist at {o.bootstrap} "
+                              f"(topics: {sorted(meta.topics)[:20]})")  # fmt: skip
+        ids = sorted(t.partitions)
+        if o.partitions is not None:
+            missing = sorted(set(o.partitions) - set(ids))
+            if missing:
+                raise ConfigError(f"{where}.partitions: topic {topic!r} has no partition "
+                                  f"{missing} (it has {ids})")  # fmt: skip
+            ids = sorted(o.partitions)
+        found += [(topic, p) for p in ids]
+    return found
+
+
+def sample_values(consumer: Any, parts: list[tuple[str, int]], limit: int = 1000) -> list[Any]:
+    """Up to ``limit`` values from the start of ``parts`` (within about a second once some
+    came, five at most); the consumer is left with nothing assigned."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+    values: list[Any] = []
+    deadline = time.monotonic() + 5
+    while len(values) < limit and time.monotonic() < deadline:
+        for m in consumer.consume(limit, 0.2):
+            if m.error() is None and m.value() is not None:
+                values.append(m.value())
+        if values and time.monotonic() > deadline - 4:
+            break
+    consumer.unassign()
+    return values
+
+
+class ConsumerThread:
+    """See the module docstring."""
+
+    def __init__(self, consumer: Any, where: str, group: str, queue_batches: int,
+                 owned: Callable[[], list[str]]) -> None:  # fmt: skip
+        self.consumer, self.where, self.group = consumer, where, group
+        self.owned = owned
+        self.queue: queue.Queue[list[Any]] = queue.Queue(maxsize=queue_batches)
+        self.commits: queue.Queue[tuple[dict[str, int], threading.Event]] = queue.Queue()
+        self.high: dict[str, int] = {}
+        self.failure: BaseException | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="kafka-consumer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def request_commit(self, offsets: dict[str, int]) -> None:
+        """Commit ``offsets`` to the group from this thread, and wait for it."""
+        if not self.thread.is_alive():
+            self.commit(offsets)
+            return
+        done = threading.Event()
+        self.commits.put((offsets, done))
+        if not done.wait(30):
+            raise TransientError(f"{self.where}: committing offsets to group {self.group!r} "
+                                 "took over 30 s")  # fmt: skip
+
+    def serve_commits(self) -> None:
+        while True:
+            try:
+                offsets, done = self.commits.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self.commit(offsets)
+            finally:
+                done.set()
+
+    def commit(self, offsets: dict[str, int]) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        parts = [TopicPartition(k.rpartition(":")[0], int(k.rpartition(":")[2]), v)
+                 for k, v in offsets.items()]  # fmt: skip
+        if not parts:
+            return
+        try:
+            self.consumer.commit(offsets=parts, asynchronous=False)
+        except KafkaException as exc:  # a partition this instance no longer owns: harmless
+            log.say("kafka_commit", f"{self.where}: committing offsets to group "
+                    f"{self.group!r}: {exc}", level=30)  # fmt: skip
+
+    def hold(self, released: threading.Event, timeout_s: float) -> bool:
+        """Wait (in a rebalance callback) for ``released``, serving commits; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while not released.wait(0.02) and time.monotonic() < deadline and not self.stop.is_set():
+            self.serve_commits()
+        self.serve_commits()
+        return released.is_set()
+
+    def _run(self) -> None:
+        watermarks_at = 0.0
+        try:
+            while not self.stop.is_set():
+                self.serve_commits()
+                if time.monotonic() - watermarks_at > 1.0:
+                    watermarks_at = time.monotonic()
+                    self._watermarks()
+                msgs = self.consumer.consume(2_000, 0.1)
+                while msgs and not self.stop.is_set():
+                    try:
+                        self.queue.put(msgs, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # handed to the next poll
+            self.failure = exc
+
+    def _watermarks(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        for k in self.owned():
+            topic, _, p = k.rpartition(":")
+            with contextlib.suppress(Exception):
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, int(p)),
+                                                              cached=True)  # fmt: skip
+                if high >= 0:
+                    self.high[k] = high
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(10)
+        with contextlib.suppress(Exception):
+            self.consumer.close()

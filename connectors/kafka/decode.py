@@ -1,0 +1,160 @@
+"""Kafka record values as Arrow columns: ``raw`` bytes, ``text``, ``json``, or your own decoder.
+
+``Decoder(format, schema, where)`` turns a list of values (bytes, or None for a
+tombstone) into a batch of value columns plus the records it could not read:
+
+* ``raw``: one column ``value`` (binary), as received.
+* ``text``: one column ``value`` (string); a value that is not UTF-8 is a bad record.
+* ``json``: one object per record, columns by name (``schema`` declared in the
+  engine's type names, or inferred from the first objects the source reads);
+  a value that does not parse or does not fit (a field of the wrong type, a
+  field the schema lacks) is a bad record naming it. The whole list is parsed
+  by Arrow in one call; only when that fails are records tried one at a time.
+* ``"package.module:function"``: your function takes the list of values and
+  returns a ``pyarrow.RecordBatch`` with one row per value (the same schema
+  every time), or raises for the batch.
+
+A tombstone (a null value) is a row whose value columns are all null.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from engine.errors import ConfigError
+
+
+class Decoder:
+    def __init__(self, fmt: str, schema: pa.Schema | None, where: str) -> None:
+        self.fmt, self.where = fmt, where
+        self.schema = schema
+        self.custom: Callable[[list[bytes | None]], pa.RecordBatch] | None = None
+        if fmt == "raw":
+            self.schema = pa.schema([("value", pa.binary())])
+        elif fmt == "text":
+            self.schema = pa.schema([("value", pa.string())])
+        elif fmt != "json":
+            from engine.importing import load_object
+
+            fn = load_object(fmt, f"{where}.format", dotted=True, error=ConfigError)
+            if not callable(fn):
+                raise ConfigError(f"{where}.format = {fmt!r} is not a function")
+            self.custom = fn
+
+    def infer(self, values: list[bytes | None]) -> pa.Schema:
+        """The columns of JSON objects (the first that parse), or the custom decoder's."""
+        if self.schema is not None:
+            return self.schema
+        if self.custom is not None:
+            self.schema = self.custom([v for v in values[:1]]).schema
+            return self.schema
+        sample = [v for v in values if v and _is_object(v)][:1000]  # bad ones are named later
+        if not sample:
+            raise ConfigError(
+                f"{self.where}: no record to infer a JSON schema from; declare one: "
+                'schema = { id = "bigint", name = "text", ... }'
+            )
+        table = None
+        for some in (sample, sample[:1]):  # records that disagree: the first one decides
+            data = b"\n".join(v.replace(b"\n", b" ") for v in some) + b"\n"
+            try:
+                table = pajson.read_json(io.BytesIO(data))
+                break
+            except pa.ArrowException as exc:
+                why = exc
+        if table is None:
+            raise ConfigError(f"{self.where}: cannot infer a JSON schema from the first "
+                              f"records ({why}); declare one with schema = {{ ... }}")  # fmt: skip
+        self.schema = table.schema
+        return self.schema
+
+    def decode(self, values: list[bytes | None]) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
+        """The value columns of the good records, and ``(index, why)`` of each bad one."""
+        assert self.schema is not None
+        if self.fmt == "raw":
+            return pa.record_batch([pa.array(values, pa.binary())], schema=self.schema), []
+        if self.custom is not None:
+            batch = self.custom(values)
+            if batch.num_rows != len(values):
+                raise ConfigError(
+                    f"{self.where}: the decoder returned {batch.num_rows} rows "
+                    f"for {len(values)} records"
+                )
+            return batch, []
+        if self.fmt == "text":
+            raw = pa.array(values, pa.binary())
+            try:
+                return pa.record_batch([raw.cast(pa.string())], schema=self.schema), []
+            except pa.ArrowInvalid:
+                bad = [
+                    (i, "not UTF-8") for i, v in enumerate(values) if v is not None and not _utf8(v)
+                ]
+                keep = [v for i, v in enumerate(values) if i not in {b for b, _ in bad}]
+                cols = [pa.array(keep, pa.binary()).cast(pa.string())]
+                return pa.record_batch(cols, schema=self.schema), bad
+        return self._json(values)
+
+    def _json(self, values: list[bytes | None]) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
+        try:
+            return self._parse(values), []
+        except (pa.ArrowException, ValueError):
+            pass
+        good, bad = [], []
+        for i, v in enumerate(values):
+            try:
+                self._parse([v])
+                good.append(v)
+            except (pa.ArrowException, ValueError) as exc:
+                bad.append((i, _why(v, exc)))
+        return self._parse(good), bad
+
+    def _parse(self, values: list[bytes | None]) -> pa.RecordBatch:
+        assert self.schema is not None
+        if not values:
+            return pa.RecordBatch.from_arrays(
+                [pa.array([], f.type) for f in self.schema], schema=self.schema
+            )
+        lines = [
+            b"{}" if v is None else v.replace(b"\n", b" ").replace(b"\r", b" ") for v in values
+        ]
+        data = b"\n".join(lines) + b"\n"
+        table = pajson.read_json(
+            io.BytesIO(data),
+            read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 64),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=self.schema, unexpected_field_behavior="error"
+            ),
+        )
+        if table.num_rows != len(values):
+            raise ValueError(f"{len(values)} records gave {table.num_rows} rows")
+        batches = table.combine_chunks().to_batches()
+        return pa.RecordBatch.from_arrays(batches[0].columns, schema=self.schema)
+
+
+def _is_object(v: bytes) -> bool:
+    try:
+        return isinstance(json.loads(v), dict)
+    except ValueError:
+        return False
+
+
+def _utf8(v: bytes) -> bool:
+    try:
+        v.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _why(value: Any, exc: Exception) -> str:
+    try:
+        json.loads(value)
+    except (ValueError, TypeError):
+        return "not a JSON object"
+    return f"does not fit the schema: {str(exc).splitlines()[0]}"

@@ -1,0 +1,265 @@
+"""The Kafka source against a real Kafka-protocol broker (``scripts/kafka``: Tansu).
+
+The contract's conformance, decoding (JSON with a declared or inferred schema, raw;
+bad records named by topic, partition and offset), offsets committed to the group
+only for committed epochs; then engine runs: Kafka -> files sink exactly once under
+kill -9 of each process kind, and two engine instances sharing a
+consumer group, one killed, the survivor taking over its partitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from connectors.base import ConnectorConfig
+from connectors.files.sink import read_committed
+from connectors.kafka.source import KafkaSource
+from connectors.testing.conformance import check_source
+from engine.errors import ConfigError
+from engine.shm.segment import sweep_stale
+from tests.fault.test_exactly_once import TOPOLOGY, EngineRun, Job, fault_seed, wait_gone
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "kafka"
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    where = Path(tempfile.mkdtemp(prefix="ringstream-kafka-"))
+    started = subprocess.run([str(SCRIPT), "start", str(where)], capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip()
+    subprocess.run([str(SCRIPT), "stop", str(where)], timeout=60)
+
+
+def topic(broker: str, name: str, partitions: int) -> str:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker})
+    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        f.result(10)
+    return name
+
+
+def produce(broker: str, name: str, values: list[bytes], keys: list[bytes] | None = None,
+            partitions: int = 0) -> None:  # fmt: skip
+    """``values`` in order (round-robin over ``partitions`` when given)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 5})
+    for i, v in enumerate(values):
+        where = {"partition": i % partitions} if partitions else {}
+        p.produce(name, value=v, key=None if keys is None else keys[i], **where)
+        if i % 10_000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+
+
+def events(n: int, start: int = 0) -> list[bytes]:
+    return [json.dumps({"id": i, "user": f"u{i % 37}", "amount": i % 100}).encode()
+            for i in range(start, start + n)]  # fmt: skip
+
+
+def drain(src: KafkaSource, rows: int, timeout: float = 20) -> tuple[pa.Table, list]:  # type: ignore[type-arg]
+    got, bad = [], []
+    deadline = time.monotonic() + timeout
+    while sum(b.num_rows for b in got) + len(bad) < rows and time.monotonic() < deadline:
+        b = src.poll_batch(1_000)
+        if b is None:
+            src.data_ready(0.05)
+            continue
+        got.append(b.batch)
+        bad += b.bad
+    return pa.Table.from_batches(got, schema=src.schema()), bad
+
+
+def test_conformance(broker: str) -> None:
+    """One partition: the contract compares a replay row for row, in order."""
+    name = topic(broker, "conf", 1)
+    produce(broker, name, events(3_000))
+    check_source(KafkaSource, ConnectorConfig("k", {"bootstrap": broker, "topics": [name],
+                                                    "format": "raw"}),
+                 max_records=500, max_rows=3_000)  # fmt: skip
+
+
+def test_json_declared_inferred_and_bad_records_named(broker: str) -> None:
+    name = topic(broker, "decode", 2)
+    produce(broker, name, [*events(10), b"not json", b'{"id": "x"}', *events(5, 10)],
+            keys=[b"k"] * 17)  # fmt: skip
+    src = KafkaSource()
+    src.open(ConnectorConfig("k", {"bootstrap": broker, "topics": [name], "key_format": "text",
+                                   "schema": {"id": "bigint", "user": "text",
+                                              "amount": "int"}}))  # fmt: skip
+    rows, bad = drain(src, 17)
+    src.close()
+    assert sorted(rows.column("id").to_pylist()) == list(range(15))
+    assert rows.schema.field("amount").type == pa.int32()
+    assert set(rows.column("_key").to_pylist()) == {"k"}
+    assert sorted(b.raw for b in bad) == [b"not json", b'{"id": "x"}']
+    assert all(b.location.startswith("decode/") and b.line is not None for b in bad)
+    inferred = KafkaSource()
+    inferred.open(ConnectorConfig("k", {"bootstrap": broker, "topics": [name]}))
+    assert inferred.schema().names[:3] == ["id", "user", "amount"]
+    inferred.close()
+    with pytest.raises(ConfigError, match="topic 'nope' does not exist"):
+        KafkaSource().open(ConnectorConfig("k", {"bootstrap": broker, "topics": ["nope"],
+                                                 "format": "raw"}))  # fmt: skip
+
+
+def test_offsets_reach_the_group_only_when_the_epoch_commits(broker: str) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    name = topic(broker, "commits", 1)
+    produce(broker, name, events(100))
+    src = KafkaSource()
+    src.open(ConnectorConfig("k", {"bootstrap": broker, "topics": [name], "format": "raw",
+                                   "group": "g_commits"}))  # fmt: skip
+    rows, _ = drain(src, 100)
+    assert rows.num_rows == 100
+    src.position_recorded(3, src.checkpoint())
+    watcher = Consumer({"bootstrap.servers": broker, "group.id": "g_commits"})
+
+    def committed() -> int:
+        return watcher.committed([TopicPartition(name, 0)], timeout=10)[0].offset
+
+    assert committed() < 0
+    src.notify_committed(3)
+    assert committed() == 100
+    watcher.close()
+    src.close()
+
+
+# --- engine runs -----------------------------------------------------------------------------
+
+def kafka_job(dir: Path, broker: str, name: str, parallelism: int = 2,
+              group: str | None = None) -> Job:  # fmt: skip
+    """Kafka (``parallelism`` instances, assigned partitions or ``group``) -> files, a
+    pass-through, exactly-once, a checkpoint every 200 ms."""
+    dir.mkdir(parents=True, exist_ok=True)
+    grouping = f'group = "{group}"' if group else ""
+    pipeline = dir / "pipeline.toml"
+    pipeline.write_text(f"""
+[pipeline]
+name = "kafka_{dir.name}"
+delivery = "exactly-once"
+[checkpoint]
+interval_ms = 200
+dir = "{dir / 'checkpoints'}"
+max_restarts = 20
+restart_backoff_ms = 50
+[metrics]
+enabled = false
+[[sources]]
+name = "events"
+type = "kafka"
+bootstrap = "{broker}"
+topics = ["{name}"]
+{grouping}
+parallelism = {parallelism}
+schema = {{ id = "bigint", user = "text", amount = "bigint" }}
+batch_max_wait_ms = 20
+
+[[sinks]]
+name = "out"
+type = "files"
+path = "{dir / 'out'}"
+format = "parquet"
+""")
+    topology = dir / "topology.toml"
+    topology.write_text(TOPOLOGY)
+    return Job(dir, pipeline, topology, dir / "out", dir / "checkpoints")
+
+
+def kill_child(run: EngineRun, attempt: int, kind: str, delay: float) -> None:
+    children = run.wait_attempt(attempt)
+    assert children is not None, run.stderr[-3000:]
+    time.sleep(delay)
+    label = next(label for label in children if label.startswith(kind))
+    os.kill(children[label], signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_kafka_exactly_once_under_kills(tmp_path: Path, broker: str) -> None:
+    """60,000 records in 4 partitions, read by 2 source instances; each process kind killed
+    once at a random time; then the run is drained: every record is in the output once."""
+    import random
+
+    seed = fault_seed()
+    rng = random.Random(seed)
+    name = topic(broker, f"kills_{seed % 100000}", 4)
+    n = 60_000
+    produce(broker, name, events(n), partitions=4)
+    job = kafka_job(tmp_path, broker, name)
+    kinds = ["source", "worker", "sink"]
+    rng.shuffle(kinds)
+    with EngineRun(job) as run:
+        for attempt, kind in enumerate(kinds, 1):
+            kill_child(run, attempt, kind, rng.uniform(0.2, 1.5))
+        run.wait_attempt(len(kinds) + 1)
+        _drain_when_caught_up(run, broker, name, "ringstream_events", n)
+    ids = Counter(read_committed(job.out).column("id").to_pylist())
+    assert set(ids) == set(range(n)), f"seed {seed}, killed {kinds}: records lost"
+    assert max(ids.values()) == 1, f"seed {seed}, killed {kinds}: records twice"
+
+
+def _drain_when_caught_up(run: EngineRun, broker: str, name: str, group: str, n: int) -> None:
+    """Wait until the group's committed offsets cover all ``n`` records, then SIGINT."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    watcher = Consumer({"bootstrap.servers": broker, "group.id": group})
+    parts = [TopicPartition(name, p) for p in
+             watcher.list_topics(name, timeout=10).topics[name].partitions]  # fmt: skip
+    deadline = time.monotonic() + 120
+    while sum(max(0, tp.offset) for tp in watcher.committed(parts, timeout=10)) < n:
+        assert run.proc.poll() is None, run.stderr[-3000:]
+        assert time.monotonic() < deadline, run.stderr[-3000:]
+        time.sleep(0.2)
+    watcher.close()
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait(120) == 0, run.stderr[-3000:]
+    assert not wait_gone(run.pids())
+
+
+@pytest.mark.slow
+def test_two_instances_share_a_group_and_the_survivor_takes_over(
+    tmp_path: Path, broker: str
+) -> None:
+    """Two engine instances (each its own checkpoint directory and output) in one consumer
+    group split 4 partitions; one is killed with kill -9; the other takes its partitions
+    from the group's committed offsets. Pass-through: every record is in the combined
+    output at least once, and duplicates are only records of the killed instance's epoch
+    that committed but whose offsets never reached the group (none when that window was
+    missed)."""
+    name = topic(broker, "shared", 4)
+    first, second = 20_000, 20_000
+    produce(broker, name, events(first), partitions=4)
+    a = kafka_job(tmp_path / "a", broker, name, parallelism=1, group="shared_g")
+    b = kafka_job(tmp_path / "b", broker, name, parallelism=1, group="shared_g")
+    with EngineRun(a) as run_a, EngineRun(b) as run_b:
+        time.sleep(8)  # both joined: the group split the partitions
+        os.kill(run_a.proc.pid, signal.SIGKILL)
+        run_a.wait(60)
+        assert not wait_gone(run_a.pids())
+        sweep_stale()  # a's rings, as a's next start would remove them
+        produce(broker, name, events(second, first), partitions=4)
+        _drain_when_caught_up(run_b, broker, name, "shared_g", first + second)
+    ids = Counter(read_committed(a.out).column("id").to_pylist()
+                  + read_committed(b.out).column("id").to_pylist())  # fmt: skip
+    assert set(ids) == set(range(first + second)), "a record is missing"
+    duplicated = [i for i, c in ids.items() if c > 1]
+    assert len(duplicated) <= first // 2, len(duplicated)  # only what instance a read
+    b_ids = pc.unique(read_committed(b.out).column("_partition")).to_pylist()
+    assert sorted(b_ids) == [0, 1, 2, 3], "the survivor did not take every partition"
