@@ -34,7 +34,7 @@ PIPELINE = """
 name = "kafka_bench"
 delivery = "exactly-once"
 [checkpoint]
-interval_ms = 1000
+interval_ms = 200
 dir = "{dir}/checkpoints"
 [metrics]
 enabled = false

@@ -295,64 +295,54 @@ class KafkaSource(Source):
         return self._batch(msgs, skip) if msgs else None
 
     def _batch(self, msgs: list[Any], skip: set[str]) -> SourceBatch | None:
-        from confluent_kafka import KafkaError
-
-        good: list[Any] = []
+        """One pass over the messages: errors, revoked partitions, then the columns."""
+        good, topics, parts, offsets, stamps, keys, last = [], [], [], [], [], [], {}
         for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if err.fatal() or not err.retriable():
-                    raise ConnectorError(f"{self.where}: Kafka: {err.str()}")
-                raise TransientError(f"{self.where}: Kafka: {err.str()}")
-            if _key(m.topic(), m.partition()) in skip:
+            if m.error() is not None:
+                self._error(m.error())
+                continue
+            topic, part, offset = m.topic(), m.partition(), m.offset()
+            if skip and _key(topic, part) in skip:
                 continue  # revoked: its next owner reads it
             good.append(m)
+            topics.append(topic)
+            parts.append(part)
+            offsets.append(offset)
+            stamps.append(m.timestamp()[1])
+            keys.append(m.key())
+            last[(topic, part)] = offset
         if not good:
             return None
-        values = [m.value() for m in good]
-        body, bad = self.decoder.decode(values)
-        dropped = {i for i, _ in bad}
-        kept = [m for i, m in enumerate(good) if i not in dropped]
-        cols = [*body.columns, *self._meta(kept)]
-        batch = pa.RecordBatch.from_arrays(cols, schema=self._schema)
+        body, bad = self.decoder.decode([m.value() for m in good])
+        meta = [pa.array(topics, pa.string()), pa.array(parts, pa.int32()),
+                pa.array(offsets, pa.int64()),
+                pa.array(stamps, pa.int64()).cast(pa.timestamp("ms", "UTC")),
+                pa.array(keys, pa.binary())]  # fmt: skip
+        if self.options.key_format == "text":
+            meta[4] = meta[4].cast(pa.string())
+        if self.options.headers:
+            meta.append(pa.array([[{"key": k, "value": v} for k, v in (m.headers() or [])]
+                                  for m in good], HEADERS))  # fmt: skip
+        if bad:
+            keep = np.ones(len(good), dtype=bool)
+            keep[[i for i, _ in bad]] = False
+            meta = [c.filter(pa.array(keep)) for c in meta]
+        batch = pa.RecordBatch.from_arrays([*body.columns, *meta], schema=self._schema)
         with self.lock:
-            for m in good:
-                self.positions[_key(m.topic(), m.partition())] = m.offset() + 1
-        records = [
-            BadRecord(
-                f"{good[i].topic()}/{good[i].partition()}",
-                why,
-                line=good[i].offset(),
-                raw=good[i].value(),
-            )
-            for i, why in bad
-        ]
-        return SourceBatch(
-            batch, partition=good[-1].partition(), offset=good[-1].offset(), bad=records
-        )
+            for (topic, part), offset in last.items():
+                self.positions[_key(topic, part)] = offset + 1
+        records = [BadRecord(f"{topics[i]}/{parts[i]}", why, line=offsets[i], raw=good[i].value())
+                   for i, why in bad]  # fmt: skip
+        return SourceBatch(batch, partition=parts[-1], offset=offsets[-1], bad=records)
 
-    def _meta(self, msgs: list[Any]) -> list[pa.Array]:
-        o: KafkaSourceOptions = self.options
-        n = len(msgs)
-        ts = np.fromiter((m.timestamp()[1] for m in msgs), np.int64, n)
-        keys = pa.array([m.key() for m in msgs], pa.binary())
-        cols = [
-            pa.array([m.topic() for m in msgs], pa.string()),
-            pa.array(np.fromiter((m.partition() for m in msgs), np.int32, n)),
-            pa.array(np.fromiter((m.offset() for m in msgs), np.int64, n)),
-            pa.array(ts, pa.int64()).cast(pa.timestamp("ms", "UTC")),
-            keys.cast(pa.string()) if o.key_format == "text" else keys,
-        ]
-        if o.headers:
-            cols.append(
-                pa.array(
-                    [[{"key": k, "value": v} for k, v in (m.headers() or [])] for m in msgs],
-                    HEADERS,
-                )
-            )
-        return cols
+    def _error(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal() or not err.retriable():
+            raise ConnectorError(f"{self.where}: Kafka: {err.str()}")
+        raise TransientError(f"{self.where}: Kafka: {err.str()}")
 
     def data_ready(self, timeout_s: float) -> bool:
         if self.reader is None or self.pending or self.reader.failure is not None:
