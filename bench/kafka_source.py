@@ -9,7 +9,7 @@ partitions, then, interleaved, median of ``--repeat``:
 * **bare loop**: one consumer (its own group) calling ``consume(num_messages=10_000)``
   until it has every record, decoding nothing: the baseline the issue names.
 * **engine**: ``python -m engine run`` of the Kafka source (JSON, declared schema, one
-  instance) -> files sink (Parquet), exactly-once, checkpoints every second, 1
+  instance) -> files sink (Parquet), exactly-once, checkpoints every 200 ms, 1
   worker: from the children being ready until the group's committed offsets (moved
   only when an epoch commits) cover every record.
 """

@@ -190,6 +190,9 @@ def test_refusals_name_what_to_configure(dsn: str) -> None:
     with pytest.raises(ConnectorError, match=r"slot 'ringstream_cdc' no longer exists"):
         src.poll_batch(10)
     src.close()
+    query(dsn, "DROP ROLE IF EXISTS plain; CREATE ROLE plain LOGIN")
+    with pytest.raises(ConfigError, match=r'ALTER ROLE "plain" REPLICATION'):
+        source(dsn.replace("postgres@", "plain@"), tables=["cdc_items"])
     other = source(dsn, tables=["public.cdc_items"])
     with pytest.raises(ConfigError, match=r"captured tables \['public.other'\]"):
         other.restore(SourceCheckpoint({"tables": ["public.other"], "slot": "ringstream_cdc",
