@@ -206,14 +206,7 @@ class Converter:
                 convert_options=self._convert,
             )
         else:
-            data = b"\n".join(r.raw.rstrip(b"\r\n") for r in records) + b"\n"
-            table = pajson.read_json(
-                io.BytesIO(data),
-                read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 64),
-                parse_options=pajson.ParseOptions(
-                    explicit_schema=self.schema, unexpected_field_behavior="error"
-                ),
-            )
+            return json_lines_batch([r.raw.rstrip(b"\r\n") for r in records], self.schema)
         if table.num_rows != len(records):
             raise ValueError(f"{len(records)} records gave {table.num_rows} rows")
         (batch,) = table.combine_chunks().to_batches()
@@ -295,3 +288,20 @@ def _short(exc: Exception) -> str:
 def _text(s: str) -> str:
     """``s`` with bytes that were not UTF-8 shown as ``\\xNN`` (always valid text)."""
     return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def json_lines_batch(lines: list[bytes], schema: pa.Schema) -> pa.RecordBatch:
+    """One JSON object per element (no line break inside) as one batch of ``schema``, parsed
+    by Arrow in one call; a line that does not parse or fit (an unknown field, a value of
+    another type) raises ``pyarrow.ArrowInvalid`` (or ``ValueError``)."""
+    data = b"\n".join(lines) + b"\n"
+    table = pajson.read_json(
+        io.BytesIO(data),
+        read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 64),
+        parse_options=pajson.ParseOptions(explicit_schema=schema,
+                                          unexpected_field_behavior="error"),  # fmt: skip
+    )
+    if table.num_rows != len(lines):
+        raise ValueError(f"{len(lines)} records gave {table.num_rows} rows")
+    (batch,) = table.combine_chunks().to_batches()
+    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)

@@ -159,10 +159,10 @@ class ConsumerThread:
                 msgs = self.consumer.consume(2_000, 0.1)
                 while msgs and not self.stop.is_set():
                     try:
-                        self.queue.put(msgs, timeout=0.1)
+                        self.queue.put(msgs, timeout=0.02)
                         break
-                    except queue.Full:
-                        continue
+                    except queue.Full:  # the source waits on a commit while its queue is full
+                        self.serve_commits()
         except BaseException as exc:  # handed to the next poll
             self.failure = exc
 

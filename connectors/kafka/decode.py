@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from connectors.files.records import json_lines_batch
 from engine.errors import ConfigError
 
 
@@ -123,18 +124,7 @@ class Decoder:
         lines = [
             b"{}" if v is None else v.replace(b"\n", b" ").replace(b"\r", b" ") for v in values
         ]
-        data = b"\n".join(lines) + b"\n"
-        table = pajson.read_json(
-            io.BytesIO(data),
-            read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 64),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=self.schema, unexpected_field_behavior="error"
-            ),
-        )
-        if table.num_rows != len(values):
-            raise ValueError(f"{len(values)} records gave {table.num_rows} rows")
-        batches = table.combine_chunks().to_batches()
-        return pa.RecordBatch.from_arrays(batches[0].columns, schema=self.schema)
+        return json_lines_batch(lines, self.schema)
 
 
 def _is_object(v: bytes) -> bool:

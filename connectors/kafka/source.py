@@ -251,7 +251,9 @@ class KafkaSource(Source):
         with self.lock:
             self.revoking, self.want_checkpoint = keys, True
             self.released.clear()
-        if not self.reader.hold(self.released, self.options.rebalance_timeout_ms / 1000):
+        if self.reader.stop.is_set():  # closing: the group keeps the last committed epoch's
+            pass
+        elif not self.reader.hold(self.released, self.options.rebalance_timeout_ms / 1000):
             with self.lock:
                 offsets = {k: v for k, v in self.positions.items() if k in keys}
             self.reader.commit(offsets)
@@ -296,23 +298,22 @@ class KafkaSource(Source):
 
     def _batch(self, msgs: list[Any], skip: set[str]) -> SourceBatch | None:
         """One pass over the messages: errors, revoked partitions, then the columns."""
-        good, topics, parts, offsets, stamps, keys, last = [], [], [], [], [], [], {}
-        for m in msgs:
-            if m.error() is not None:
-                self._error(m.error())
-                continue
-            topic, part, offset = m.topic(), m.partition(), m.offset()
-            if skip and _key(topic, part) in skip:
-                continue  # revoked: its next owner reads it
-            good.append(m)
-            topics.append(topic)
-            parts.append(part)
-            offsets.append(offset)
-            stamps.append(m.timestamp()[1])
-            keys.append(m.key())
-            last[(topic, part)] = offset
+        good = msgs
+        if any(m.error() is not None for m in msgs):
+            for m in msgs:
+                if m.error() is not None:
+                    self._error(m.error())
+            good = [m for m in msgs if m.error() is None]
+        if skip:  # revoked partitions: their next owner reads them
+            good = [m for m in good if _key(m.topic(), m.partition()) not in skip]
         if not good:
             return None
+        topics = [m.topic() for m in good]
+        parts = [m.partition() for m in good]
+        offsets = [m.offset() for m in good]
+        stamps = [m.timestamp()[1] for m in good]
+        keys = [m.key() for m in good]
+        last = dict(zip(zip(topics, parts, strict=True), offsets, strict=True))
         body, bad = self.decoder.decode([m.value() for m in good])
         meta = [pa.array(topics, pa.string()), pa.array(parts, pa.int32()),
                 pa.array(offsets, pa.int64()),

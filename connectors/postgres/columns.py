@@ -72,38 +72,10 @@ _SCALARS: dict[str, pa.DataType] = {
     "bytea": pa.binary(),
 }
 # read natively by the snapshot's ADBC query (then cast); the others are selected as ::text
-_NATIVE = {
-    "int2",
-    "int4",
-    "int8",
-    "float4",
-    "float8",
-    "bool",
-    "text",
-    "varchar",
-    "bpchar",
-    "name",
-    "timestamp",
-    "timestamptz",
-    "date",
-    "bytea",
-}
-_ARRAY_ELEMENTS = {
-    "int2",
-    "int4",
-    "int8",
-    "float4",
-    "float8",
-    "bool",
-    "text",
-    "varchar",
-    "bpchar",
-    "numeric",
-    "date",
-    "timestamp",
-    "timestamptz",
-    "uuid",
-}
+_NATIVE = {"int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "bpchar",
+           "name", "timestamp", "timestamptz", "date", "bytea"}  # fmt: skip
+_ARRAY_ELEMENTS = {"int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar",
+                   "bpchar", "numeric", "date", "timestamp", "timestamptz", "uuid"}  # fmt: skip
 UNCONSTRAINED_NUMERIC = pa.decimal128(38, 10)
 
 
