@@ -121,9 +121,10 @@ class Decoder:
             return pa.RecordBatch.from_arrays(
                 [pa.array([], f.type) for f in self.schema], schema=self.schema
             )
-        lines = [
-            b"{}" if v is None else v.replace(b"\n", b" ").replace(b"\r", b" ") for v in values
-        ]
+        lines = [b"{}" if v is None else v for v in values]
+        joined = b"".join(lines)
+        if joined.count(b"\n") or joined.count(b"\r"):  # pretty-printed: one line each
+            lines = [v.replace(b"\n", b" ").replace(b"\r", b" ") for v in lines]
         return json_lines_batch(lines, self.schema)
 
 

@@ -263,3 +263,13 @@ def test_two_instances_share_a_group_and_the_survivor_takes_over(
     assert len(duplicated) <= first // 2, len(duplicated)  # only what instance a read
     b_ids = pc.unique(read_committed(b.out).column("_partition")).to_pylist()
     assert sorted(b_ids) == [0, 1, 2, 3], "the survivor did not take every partition"
+
+
+def test_json_decoder_takes_pretty_printed_values_and_tombstones() -> None:
+    from connectors.kafka.decode import Decoder
+
+    d = Decoder("json", pa.schema([("a", pa.int64()), ("b", pa.string())]), "sources.k")
+    batch, bad = d.decode([b'{"a": 1,\n "b": "x"}', b'{"a": 2}', None, b"nope"])
+    assert batch.to_pylist() == [{"a": 1, "b": "x"}, {"a": 2, "b": None},
+                                 {"a": None, "b": None}]  # fmt: skip
+    assert bad == [(3, "not a JSON object")]
