@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,7 +69,13 @@ def clean(dsn: str) -> None:
     publication."""
     for (gid,) in query(dsn, "SELECT gid FROM pg_prepared_xacts"):
         query(dsn, f"ROLLBACK PREPARED '{gid}'")
-    for (slot,) in query(dsn, "SELECT slot_name FROM pg_replication_slots WHERE NOT active"):
-        query(dsn, "SELECT pg_drop_replication_slot(%s)", (slot,))
+    for _ in range(50):  # a killed engine's server process may hold its slot a moment
+        query(dsn, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                   "WHERE active_pid IS NOT NULL")  # fmt: skip
+        for (slot,) in query(dsn, "SELECT slot_name FROM pg_replication_slots WHERE NOT active"):
+            query(dsn, "SELECT pg_drop_replication_slot(%s)", (slot,))
+        if not query(dsn, "SELECT 1 FROM pg_replication_slots"):
+            break
+        time.sleep(0.1)
     for (pub,) in query(dsn, "SELECT pubname FROM pg_publication"):
         query(dsn, f'DROP PUBLICATION "{pub}"')

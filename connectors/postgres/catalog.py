@@ -208,9 +208,11 @@ def check_slot(found: Slot | None, name: str, restored: dict[str, Any] | None,
             f"{lsn_text(restored['lsn'])} that it held are lost to this pipeline. Start over "
             "with a new checkpoint directory (a new snapshot)"
         )
-    if found is not None and found.active_pid is not None:
-        raise ConnectorError(f"{where}: replication slot {name!r} is in use by server process "
-                             f"{found.active_pid} (another pipeline?)")  # fmt: skip
+    if found is not None and found.active_pid is not None:  # transient: a process killed a
+        raise TransientError(  # moment ago may still hold it until the server notices
+            f"{where}: replication slot {name!r} is in use by server process "
+            f"{found.active_pid} (another pipeline, or one that just died?)"
+        )
     if found is not None and found.plugin != "pgoutput":
         raise ConfigError(f"{where}: replication slot {name!r} uses plugin {found.plugin!r}, "
                           "not pgoutput; name another slot")  # fmt: skip

@@ -465,7 +465,7 @@ def test_cdc_exactly_once_through_a_crash_at_every_named_fault_point(
     env = {"RINGSTREAM_FAULT": ",".join(POINTS), "RINGSTREAM_FAULT_MARKS": str(marks)}
     w = writer(dsn, seed=11, transactions=1_200, pause_ms=10)
     try:
-        for _ in range(6):  # a run per coordinator death, then one to the end
+        for _ in range(10):  # a run per coordinator death, then one to the end
             with EngineRun(job, env=env) as run:
                 while run.proc.poll() is None and (w.poll() is None
                                                    or not target_matches(dsn, "items_copy")):
