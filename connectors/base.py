@@ -27,7 +27,7 @@ Source — call order, from one thread of the source process::
   not that row again (beware off-by-one).
 * ``position_recorded(epoch, checkpoint)`` follows each ``checkpoint()`` the
   runtime records, with the epoch it belongs to (a source that acknowledges
-  positions upstream keeps it until that epoch commits).
+  positions upstream keeps it until that epoch commits: ``PendingPositions``).
 * ``notify_committed(epoch)``: every row up to that epoch's checkpoint is
   durable downstream (a CDC source acks its slot here: the position
   ``position_recorded`` gave for that epoch). Not guaranteed to be called for
@@ -198,6 +198,29 @@ class SourceBatch:
     partition: int | None = None
     offset: int | None = None  # the source's offset of the last row, for metrics
     bad: list[BadRecord] = field(default_factory=list)
+
+
+class PendingPositions:
+    """Positions recorded per epoch until the epoch commits: what a source that acknowledges
+    upstream keeps between ``position_recorded`` and ``notify_committed``.
+
+    ``record(epoch, value)``; ``committed(epoch)`` forgets every epoch up to ``epoch`` and
+    returns the value of the latest of them (None if none was recorded): a later epoch's
+    commit implies the earlier ones'.
+    """
+
+    def __init__(self) -> None:
+        self._by_epoch: dict[int, Any] = {}
+
+    def record(self, epoch: int, value: Any) -> None:
+        self._by_epoch[epoch] = value
+
+    def committed(self, epoch: int) -> Any:
+        done = sorted(e for e in self._by_epoch if e <= epoch)
+        value = self._by_epoch[done[-1]] if done else None
+        for e in done:
+            del self._by_epoch[e]
+        return value
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,8 @@ class Decoder:
                 bad = [
                     (i, "not UTF-8") for i, v in enumerate(values) if v is not None and not _utf8(v)
                 ]
-                keep = [v for i, v in enumerate(values) if i not in {b for b, _ in bad}]
+                dropped = {i for i, _ in bad}
+                keep = [v for i, v in enumerate(values) if i not in dropped]
                 cols = [pa.array(keep, pa.binary()).cast(pa.string())]
                 return pa.record_batch(cols, schema=self.schema), bad
         return self._json(values)

@@ -67,6 +67,7 @@ from msgspec import Meta
 from connectors.base import (
     BadRecord,
     ConnectorConfig,
+    PendingPositions,
     Source,
     SourceBatch,
     SourceCheckpoint,
@@ -142,7 +143,7 @@ class KafkaSource(Source):
         self.revoke_mark: int | None = None
         self.released = threading.Event()
         self.checkpoints = 0  # checkpoint() calls: an epoch's index
-        self.recorded: dict[int, tuple[int, dict[str, int]]] = {}
+        self.recorded = PendingPositions()  # epoch -> (checkpoint index, offsets)
         self.want_checkpoint = False
         self.reader: ConsumerThread | None = None
 
@@ -188,15 +189,13 @@ class KafkaSource(Source):
         self.restored = offsets
 
     def position_recorded(self, epoch: int, checkpoint: SourceCheckpoint) -> None:
-        self.recorded[epoch] = (self.checkpoints, dict(checkpoint.position["offsets"]))
+        self.recorded.record(epoch, (self.checkpoints, dict(checkpoint.position["offsets"])))
 
     def notify_committed(self, epoch: int) -> None:
-        done = sorted(e for e in self.recorded if e <= epoch)
-        if not done:
+        got = self.recorded.committed(epoch)
+        if got is None:
             return
-        index, offsets = self.recorded[done[-1]]
-        for e in done:
-            del self.recorded[e]
+        index, offsets = got
         assert self.reader is not None
         self.reader.request_commit(offsets)
         if self.revoke_mark is not None and index > self.revoke_mark:

@@ -41,7 +41,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import ConnectorConfig, Source, SourceBatch, SourceCheckpoint
+from connectors.base import ConnectorConfig, PendingPositions, Source, SourceBatch, SourceCheckpoint
 from connectors.postgres import catalog
 from connectors.postgres.cdc_options import PostgresCdcOptions, slot_names
 from connectors.postgres.changes import ChangeDecoder
@@ -86,7 +86,7 @@ class PostgresCdcSource(Source):
         self.decoder: ChangeDecoder | None = None
         self.reader: SnapshotReader | None = None
         self.peeked: Any = None
-        self.recorded: dict[int, int] = {}  # epoch -> position, until committed
+        self.recorded = PendingPositions()  # epoch -> position, until committed
         self.acked = 0
         self.lsn, self.snap, self.regions = 0, None, []
         counts = ("changes", "transactions", "snapshot_rows", "skipped", "truncates_skipped")
@@ -128,13 +128,12 @@ class PostgresCdcSource(Source):
         self.restored = {"lsn": lsn, "snapshot": snap, "regions": regions}
 
     def position_recorded(self, epoch: int, checkpoint: SourceCheckpoint) -> None:
-        self.recorded[epoch] = int(checkpoint.position["lsn"])
+        self.recorded.record(epoch, int(checkpoint.position["lsn"]))
 
     def notify_committed(self, epoch: int) -> None:
-        done = [e for e in self.recorded if e <= epoch]
-        if not done:
+        position = self.recorded.committed(epoch)
+        if position is None:
             return
-        position = max(self.recorded.pop(e) for e in done)
         if position > self.acked and self.stream is not None and self.snap is None:
             try:
                 self.stream_cursor.send_feedback(flush_lsn=position, force=True)
@@ -145,7 +144,7 @@ class PostgresCdcSource(Source):
                 ) from exc
             self.acked = position
         elif position > self.acked:
-            self.recorded[epoch] = position  # acknowledged once the stream is up
+            self.recorded.record(epoch, position)  # acknowledged once the stream is up
 
     # -- start: set up the server, then snapshot or stream ------------------------------------
     def _start(self) -> None:
