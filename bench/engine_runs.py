@@ -55,14 +55,19 @@ def run_engine(
     workers: list[int],
     extra_env: dict[str, str] | None = None,
     inspect: Callable[[Path], dict[str, Any]] | None = None,
+    connectors: list[int] | None = None,
 ) -> dict[str, Any]:
-    """One engine run; ``inspect(tmp)`` may read its checkpoints before they are deleted."""
+    """One engine run; ``inspect(tmp)`` may read its checkpoints before they are deleted.
+
+    The coordinator runs on the first available CPU; connector processes (sinks first,
+    then each source instance) take ``connectors`` in turn (default: the first CPU)."""
     cpus = machine.available_cpus()
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as d:
         tmp = Path(d)
         topo = tmp / "topology.toml"
         topo.write_text(
-            f"[topology]\ncoordinator = {cpus[0]}\nconnectors = [{cpus[0]}]\nworkers = {workers}\n"
+            f"[topology]\ncoordinator = {cpus[0]}\nconnectors = {connectors or [cpus[0]]}\n"
+            f"workers = {workers}\n"
         )
         env = {**os.environ, **_overrides(pipeline, tmp, extra_env or {})}
         done = subprocess.run(
