@@ -104,6 +104,8 @@ class ConnectorConfig:
     ``parallelism`` > 1 runs one process per instance, each reading its share.
     ``schema``: for a sink, the schema of the stream it receives. ``on_error``:
     for a source, what to do with a record it cannot read (module docstring).
+    ``pipeline``: the pipeline's name (``[pipeline] name``), for names that must
+    differ between pipelines (a sink's transaction ids); empty where not known.
     """
 
     name: str
@@ -112,6 +114,7 @@ class ConnectorConfig:
     instances: int = 1
     schema: pa.Schema | None = None
     on_error: str = "fail"  # a source's records it cannot read: "fail" or "dead_letter"
+    pipeline: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,16 @@ class Source(Connector):
 
     def position_recorded(self, epoch: int, checkpoint: SourceCheckpoint) -> None:
         """``checkpoint`` (what ``checkpoint()`` just returned) is epoch ``epoch``'s position."""
+
+    #: Columns that name the partition a row came from (Kafka: ``("_topic", "_partition")``):
+    #: the runtime then keeps an event-time watermark per partition
+    #: (``engine.stream.watermarks``). Empty: one watermark for the whole source.
+    partition_columns: ClassVar[tuple[str, ...]] = ()
+
+    def pending_partitions(self) -> set[tuple[Any, ...]]:
+        """With ``partition_columns``: the partitions (their values, in that order) this
+        instance reads that still have rows it has not returned; asked after each batch."""
+        return set()
 
     def notify_committed(self, epoch: int) -> None:
         pass

@@ -51,6 +51,7 @@ SINKS: dict[str, str] = {
     "collect": "connectors.testing.collect:CollectingSink",
     "subscribe": "connectors.subscribe:SubscribeSink",
     "postgres": "connectors.postgres.sink:PostgresSink",
+    "kafka": "connectors.kafka.sink:KafkaSink",
 }
 # One flat map of unique names (``files`` is the source; the sink is also ``files_sink``).
 BUILTIN: dict[str, str] = {**SOURCES, **{k: v for k, v in SINKS.items() if k not in SOURCES}}

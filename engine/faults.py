@@ -13,6 +13,10 @@ protocol's steps (``engine.epochs``; the same numbers in docs/architecture.md):
 * ``coordinator.after_manifest`` — manifest N is durable, no commit sent (step 5)
 * ``sink.after_commit`` — a sink committed N but did not confirm it (step 6)
 
+Connector-specific points, inside a step: ``kafka_sink.mid_transaction`` — the Kafka
+sink sent half of epoch N's records in its transaction, and the broker has them
+(step 6, ``connectors.kafka.sink``).
+
 Without the variables every call is a dictionary lookup that finds nothing.
 """
 
@@ -27,6 +31,11 @@ _POINTS = {
     for p in _SPEC.split(",")
     if "@" in p and p.partition("@")[2].isdigit()
 }
+
+
+def armed(point: str, epoch: int) -> bool:
+    """True if ``reached(point, epoch)`` may fire (to prepare the state it should see)."""
+    return (point, epoch) in _POINTS
 
 
 def reached(point: str, epoch: int) -> None:

@@ -232,6 +232,7 @@ class Plan:
                     f"sources.{sources[0]}.on_error: \"dead_letter\" sends bad records to "
                     f"{name!r}, which no sink reads; add a [[sinks]] with input = \"{name}\""
                 )
+        pname = self.pipeline.pipeline.name
         for s in self.pipeline.sinks:
             if s.input not in streams:
                 raise ConfigError(
@@ -243,7 +244,7 @@ class Plan:
             except ConfigError as exc:
                 raise type(exc)(f"sinks.{s.name}.type: {exc}") from None
             try:
-                cls().check_config(ConnectorConfig(s.name, dict(s.options)))
+                cls().check_config(ConnectorConfig(s.name, dict(s.options), pipeline=pname))
             except ConfigError as exc:
                 raise ConfigError(_named(f"sinks.{s.name}", exc)) from None
 
@@ -296,7 +297,7 @@ class Plan:
                 )
         for k in p.sinks:
             sink = registry.resolve_sink(k.type)()
-            sink.config = ConnectorConfig(k.name, dict(k.options))
+            sink.config = ConnectorConfig(k.name, dict(k.options), pipeline=p.pipeline.name)
             if not sink.capabilities().exactly_once:
                 raise DeliveryGuaranteeError(
                     f"pipeline.delivery: exactly-once needs exactly-once sinks; sink "

@@ -68,8 +68,9 @@ class SinkRunner(Consumer):
         self.final = plan.final_graph() if cfg.input == "main" else None
         self.sink = registry.resolve_sink(cfg.type)()
         config = ConnectorConfig(
-            cfg.name, dict(cfg.options), spec.index, 1, plan.sink_schema(cfg.input)
-        )
+            cfg.name, dict(cfg.options), spec.index, 1, plan.sink_schema(cfg.input),
+            pipeline=pipeline.pipeline.name,
+        )  # fmt: skip
         self.guard.call("open", lambda: self.sink.open(config))
         self.store = spec.store()
         self.restore = msgspec.json.decode(spec.restore, type=control.SinkRestore | None)

@@ -293,15 +293,23 @@ def _text(s: str) -> str:
 def json_lines_batch(lines: list[bytes], schema: pa.Schema) -> pa.RecordBatch:
     """One JSON object per element (no line break inside) as one batch of ``schema``, parsed
     by Arrow in one call; a line that does not parse or fit (an unknown field, a value of
-    another type) raises ``pyarrow.ArrowInvalid`` (or ``ValueError``)."""
+    another type) raises ``pyarrow.ArrowInvalid`` (or ``ValueError``). Dates and times are
+    ISO-8601 text (``"2026-12-04"``, ``"13:05:07.123"``), read as text and then cast."""
     data = b"\n".join(lines) + b"\n"
+    as_text = [i for i, f in enumerate(schema) if pa.types.is_date(f.type) or pa.types.is_time(f.type)]
+    parse = schema
+    for i in as_text:
+        parse = parse.set(i, pa.field(schema.field(i).name, pa.string()))
     table = pajson.read_json(
         io.BytesIO(data),
         read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 64),
-        parse_options=pajson.ParseOptions(explicit_schema=schema,
+        parse_options=pajson.ParseOptions(explicit_schema=parse,
                                           unexpected_field_behavior="error"),  # fmt: skip
     )
     if table.num_rows != len(lines):
         raise ValueError(f"{len(lines)} records gave {table.num_rows} rows")
     (batch,) = table.combine_chunks().to_batches()
-    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+    columns = batch.columns
+    for i in as_text:
+        columns[i] = columns[i].cast(schema.field(i).type)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

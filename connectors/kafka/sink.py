@@ -1,0 +1,350 @@
+"""The Kafka sink (``type = "kafka"``): rows as records, exactly once for ``read_committed``.
+
+Pipeline::
+
+    [[sinks]]
+    name = "out"
+    type = "kafka"
+    bootstrap = "127.0.0.1:9092"
+    topic = "clicks-per-user"
+    format = "json"                  # json | text | raw | "package.module:function"
+    key = "user"                     # the record key (default: _key when present)
+    id = "clickstats.out"            # names its transactions (default: <pipeline>.<sink>)
+
+Value, key, partition, timestamp and headers: ``connectors.kafka.encode``.
+
+**How an epoch becomes visible, exactly once.** A Kafka transaction that a crashed
+producer left open cannot be finished by another producer: the next one with its
+``transactional.id`` aborts it. So no epoch may depend on such a transaction:
+
+1. ``write_batch`` encodes the rows and sends them, in large Arrow chunks, to this
+   sink's **staging topic** (one partition; ``staging_topic``, default
+   ``ringstream.staging.<id>``; created when missing) with an idempotent producer.
+2. ``pre_commit(n)`` waits until every chunk is acknowledged (``acks=all``): epoch
+   ``n``'s records are durable and invisible. The committable (in manifest ``n``)
+   holds their staging offsets ``[start, end)`` and, for each target partition,
+   its end offset before epoch ``n`` was copied.
+3. ``commit_epoch(n)`` copies them to the target in **one transaction**
+   (``transactional.id = ringstream.<id>``), each record with the header
+   ``ringstream.epoch = <id>:<n>``, and commits in the same transaction the offset
+   ``end`` of the staging partition for the group ``ringstream.sink.<id>``: the
+   **marker** that epoch ``n`` is in the target.
+4. A commit after a restart (manifest ``n`` written, then a crash) first starts the
+   transactional producer, which fences the dead one and settles its transaction;
+   then if the marker is at ``end`` or past it, epoch ``n`` is already there:
+   nothing is sent. Otherwise the records are read back from the staging topic and
+   sent again, skipping, per partition, those already readable by a
+   ``read_committed`` consumer with the epoch's header (found by reading from the
+   recorded end offsets): on Kafka an aborted transaction's records are never
+   readable, so all are sent again; on a broker that shows them (Tansu, used by
+   the tests, does), they are not sent twice.
+
+``rollback_epoch`` has nothing to undo: staged chunks no manifest names are never
+copied (the staging topic's retention removes them). Two pipelines, or two
+instances of one pipeline, need different ``id`` (the default has the pipeline's
+name; give each instance of a scaled-out pipeline its own); a process that finds
+its transactional id taken over (fenced) stops with an error saying so.
+
+Why confluent-kafka: librdkafka's idempotent and transactional producer,
+including ``send_offsets_to_transaction``, behind a thin Python layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from typing import Annotated, Any
+
+import pyarrow as pa
+from msgspec import Meta
+
+from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
+from connectors.kafka.encode import RecordEncoder
+from connectors.kafka.staging import EPOCH_HEADER, MAX_MESSAGE, Staging, ensure_topic, landed
+from connectors.options import Options
+from engine import faults, log
+from engine.errors import ConfigError, ConnectorError, TransientError
+
+MEMORY_BYTES = 256 * 1024 * 1024  # an epoch's records kept for its commit; past it, read back
+
+
+class KafkaSinkOptions(Options, frozen=True):
+    bootstrap: Annotated[str, Meta(min_length=1)]
+    topic: Annotated[str, Meta(min_length=1)]
+    format: str = "json"
+    columns: list[str] | None = None
+    key: str | None = None
+    partition: str | None = None
+    timestamp: str | None = None
+    id: str | None = None
+    staging_topic: str | None = None
+    create: bool = False
+    partitions: Annotated[int, Meta(ge=1)] = 1
+    transaction_timeout_ms: Annotated[int, Meta(ge=1000)] = 60_000
+    config: dict[str, str | int | float | bool] = {}  # librdkafka settings, as they are
+
+
+class KafkaSink(Sink):
+    """See the module docstring."""
+
+    options_type = KafkaSinkOptions
+
+    def open(self, config: ConnectorConfig) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        super().open(config)
+        o: KafkaSinkOptions = self.options
+        self.where = where = f"sinks.{config.name}"
+        self.id = o.id or f"{config.pipeline or 'pipeline'}.{config.name}"
+        safe = re.sub(r"[^a-zA-Z0-9._-]", "_", self.id)[:180]
+        digest = hashlib.sha256(self.id.encode()).hexdigest()[:8]
+        self.txid = f"ringstream.{self.id}"
+        self.marker_group = f"ringstream.sink.{self.id}"
+        self.settings = {"bootstrap.servers": o.bootstrap, **o.config}
+        admin = AdminClient(self.settings)
+        self.partitions = ensure_topic(admin, o.topic, o.partitions if o.create else None, where)
+        staging = o.staging_topic or f"ringstream.staging.{safe}.{digest}"
+        ensure_topic(admin, staging, 1, f"{where}.staging_topic")
+        if config.schema is None:
+            raise ConfigError(f"{where}: the sink needs the stream's schema")
+        self.encoder = RecordEncoder(config.schema, o, self.partitions, where)
+        self.staging = Staging(self.settings, staging, where)
+        self.producer: Any = None  # the transactional one, started at the first commit
+        self.epoch, self.row = 0, 0
+        self.kept: dict[int, list[pa.RecordBatch] | None] = {}  # epoch -> records, if in memory
+        self.kept_bytes = 0
+        self.committables: dict[int, dict[str, Any]] = {}
+        self.tried: set[int] = set()  # epochs whose transaction this process began
+        self.rows = self.bytes = self.committed_rows = 0
+
+    def capabilities(self) -> SinkCapabilities:
+        return SinkCapabilities(exactly_once=True, two_phase_commit=True, partitioned=True)
+
+    # -- epochs -----------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch, self.row = epoch, 0
+        self.kept[epoch] = []
+
+    def write_batch(self, batch: pa.RecordBatch) -> WriteResult:
+        records = self.encoder.encode(batch, self.row)
+        self.row += batch.num_rows
+        self.staging.write(self.epoch, records)
+        kept = self.kept.get(self.epoch)
+        if kept is not None:
+            if self.kept_bytes + records.nbytes > MEMORY_BYTES:
+                self.kept[self.epoch] = None  # read back from the staging topic at commit
+            else:
+                kept.append(records)
+                self.kept_bytes += records.nbytes
+        self.rows += batch.num_rows
+        self.bytes += records.nbytes
+        return WriteResult(batch.num_rows, records.nbytes)
+
+    def pre_commit(self, epoch: int) -> dict[str, Any] | None:
+        staged = self.staging.flush()
+        c: dict[str, Any] = {"epoch": epoch, "id": self.id, "rows": self.row}
+        if staged is not None:
+            c["staging"] = [self.staging.topic, 0, staged[0], staged[1]]
+            c["starts"] = self._ends()
+        self.committables[epoch] = c
+        return c
+
+    def commit_epoch(self, epoch: int, committable: dict[str, Any] | None = None) -> None:
+        for n in sorted(e for e in self.committables if e < epoch):  # not committed yet
+            self._commit(n, self.committables[n])
+        c = committable if committable is not None else self.committables.get(epoch)
+        if c is not None:
+            self._commit(epoch, c)
+
+    def rollback_epoch(self, epoch: int) -> None:
+        for n in [e for e in self.kept if e >= epoch]:
+            self._forget(n)
+
+    # -- the copy -----------------------------------------------------------------------------
+    def _commit(self, epoch: int, c: dict[str, Any]) -> None:
+        if "staging" not in c:  # nothing was written in this epoch
+            self._forget(epoch)
+            return
+        topic, part, start, end = c["staging"]
+        producer = self._producer()  # fences a dead predecessor, settles its transaction
+        if self._marker(topic, part) >= end:
+            self._forget(epoch)
+            return
+        tag = f"{c.get('id', self.id)}:{epoch}".encode()
+        kept = self.kept.get(epoch)
+        skip: dict[int, int] = {}
+        if kept is None or epoch in self.tried:
+            starts = {int(p): int(o) for p, o in c["starts"].items()}
+            skip = landed(self.settings, self.options.topic, starts, tag)
+            if any(skip.values()):
+                log.say(
+                    "kafka_sink_resume",
+                    f"{self.where}: epoch {epoch}: {sum(skip.values())} records are already "
+                    f"readable in {self.options.topic!r} (an aborted transaction the broker "
+                    "shows); the rest are sent",
+                    logging.WARNING,
+                    sink=self.config.name,
+                )
+        batches = kept if kept is not None else self.staging.read(start, end)
+        self.tried.add(epoch)
+        try:
+            producer.begin_transaction()
+            sent = self._send(producer, batches, tag, skip, epoch, c.get("rows", 0))
+            producer.flush()
+            from confluent_kafka import TopicPartition
+
+            meta = self._marker_consumer().consumer_group_metadata()
+            producer.send_offsets_to_transaction([TopicPartition(topic, part, end)], meta, 30)
+            producer.commit_transaction(60)
+        except Exception as exc:
+            self._failed(producer, epoch, exc)
+        self.committed_rows += sent
+        self._forget(epoch)
+
+    def _send(
+        self, producer: Any, batches: Any, tag: bytes, skip: dict[int, int], epoch: int, rows: int
+    ) -> int:
+        topic, mine, sent = self.options.topic, [(EPOCH_HEADER, tag)], 0
+        fault = rows // 2 if faults.armed("kafka_sink.mid_transaction", epoch) else -1
+        produce, poll = producer.produce, producer.poll
+        seen = dict.fromkeys(skip, 0)
+        for records in batches:
+            cols = [records.column(i).to_pylist() for i in range(5)]
+            for value, key, p, ts, headers in zip(*cols, strict=True):
+                if skip:
+                    seen[p] = seen.get(p, 0) + 1
+                    if seen[p] <= skip.get(p, 0):
+                        continue
+                h = mine if headers is None else [(x["key"], x["value"]) for x in headers] + mine
+                while True:
+                    try:
+                        produce(topic, value, key, p, timestamp=ts or 0, headers=h)
+                        break
+                    except BufferError:
+                        poll(0.05)
+                sent += 1
+                if sent == fault:
+                    producer.flush()
+                    faults.reached("kafka_sink.mid_transaction", epoch)
+        return sent
+
+    def _failed(self, producer: Any, epoch: int, exc: Exception) -> None:
+        from confluent_kafka import KafkaException
+
+        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        if err is not None and err.fatal():
+            self.producer = None
+            raise ConnectorError(
+                f"{self.where}: epoch {epoch}: the transactional producer "
+                f"{self.txid!r} failed for good ({err.name()}: {err.str()}); "
+                "if it was fenced, another process uses this id (a second "
+                "instance of this pipeline? give each its own id)"
+            ) from exc
+        if err is not None and err.txn_requires_abort():
+            try:
+                producer.abort_transaction(30)
+            except Exception:  # the retry starts a new producer
+                self.producer = None
+        else:
+            self.producer = None  # unknown state: a fresh producer settles it
+        raise TransientError(f"{self.where}: epoch {epoch} not committed yet: {exc}") from exc
+
+    def _forget(self, epoch: int) -> None:
+        for records in self.kept.pop(epoch, None) or ():
+            self.kept_bytes -= records.nbytes
+        self.committables.pop(epoch, None)
+        self.tried.discard(epoch)
+
+    # -- Kafka helpers ------------------------------------------------------------------------
+    def _producer(self) -> Any:
+        if self.producer is None:
+            from confluent_kafka import KafkaException, Producer
+
+            p = Producer(
+                {
+                    **self.settings,
+                    "transactional.id": self.txid,
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "queue.buffering.max.messages": 1_000_000,
+                    "message.max.bytes": MAX_MESSAGE,
+                    "transaction.timeout.ms": self.options.transaction_timeout_ms,
+                }
+            )
+            try:
+                p.init_transactions(60)
+            except KafkaException as exc:
+                raise TransientError(
+                    f"{self.where}: cannot start the transactional producer {self.txid!r}: {exc}"
+                ) from exc
+            self.producer = p
+        return self.producer
+
+    def _marker_consumer(self) -> Any:
+        if getattr(self, "_marker_c", None) is None:
+            from confluent_kafka import Consumer
+
+            self._marker_c = Consumer(
+                {
+                    **self.settings,
+                    "group.id": self.marker_group,
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                }
+            )
+        return self._marker_c
+
+    def _marker(self, topic: str, part: int) -> int:
+        from confluent_kafka import TopicPartition
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                [tp] = self._marker_consumer().committed([TopicPartition(topic, part)], 10)
+                return tp.offset if tp.error is None else -1
+            except Exception as exc:  # an unstable offset: a transaction still settling
+                if time.monotonic() > deadline:
+                    raise TransientError(
+                        f"{self.where}: cannot read the commit marker of "
+                        f"{self.marker_group!r}: {exc}"
+                    ) from exc
+                time.sleep(0.2)
+
+    def _ends(self) -> dict[str, int]:
+        from confluent_kafka import TopicPartition
+
+        c = self._marker_consumer()
+        out = {}
+        for p in range(self.partitions):
+            try:
+                _, high = c.get_watermark_offsets(
+                    TopicPartition(self.options.topic, p), 10, cached=False
+                )
+            except Exception as exc:
+                raise TransientError(
+                    f"{self.where}: cannot read the end of {self.options.topic!r} [{p}]: {exc}"
+                ) from exc
+            out[str(p)] = int(high)
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "rows_staged": self.rows,
+            "bytes_staged": self.bytes,
+            "rows_committed": self.committed_rows,
+            "staging_chunks": self.staging.chunks,
+        }
+
+    def health_check(self) -> bool:
+        self._marker_consumer().list_topics(self.options.topic, timeout=5)
+        return True
+
+    def close(self) -> None:
+        self.staging.close()
+        if getattr(self, "_marker_c", None) is not None:
+            self._marker_c.close()
+        if self.producer is not None:
+            self.producer.flush(10)

@@ -1,0 +1,70 @@
+"""Kafka test helpers: a broker per test module (``scripts/kafka``: Tansu), topics, reading back.
+
+``start_broker()`` / ``stop_broker(dir)`` wrap the project's script; ``read_topic``
+reads every partition of a topic to its end as a ``read_committed`` consumer (or
+``read_uncommitted``) would, and returns the records as dicts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "kafka"
+
+
+def start_broker() -> tuple[str, Path]:
+    where = Path(tempfile.mkdtemp(prefix="ringstream-kafka-"))
+    started = subprocess.run([str(SCRIPT), "start", str(where)], capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    return started.stdout.strip(), where
+
+
+def stop_broker(where: Path) -> None:
+    subprocess.run([str(SCRIPT), "stop", str(where)], timeout=60)
+
+
+def create_topic(broker: str, name: str, partitions: int) -> str:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker})
+    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        f.result(10)
+    return name
+
+
+def read_topic(broker: str, name: str, isolation: str = "read_committed",
+               timeout: float = 60) -> list[dict[str, Any]]:  # fmt: skip
+    """Every record of ``name`` up to its end now: value, key, partition, offset,
+    timestamp (ms) and headers."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": broker, "group.id": "ringstream-tests-reader",
+                  "isolation.level": isolation, "enable.partition.eof": True,
+                  "enable.auto.commit": False})  # fmt: skip
+    parts = sorted(c.list_topics(name, timeout=10).topics[name].partitions)
+    ends = {p: c.get_watermark_offsets(TopicPartition(name, p), 10, cached=False)[1]
+            for p in parts}  # fmt: skip
+    todo = {p for p in parts if ends[p] > 0}
+    c.assign([TopicPartition(name, p, 0) for p in todo])
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while todo:
+        assert time.monotonic() < deadline, f"{name}: partitions {todo} not read to the end"
+        for m in c.consume(1000, 0.5):
+            if m.error() is not None:
+                if m.error().code() == m.error()._PARTITION_EOF:
+                    todo.discard(m.partition())
+                continue
+            got.append({"value": m.value(), "key": m.key(), "partition": m.partition(),
+                        "offset": m.offset(), "timestamp": m.timestamp()[1],
+                        "headers": m.headers() or []})  # fmt: skip
+            if m.offset() + 1 >= ends[m.partition()]:
+                todo.discard(m.partition())
+    c.close()
+    return got
