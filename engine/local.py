@@ -48,14 +48,16 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
     sinks = []
     for k in pipeline.sinks:
         sink = registry.resolve_sink(k.type)()
-        sink.open(ConnectorConfig(k.name, dict(k.options), 0, 1, plan.sink_schema(k.input)))
+        sink.open(ConnectorConfig(k.name, dict(k.options), 0, 1, plan.sink_schema(k.input),
+                                  pipeline=pipeline.pipeline.name))
         sink.rollback_epoch(1)
         sink.begin_epoch(1)
         sinks.append((k.input, sink))
     cfgs = [pipeline.source_named(n) for n in plan.inputs]
     sources = [open_source(c) for c in cfgs]
     marks: list[int | None] = [None] * len(sources)
-    made = [SourceWatermark(c.event_time, c.max_out_of_orderness_ms) for c in cfgs]
+    made = [SourceWatermark(c.event_time, c.max_out_of_orderness_ms, tuple(s.partition_columns))
+            for c, s in zip(cfgs, sources, strict=True)]  # fmt: skip
     done = [False] * len(sources)
     events = rows = 0
     emitted = -(2**63)
@@ -93,7 +95,8 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
         events += batch.num_rows
         write(graph.process(batch, port))
         late()
-        wm = made[port].advance(batch)
+        pending = sources[port].pending_partitions() if made[port].split else None
+        wm = made[port].advance(batch, pending)
         if wm is not None:
             marks[port] = wm
         alive = [marks[i] for i in range(len(sources)) if not done[i]]

@@ -81,7 +81,8 @@ class SourceRunner:
         self.dl_writers = [r.writer() for r in self.dl_rings]
         self.key = plan.partition_keys.get(cfg.name)
         self.batcher = Batcher(cfg.batch_max_rows, cfg.batch_max_wait_ms / 1000)
-        self.watermark = SourceWatermark(cfg.event_time, cfg.max_out_of_orderness_ms)
+        self.watermark = SourceWatermark(cfg.event_time, cfg.max_out_of_orderness_ms,
+                                         tuple(self.source.partition_columns))  # fmt: skip
         self.replayable = self.source.supports_replay()
         self.rr = spec.index  # round-robin target of a global query
         self.stopping = False
@@ -199,7 +200,8 @@ class SourceRunner:
             c.add(slot, "rows_out", out.num_rows)
             c.add(slot, "batches_out", 1)
             c.add(slot, "bytes_out", size if out is batch else out.nbytes)
-        wm = self.watermark.advance(batch)  # over every row read, filtered or not
+        pending = self.source.pending_partitions() if self.watermark.split else None
+        wm = self.watermark.advance(batch, pending)  # over every row read, filtered or not
         if wm is not None:
             for w in self.writers:
                 w.write_watermark(wm)

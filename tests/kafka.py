@@ -19,8 +19,9 @@ SCRIPT = ROOT / "scripts" / "kafka"
 
 def start_broker() -> tuple[str, Path]:
     where = Path(tempfile.mkdtemp(prefix="ringstream-kafka-"))
-    started = subprocess.run([str(SCRIPT), "start", str(where)], capture_output=True, text=True,
-                             timeout=300)  # fmt: skip
+    started = subprocess.run(
+        [str(SCRIPT), "start", str(where)], capture_output=True, text=True, timeout=300
+    )
     assert started.returncode == 0, started.stderr
     return started.stdout.strip(), where
 
@@ -38,18 +39,38 @@ def create_topic(broker: str, name: str, partitions: int) -> str:
     return name
 
 
-def read_topic(broker: str, name: str, isolation: str = "read_committed",
-               timeout: float = 60) -> list[dict[str, Any]]:  # fmt: skip
+def read_topic(broker: str, name: str, isolation: str = "read_committed") -> list[dict[str, Any]]:
+    """``read_once`` until two reads a second apart agree: Tansu makes a committed
+    transaction readable a moment after the commit returned (its last stable offset
+    moves later), so one read right after a run can stop short."""
+    got = read_once(broker, name, isolation)
+    for _ in range(30):
+        time.sleep(1)
+        again = read_once(broker, name, isolation)
+        if len(again) == len(got):
+            return again
+        got = again
+    raise AssertionError(f"{name}: what a reader sees kept changing for 30 s")
+
+
+def read_once(
+    broker: str, name: str, isolation: str = "read_committed", timeout: float = 60
+) -> list[dict[str, Any]]:
     """Every record of ``name`` up to its end now: value, key, partition, offset,
     timestamp (ms) and headers."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": broker, "group.id": "ringstream-tests-reader",
-                  "isolation.level": isolation, "enable.partition.eof": True,
-                  "enable.auto.commit": False})  # fmt: skip
+    c = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": "ringstream-tests-reader",
+            "isolation.level": isolation,
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
     parts = sorted(c.list_topics(name, timeout=10).topics[name].partitions)
-    ends = {p: c.get_watermark_offsets(TopicPartition(name, p), 10, cached=False)[1]
-            for p in parts}  # fmt: skip
+    ends = {p: c.get_watermark_offsets(TopicPartition(name, p), 10, cached=False)[1] for p in parts}
     todo = {p for p in parts if ends[p] > 0}
     c.assign([TopicPartition(name, p, 0) for p in todo])
     got: list[dict[str, Any]] = []
@@ -61,9 +82,16 @@ def read_topic(broker: str, name: str, isolation: str = "read_committed",
                 if m.error().code() == m.error()._PARTITION_EOF:
                     todo.discard(m.partition())
                 continue
-            got.append({"value": m.value(), "key": m.key(), "partition": m.partition(),
-                        "offset": m.offset(), "timestamp": m.timestamp()[1],
-                        "headers": m.headers() or []})  # fmt: skip
+            got.append(
+                {
+                    "value": m.value(),
+                    "key": m.key(),
+                    "partition": m.partition(),
+                    "offset": m.offset(),
+                    "timestamp": m.timestamp()[1],
+                    "headers": m.headers() or [],
+                }
+            )
             if m.offset() + 1 >= ends[m.partition()]:
                 todo.discard(m.partition())
     c.close()

@@ -293,21 +293,27 @@ def _text(s: str) -> str:
 def json_lines_batch(lines: list[bytes], schema: pa.Schema) -> pa.RecordBatch:
     """One JSON object per element (no line break inside) as one batch of ``schema``, parsed
     by Arrow in one call; a line that does not parse or fit (an unknown field, a value of
-    another type) raises ``pyarrow.ArrowInvalid`` (or ``ValueError``). Dates and times are
-    ISO-8601 text (``"2026-12-04"``, ``"13:05:07.123"``), read as text and then cast."""
-    data = b"\n".join(lines) + b"\n"
-    as_text = [i for i, f in enumerate(schema) if pa.types.is_date(f.type) or pa.types.is_time(f.type)]
+    another type) raises ``pyarrow.ArrowInvalid`` (or ``ValueError``)."""
+    return json_text_batch(b"\n".join(lines), len(lines), schema)
+
+
+def json_text_batch(data: bytes, rows: int, schema: pa.Schema) -> pa.RecordBatch:
+    """``rows`` JSON objects, one per line of ``data``, as one batch of ``schema`` (read by
+    Arrow without a copy). Dates and times are ISO-8601 text (``"2026-12-04"``,
+    ``"13:05:07.123"``), read as text and then cast."""
+    as_text = [i for i, f in enumerate(schema) if pa.types.is_date(f.type)
+               or pa.types.is_time(f.type)]  # fmt: skip
     parse = schema
     for i in as_text:
         parse = parse.set(i, pa.field(schema.field(i).name, pa.string()))
     table = pajson.read_json(
-        io.BytesIO(data),
+        pa.BufferReader(data),
         read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 64),
         parse_options=pajson.ParseOptions(explicit_schema=parse,
                                           unexpected_field_behavior="error"),  # fmt: skip
     )
-    if table.num_rows != len(lines):
-        raise ValueError(f"{len(lines)} records gave {table.num_rows} rows")
+    if table.num_rows != rows:
+        raise ValueError(f"{rows} records gave {table.num_rows} rows")
     (batch,) = table.combine_chunks().to_batches()
     columns = batch.columns
     for i in as_text:

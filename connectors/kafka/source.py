@@ -74,9 +74,11 @@ from connectors.base import (
 )
 from connectors.kafka.consumer import (
     ConsumerThread,
+    last_offsets,
     make_consumer,
     sample_values,
     topic_partitions,
+    unread,
 )
 from connectors.kafka.decode import Decoder
 from connectors.options import Options
@@ -112,6 +114,7 @@ class KafkaSource(Source):
     """See the module docstring."""
 
     options_type = KafkaSourceOptions
+    partition_columns = ("_topic", "_partition")  # a watermark per partition
 
     def open(self, config: ConnectorConfig) -> None:
         super().open(config)
@@ -127,13 +130,17 @@ class KafkaSource(Source):
         given = parse_schema(o.schema, f"{where}.schema") if o.schema else None
         self.decoder = Decoder(o.format, given, where)
         self.consumer = make_consumer(o, self.group, where)
-        parts = topic_partitions(self.consumer, o, where) if o.topics else []  # they exist
-        if self.decoder.schema is None:
-            if o.pattern is not None:
-                raise ConfigError(f"{where}: declare the schema (schema = {{ ... }}) when "
-                                  "reading a topic pattern")  # fmt: skip
-            self.decoder.infer(sample_values(self.consumer, parts))
-        self._schema = self._output_schema()
+        try:
+            parts = topic_partitions(self.consumer, o, where) if o.topics else []  # they exist
+            if self.decoder.schema is None:
+                if o.pattern is not None:
+                    raise ConfigError(f"{where}: declare the schema (schema = {{ ... }}) when "
+                                      "reading a topic pattern")  # fmt: skip
+                self.decoder.infer(sample_values(self.consumer, parts))
+            self._schema = self._output_schema()
+        except BaseException:  # no client left retrying in the background
+            self.consumer.close()
+            raise
         self.positions: dict[str, int] = {}  # partition -> next offset, of records returned
         self.restored: dict[str, int] = {}
         self.owned: set[str] = set()
@@ -296,44 +303,49 @@ class KafkaSource(Source):
         return self._batch(msgs, skip) if msgs else None
 
     def _batch(self, msgs: list[Any], skip: set[str]) -> SourceBatch | None:
-        """One pass over the messages: errors, revoked partitions, then the columns."""
+        """Errors, revoked partitions, then the columns: each field read for the whole
+        list at once (its method mapped over it), no Python code run per message."""
+        from confluent_kafka import Message
+
         good = msgs
-        if any(m.error() is not None for m in msgs):
-            for m in msgs:
-                if m.error() is not None:
-                    self._error(m.error())
-            good = [m for m in msgs if m.error() is None]
+        errors = list(map(Message.error, msgs))
+        if errors.count(None) != len(errors):
+            for err in errors:
+                if err is not None:
+                    self._error(err)
+            good = [m for m, err in zip(msgs, errors, strict=True) if err is None]
         if skip:  # revoked partitions: their next owner reads them
             good = [m for m in good if _key(m.topic(), m.partition()) not in skip]
         if not good:
             return None
-        topics = [m.topic() for m in good]
-        parts = [m.partition() for m in good]
-        offsets = [m.offset() for m in good]
-        stamps = [m.timestamp()[1] for m in good]
-        keys = [m.key() for m in good]
-        last = dict(zip(zip(topics, parts, strict=True), offsets, strict=True))
-        body, bad = self.decoder.decode([m.value() for m in good])
-        meta = [pa.array(topics, pa.string()), pa.array(parts, pa.int32()),
-                pa.array(offsets, pa.int64()),
-                pa.array(stamps, pa.int64()).cast(pa.timestamp("ms", "UTC")),
-                pa.array(keys, pa.binary())]  # fmt: skip
+        n = len(good)
+        topics = list(map(Message.topic, good))
+        one_topic = topics.count(topics[0]) == n
+        parts = np.array(list(map(Message.partition, good)), np.int32)
+        offsets = np.array(list(map(Message.offset, good)), np.int64)
+        stamps = np.array([m.timestamp()[1] for m in good], np.int64)
+        values = list(map(Message.value, good))
+        body, bad = self.decoder.decode(values)
+        meta = [pa.repeat(topics[0], n) if one_topic else pa.array(topics, pa.string()),
+                pa.array(parts), pa.array(offsets), pa.array(stamps, pa.timestamp("ms", "UTC")),
+                pa.array(list(map(Message.key, good)), pa.binary())]  # fmt: skip
         if self.options.key_format == "text":
             meta[4] = meta[4].cast(pa.string())
         if self.options.headers:
             meta.append(pa.array([[{"key": k, "value": v} for k, v in (m.headers() or [])]
                                   for m in good], HEADERS))  # fmt: skip
         if bad:
-            keep = np.ones(len(good), dtype=bool)
+            keep = np.ones(n, dtype=bool)
             keep[[i for i, _ in bad]] = False
             meta = [c.filter(pa.array(keep)) for c in meta]
         batch = pa.RecordBatch.from_arrays([*body.columns, *meta], schema=self._schema)
+        last = last_offsets(topics, one_topic, parts, offsets)
         with self.lock:
             for (topic, part), offset in last.items():
                 self.positions[_key(topic, part)] = offset + 1
-        records = [BadRecord(f"{topics[i]}/{parts[i]}", why, line=offsets[i], raw=good[i].value())
+        records = [BadRecord(f"{topics[i]}/{parts[i]}", why, line=int(offsets[i]), raw=values[i])
                    for i, why in bad]  # fmt: skip
-        return SourceBatch(batch, partition=parts[-1], offset=offsets[-1], bad=records)
+        return SourceBatch(batch, partition=int(parts[-1]), offset=int(offsets[-1]), bad=records)
 
     def _error(self, err: Any) -> None:
         from confluent_kafka import KafkaError
@@ -352,6 +364,12 @@ class KafkaSource(Source):
             return True
         except queue.Empty:
             return False
+
+    def pending_partitions(self) -> set[tuple[str, int]]:
+        with self.lock:
+            owned, positions = self.owned - self.revoking, dict(self.positions)
+        high = dict(self.reader.high) if self.reader is not None else {}
+        return unread(owned, positions, high, self.options.start == "earliest")
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -127,15 +127,13 @@ class Staging:
             raise TransientError(f"{self.where}: staging {self.topic!r} failed: {errors[0]}")
         if not offsets:
             return None
-        if max(offsets) - min(offsets) + 1 != len(offsets):
-            raise TransientError(
-                f"{self.where}: staging offsets of {self.topic!r} are not "
-                "contiguous (another writer on the staging topic?)"
-            )
         return min(offsets), max(offsets) + 1
 
-    def read(self, start: int, end: int, timeout_s: float = 60) -> Iterator[pa.RecordBatch]:
-        """The records staged at offsets ``[start, end)``, in order."""
+    def read(
+        self, epoch: int, start: int, end: int, timeout_s: float = 60
+    ) -> Iterator[pa.RecordBatch]:
+        """The records staged for ``epoch`` at offsets ``[start, end)``, in order (others in
+        that range, the sink's probe of the broker, are passed over)."""
         from confluent_kafka import Consumer, TopicPartition
 
         c = Consumer(
@@ -150,7 +148,7 @@ class Staging:
         )
         try:
             c.assign([TopicPartition(self.topic, 0, start)])
-            at, deadline = start, time.monotonic() + timeout_s
+            at, deadline, key = start, time.monotonic() + timeout_s, str(epoch).encode()
             while at < end:
                 if time.monotonic() > deadline:
                     raise TransientError(
@@ -161,6 +159,8 @@ class Staging:
                     if m.error() is not None or m.offset() < at or m.offset() >= end:
                         continue
                     at = m.offset() + 1
+                    if m.key() != key:
+                        continue
                     deadline = time.monotonic() + timeout_s
                     yield from pa.ipc.open_stream(m.value())
         finally:

@@ -2,7 +2,14 @@
 
 Producer side (a source, ``SourceWatermark``): the watermark is the largest
 event time seen so far (in range, ``engine.timeunits``) minus the source's
-``max_out_of_orderness_ms``; it only moves forward.
+``max_out_of_orderness_ms``; it only moves forward. A source whose rows come from
+partitions read side by side (Kafka) names the columns that identify a partition
+(``Source.partition_columns``): then each partition has its own largest event
+time, and the watermark is the smallest of those of the partitions that still
+have rows to read (``Source.pending_partitions()``; none pending: the largest of
+all), and does not move while a pending partition has delivered no row yet. A
+partition that has been read to its end does not hold the watermark back: a row
+it receives later, older than the watermark, is late.
 
 Consumer side (a worker or a sink, ``Watermarks``): the watermark is the
 minimum over inputs; an input that ended counts as +infinity, one that
@@ -16,7 +23,9 @@ some live input has not sent a watermark yet.
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from engine.timeunits import max_event_ms
@@ -28,20 +37,45 @@ DONE = 2**63 - 1
 class SourceWatermark:
     """Max event time seen minus the allowed out-of-orderness (``advance`` per batch)."""
 
-    def __init__(self, column: str | None, lag_ms: int) -> None:
+    def __init__(self, column: str | None, lag_ms: int, split: tuple[str, ...] = ()) -> None:
         self.column = column
         self.lag_ms = lag_ms
         self.max_ms: int | None = None
+        self.split = split  # the columns naming a row's partition (module docstring)
+        self.part_max: dict[tuple[Any, ...], int] = {}
 
-    def advance(self, batch: pa.RecordBatch) -> int | None:
-        """The new watermark if ``batch`` moved it, else None."""
+    def advance(
+        self, batch: pa.RecordBatch, pending: set[tuple[Any, ...]] | None = None
+    ) -> int | None:
+        """The new watermark if ``batch`` moved it, else None (``pending``: the partitions
+        with rows still to read, when the source has partitions)."""
         if self.column is None or not batch.num_rows:
             return None
-        top = max_event_ms(batch.column(self.column))
+        if self.split and pending is not None:
+            top = self._per_partition(batch, pending)
+        else:
+            top = max_event_ms(batch.column(self.column))
         if top is None or (self.max_ms is not None and top <= self.max_ms):
             return None
         self.max_ms = top
         return top - self.lag_ms
+
+    def _per_partition(self, batch: pa.RecordBatch, pending: set[tuple[Any, ...]]) -> int | None:
+        times = batch.column(self.column)
+        parts = [batch.column(c).dictionary_encode() for c in self.split]
+        code = np.zeros(batch.num_rows, np.int64)
+        for p in parts:
+            code = code * len(p.dictionary) + p.indices.to_numpy(zero_copy_only=False)
+        for c in np.unique(code):
+            rows = np.flatnonzero(code == c)
+            top = max_event_ms(times.take(rows))
+            if top is not None:
+                key = tuple(p.dictionary[p.indices[rows[0]].as_py()].as_py() for p in parts)
+                self.part_max[key] = max(top, self.part_max.get(key, top))
+        if any(k not in self.part_max for k in pending):
+            return None  # a partition with rows to read has not delivered one yet
+        live = [self.part_max[k] for k in pending]
+        return min(live) if live else max(self.part_max.values(), default=None)
 
 
 class Watermarks:

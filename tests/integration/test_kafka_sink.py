@@ -11,6 +11,7 @@ every named fault point, the output read as a ``read_committed`` consumer reads 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -52,8 +53,14 @@ def rows(start: int, n: int) -> pa.RecordBatch:
 
 def sink(broker: str, topic: str, schema: pa.Schema = SCHEMA, pipeline: str = "t", **options):  # type: ignore[no-untyped-def]
     s = KafkaSink()
-    s.open(ConnectorConfig("out", {"bootstrap": broker, "topic": topic, **options},
-                           schema=schema, pipeline=pipeline))  # fmt: skip
+    s.open(
+        ConnectorConfig(
+            "out",
+            {"bootstrap": broker, "topic": topic, **options},
+            schema=schema,
+            pipeline=pipeline,
+        )
+    )
     return s
 
 
@@ -70,37 +77,72 @@ def values(broker: str, topic: str) -> list[dict]:  # type: ignore[type-arg]
 
 def test_conformance(broker: str) -> None:
     name = create_topic(broker, "conformance", 3)
-    config = ConnectorConfig("out", {"bootstrap": broker, "topic": name, "key": "user"},
-                             schema=SCHEMA, pipeline="conformance")  # fmt: skip
-    check_sink(KafkaSink, config, [rows(i * 100, 100) for i in range(6)],
-               read_back=lambda s: values(broker, name))  # fmt: skip
+    config = ConnectorConfig(
+        "out",
+        {"bootstrap": broker, "topic": name, "key": "user"},
+        schema=SCHEMA,
+        pipeline="conformance",
+    )
+    check_sink(
+        KafkaSink,
+        config,
+        [rows(i * 100, 100) for i in range(6)],
+        read_back=lambda s: values(broker, name),
+    )
 
 
 def test_values_read_back_by_the_kafka_source_as_the_same_rows(broker: str) -> None:
     from connectors.kafka.source import KafkaSource
     from tests.integration.test_kafka_source import drain
 
-    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("price", pa.decimal128(10, 2)),
-                        ("at", pa.timestamp("ms", "UTC")), ("day", pa.date32()),
-                        ("ok", pa.bool_()), ("score", pa.float64())])  # fmt: skip
+    schema = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("name", pa.string()),
+            ("price", pa.decimal128(10, 2)),
+            ("at", pa.timestamp("ms", "UTC")),
+            ("day", pa.date32()),
+            ("ok", pa.bool_()),
+            ("score", pa.float64()),
+        ]
+    )
     at = dt.datetime(2026, 12, 4, 13, 5, 7, 123000, tzinfo=dt.UTC)
-    batch = pa.RecordBatch.from_pydict({
-        "id": [1, 2, 3], "name": ['say "hi"\n', "ünïcode ✓", None],
-        "price": [Decimal("12.34"), Decimal("-0.01"), None],
-        "at": [at, at + dt.timedelta(milliseconds=1), None],
-        "day": [dt.date(2026, 1, 2), None, dt.date(1970, 1, 1)],
-        "ok": [True, False, None], "score": [1.5, -2.25e300, None],
-    }, schema)  # fmt: skip
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": [1, 2, 3],
+            "name": ['say "hi"\n', "ünïcode ✓", None],
+            "price": [Decimal("12.34"), Decimal("-0.01"), None],
+            "at": [at, at + dt.timedelta(milliseconds=1), None],
+            "day": [dt.date(2026, 1, 2), None, dt.date(1970, 1, 1)],
+            "ok": [True, False, None],
+            "score": [1.5, -2.25e300, None],
+        },
+        schema,
+    )
     name = create_topic(broker, "round_trip", 2)
     s = sink(broker, name, schema, key="name", timestamp="at")
     one_epoch(s, 1, batch)
     s.close()
     src = KafkaSource()
-    src.open(ConnectorConfig("in", {"bootstrap": broker, "topics": [name], "key_format": "text",
-                                    "schema": {"id": "bigint", "name": "text",
-                                               "price": "decimal(10, 2)",
-                                               "at": "timestamp[ms, tz=UTC]", "day": "date",
-                                               "ok": "boolean", "score": "double"}}))  # fmt: skip
+    src.open(
+        ConnectorConfig(
+            "in",
+            {
+                "bootstrap": broker,
+                "topics": [name],
+                "key_format": "text",
+                "schema": {
+                    "id": "bigint",
+                    "name": "text",
+                    "price": "decimal(10, 2)",
+                    "at": "timestamp[ms, tz=UTC]",
+                    "day": "date",
+                    "ok": "boolean",
+                    "score": "double",
+                },
+            },
+        )
+    )
     got, bad = drain(src, 3)
     src.close()
     assert not bad
@@ -118,18 +160,28 @@ def upper(batch: pa.RecordBatch) -> list[bytes]:
 
 def test_formats_keys_partitions_and_headers(broker: str) -> None:
     t = create_topic(broker, "formats_text", 4)
-    one_epoch(sink(broker, t, columns=["user"], format="text", partition="p",
-                   schema=SCHEMA.append(pa.field("p", pa.int32()))),
-              1, rows(0, 8).append_column("p", pa.array([i % 4 for i in range(8)], pa.int32())))  # fmt: skip
+    one_epoch(
+        sink(
+            broker,
+            t,
+            columns=["user"],
+            format="text",
+            partition="p",
+            schema=SCHEMA.append(pa.field("p", pa.int32())),
+        ),
+        1,
+        rows(0, 8).append_column("p", pa.array([i % 4 for i in range(8)], pa.int32())),
+    )
     got = read_topic(broker, t)
     assert sorted((r["partition"], r["value"]) for r in got) == sorted(
-        (i % 4, f"u{i % 7}".encode()) for i in range(8))  # fmt: skip
-    assert all(h[0] == "ringstream.epoch" and h[1] == b"t.out:1" for r in got
-               for h in r["headers"])  # fmt: skip
+        (i % 4, f"u{i % 7}".encode()) for i in range(8)
+    )
+    assert all(h[0] == "ringstream.epoch" and h[1] == b"t.out:1" for r in got for h in r["headers"])
 
     t = create_topic(broker, "formats_custom", 3)
-    one_epoch(sink(broker, t, format="tests.integration.test_kafka_sink:upper", key="id"), 1,
-              rows(0, 50))  # fmt: skip
+    one_epoch(
+        sink(broker, t, format="tests.integration.test_kafka_sink:upper", key="id"), 1, rows(0, 50)
+    )
     got = read_topic(broker, t)
     assert sorted(r["value"] for r in got) == sorted(f"U{i % 7}".encode() for i in range(50))
     by_key = {}
@@ -137,12 +189,22 @@ def test_formats_keys_partitions_and_headers(broker: str) -> None:
         assert by_key.setdefault(r["key"], r["partition"]) == r["partition"]
     assert len({r["partition"] for r in got}) > 1
 
-    raw = pa.schema([("value", pa.binary()), ("_key", pa.binary()),
-                     ("_headers", pa.list_(pa.struct([("key", pa.string()),
-                                                      ("value", pa.binary())])))])  # fmt: skip
+    raw = pa.schema(
+        [
+            ("value", pa.binary()),
+            ("_key", pa.binary()),
+            ("_headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
+        ]
+    )
     t = create_topic(broker, "formats_raw", 1)
-    b = pa.RecordBatch.from_pydict({"value": [b"\x00\xff", b""], "_key": [b"k", None],
-                                    "_headers": [[{"key": "h", "value": b"1"}], None]}, raw)  # fmt: skip
+    b = pa.RecordBatch.from_pydict(
+        {
+            "value": [b"\x00\xff", b""],
+            "_key": [b"k", None],
+            "_headers": [[{"key": "h", "value": b"1"}], None],
+        },
+        raw,
+    )
     one_epoch(sink(broker, t, raw, format="raw"), 1, b)
     got = sorted(read_topic(broker, t), key=lambda r: r["offset"])
     assert [(r["value"], r["key"]) for r in got] == [(b"\x00\xff", b"k"), (b"", None)]
@@ -196,10 +258,20 @@ def test_a_producer_killed_mid_transaction_loses_and_doubles_nothing(
     sink commits epoch 1 from the committable alone: every row once; a second re-commit
     (the marker says done) sends nothing."""
     t = create_topic(broker, "mid_transaction", 3)
-    env = {**os.environ, "RINGSTREAM_FAULT": "kafka_sink.mid_transaction@1",
-           "RINGSTREAM_FAULT_MARKS": str(tmp_path), "PYTHONPATH": str(ROOT)}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", CRASH, broker, t, str(tmp_path / "c.json")],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        "RINGSTREAM_FAULT": "kafka_sink.mid_transaction@1",
+        "RINGSTREAM_FAULT_MARKS": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH, broker, t, str(tmp_path / "c.json")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == -9, done.stderr
     committable = json.loads((tmp_path / "c.json").read_text())
     assert read_topic(broker, t, "read_committed") == [] or True  # shown or not: broker's choice
@@ -221,7 +293,8 @@ def test_two_pipelines_write_one_topic_without_fencing_each_other(broker: str) -
     b.close()
     assert sorted(v["id"] for v in values(broker, t)) == sorted(
         [i + e * 100 for e in (1, 2) for i in range(100)]
-        + [10_000 + i + e * 100 for e in (1, 2) for i in range(100)])  # fmt: skip
+        + [10_000 + i + e * 100 for e in (1, 2) for i in range(100)]
+    )
 
 
 # -- Kafka -> engine -> Kafka ------------------------------------------------------------------
@@ -230,8 +303,10 @@ INPUT_ROWS = 40_000
 
 def events(n: int) -> list[bytes]:
     """Event time: 1 ms apart, so 40,000 events span 40 one-second windows."""
-    return [json.dumps({"id": i, "user": f"u{i % 13}", "amount": i % 100, "ms": i}).encode()
-            for i in range(n)]  # fmt: skip
+    return [
+        json.dumps({"id": i, "user": f"u{i % 13}", "amount": i % 100, "ms": i}).encode()
+        for i in range(n)
+    ]
 
 
 def fill(broker: str, name: str, n: int, partitions: int) -> None:
@@ -255,7 +330,7 @@ name = "k2k_{dir.name}"
 delivery = "exactly-once"
 [checkpoint]
 interval_ms = 150
-dir = "{dir / 'checkpoints'}"
+dir = "{dir / "checkpoints"}"
 max_restarts = 20
 restart_backoff_ms = 50
 [metrics]
@@ -297,6 +372,8 @@ aggregates = ["count", "sum(amount)"]
 def expected_windows() -> Counter:  # type: ignore[type-arg]
     got: Counter = Counter()  # type: ignore[type-arg]
     for e in map(json.loads, events(INPUT_ROWS)):
+        if e["ms"] >= INPUT_ROWS - 1000:
+            continue  # the last second: its window stays open (the source only stopped)
         got[(e["ms"] - e["ms"] % 1000, e["user"], "count")] += 1
         got[(e["ms"] - e["ms"] % 1000, e["user"], "sum")] += e["amount"]
     return got
@@ -306,36 +383,86 @@ def windows_of(out: list[dict]) -> Counter:  # type: ignore[type-arg]
     got: Counter = Counter()  # type: ignore[type-arg]
     for v in out:
         start = v["window_start"]
-        ms = int(dt.datetime.fromisoformat(start).timestamp() * 1000) if isinstance(start, str) \
-            else start  # fmt: skip
+        ms = (
+            int(dt.datetime.fromisoformat(start).timestamp() * 1000)
+            if isinstance(start, str)
+            else start
+        )
         got[(ms, v["user"], "count")] += v["count"]
         got[(ms, v["user"], "sum")] += v["sum_amount"]
     return got
 
 
-def run_to_end(job: Job, env: dict[str, str], kill: list[str], seed: int, broker: str,
-               src: str) -> str:  # fmt: skip
-    """Run ``job`` (killing a child of each kind in ``kill``, one per attempt), then stop
-    it once the source's group offsets cover the input (they move only when an epoch
-    commits): the drain writes the last windows."""
+def committed_offsets(broker: str, src: str, group: str = "ringstream_events") -> int:
+    """The records the source's group has committed (offsets move when an epoch commits)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    watcher = Consumer({"bootstrap.servers": broker, "group.id": group})
+    parts = [
+        TopicPartition(src, p) for p in watcher.list_topics(src, timeout=10).topics[src].partitions
+    ]
+    total = sum(max(0, tp.offset) for tp in watcher.committed(parts, timeout=10))
+    watcher.close()
+    return total
+
+
+def run_to_end(
+    job: Job,
+    env: dict[str, str],
+    kill: list[str],
+    seed: int,
+    broker: str,
+    src: str,
+    until: Callable[[], bool] = lambda: True,
+) -> str:
+    """Run ``job``, killing with SIGKILL one process of each kind in ``kill`` (one per
+    attempt; ``coordinator`` is the ``python -m engine run`` process itself, which is
+    then started again, as a supervisor would); a coordinator killed by a fault point
+    is started again too. Once the source's group offsets cover the input (and
+    ``until()``), SIGINT. Returns every start's stderr."""
     import random
     import signal
 
-    from tests.integration.test_kafka_source import _drain_when_caught_up
+    rng, logs, kill = random.Random(seed), [], list(kill)
+    deadline = time.monotonic() + 240
+    while True:
+        assert time.monotonic() < deadline, "".join(logs)[-4000:]
+        with EngineRun(job, env) as run:
+            attempt = 0
+            while kill:
+                attempt += 1
+                children = run.wait_attempt(attempt)
+                if children is None:
+                    break  # the coordinator died (a fault point): start it again
+                time.sleep(rng.uniform(0.3, 1.5))
+                if run.proc.poll() is not None:
+                    break
+                kind = kill.pop(0)
+                if kind == "coordinator":
+                    os.kill(run.proc.pid, signal.SIGKILL)
+                    break
+                label = next(label for label in children if label.startswith(kind))
+                with contextlib.suppress(ProcessLookupError):  # it failed on its own
+                    os.kill(children[label], signal.SIGKILL)
+            run.wait_attempt(attempt or 1)  # started (SIGINT while importing is a crash)
+            while run.proc.poll() is None and (
+                committed_offsets(broker, src) < INPUT_ROWS or not until()
+            ):
+                assert time.monotonic() < deadline, run.stderr[-4000:]
+                time.sleep(0.2)
+            if run.proc.poll() is None:
+                run.proc.send_signal(signal.SIGINT)
+                assert run.wait(120) == 0, run.stderr[-3000:]
+                assert not wait_gone(run.pids())
+                logs.append(run.stderr)
+                return "".join(logs)
+            rc = run.wait(60)
+            logs.append(run.stderr)
+            assert rc == -signal.SIGKILL, run.stderr[-3000:]  # only a kill stops it
+            assert not wait_gone(run.pids())
+            from engine.shm.segment import sweep_stale
 
-    rng = random.Random(seed)
-    with EngineRun(job, env) as run:
-        for attempt, kind in enumerate(kill, 1):
-            children = run.wait_attempt(attempt)
-            assert children is not None, run.stderr[-3000:]
-            time.sleep(rng.uniform(0.3, 1.5))
-            if run.proc.poll() is not None:
-                break
-            label = next(label for label in children if label.startswith(kind))
-            os.kill(children[label], signal.SIGKILL)
-        _drain_when_caught_up(run, broker, src, "ringstream_events", INPUT_ROWS)
-        assert not wait_gone(run.pids())
-        return run.stderr
+            sweep_stale()  # the dead run's rings, as its next start would remove them
 
 
 @pytest.mark.slow
@@ -352,14 +479,14 @@ def test_kafka_to_kafka_exactly_once_under_kills(tmp_path: Path, broker: str, qu
     job = kafka_to_kafka(tmp_path / query, broker, src, out, WINDOW if query == "window" else "")
     kinds = ["source", "worker", "sink"]
     random.Random(seed).shuffle(kinds)
-    run_to_end(job, {}, kinds, seed, broker, src)
+    run_to_end(job, {}, [*kinds, "coordinator"], seed, broker, src)
     check_output(broker, out, query, f"seed {seed}, killed {kinds}")
 
 
 def check_output(broker: str, out: str, query: str, what: str) -> None:
     got = values(broker, out)
     if query == "window":
-        assert windows_of(got) == expected_windows(), what
+        assert windows_of(got) == expected_windows(), f"{what}: {len(got)} records, e.g. {got[:2]}"
         keys = Counter((v["window_start"], v["user"]) for v in got)
         assert max(keys.values()) == 1, f"{what}: a window written twice"
     else:
@@ -375,11 +502,85 @@ def test_kafka_to_kafka_at_every_fault_point(tmp_path: Path, broker: str) -> Non
     src, out = "faults_in", "faults_out"
     fill(broker, src, INPUT_ROWS, 4)
     job = kafka_to_kafka(tmp_path / "faults", broker, src, out, "")
-    points = ["kafka_sink.mid_transaction@2", "coordinator.after_manifest@4",
-              "sink.after_pre_commit@6", "sink.after_commit@8",
-              "coordinator.before_manifest@10", "source.after_checkpoint@12"]  # fmt: skip
+    points = [
+        "kafka_sink.mid_transaction@2",
+        "coordinator.after_manifest@4",
+        "sink.after_pre_commit@6",
+        "sink.after_commit@8",
+        "coordinator.before_manifest@10",
+        "source.after_checkpoint@12",
+    ]
     env = {"RINGSTREAM_FAULT": ",".join(points), "RINGSTREAM_FAULT_MARKS": str(tmp_path)}
-    run_to_end(job, env, [], 0, broker, src)
+    fired = lambda: len([p for p in tmp_path.iterdir() if "@" in p.name]) == len(points)  # noqa: E731
+    run_to_end(job, env, [], 0, broker, src, until=fired)
     fired = sorted(p.name for p in tmp_path.iterdir() if "@" in p.name)
     assert "kafka_sink.mid_transaction@2" in fired and "coordinator.after_manifest@4" in fired
     check_output(broker, out, "pass_through", f"fired {fired}")
+
+
+@pytest.mark.slow
+def test_example_kafka_runs_as_its_readme_says(tmp_path: Path, broker: str) -> None:
+    """examples/kafka/README.md: produce.toml, then pipeline.toml until the group has
+    committed every event, then Ctrl-C; totals holds every closed window once (all but
+    the last second's), equal to the windows computed from the generator's events."""
+    import signal
+
+    from connectors.generator import generate
+
+    example = ROOT / "examples" / "kafka"
+    env = {
+        **os.environ,
+        "RINGSTREAM_SOURCES__0__BOOTSTRAP": broker,
+        "RINGSTREAM_SINKS__0__BOOTSTRAP": broker,
+    }
+    run = [sys.executable, "-m", "engine", "run"]
+    done = subprocess.run(
+        [*run, str(example / "produce.toml")],
+        cwd=tmp_path,
+        env={**os.environ, "RINGSTREAM_SINKS__0__BOOTSTRAP": broker},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    proc = subprocess.Popen(
+        [*run, str(example / "pipeline.toml")],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while committed_offsets(broker, "events", "kafka_example") < 200_000:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the example did not read every event"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    events = generate(7, 0, 200_000, 50, 10_000)
+    want: Counter = Counter()  # type: ignore[type-arg]
+    for ts, key in zip(
+        events.column("ts").to_pylist(), events.column("key").to_pylist(), strict=True
+    ):
+        if ts < 19_000:  # the last second's windows stay open when the run stops
+            want[(ts - ts % 1000, key)] += 1
+    shown = subprocess.run(
+        [sys.executable, str(example / "read.py"), broker, "totals"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = [json.loads(line) for line in shown.stdout.splitlines()]
+    starts = {(r["window_start"], r["key"]) for r in got}
+    assert len(starts) == len(got) == len(want), "a window missing or written twice"
+    counts = Counter({(_ms(r["window_start"]), r["key"]): r["count"] for r in got})
+    assert counts == want
+
+
+def _ms(v: object) -> int:
+    return int(dt.datetime.fromisoformat(v).timestamp() * 1000) if isinstance(v, str) else v  # type: ignore[return-value,arg-type]

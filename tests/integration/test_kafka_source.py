@@ -4,7 +4,8 @@ The contract's conformance, decoding (JSON with a declared or inferred schema, r
 bad records named by topic, partition and offset), offsets committed to the group
 only for committed epochs; then engine runs: Kafka -> files sink exactly once under
 kill -9 of each process kind, and two engine instances sharing a
-consumer group, one killed, the survivor taking over its partitions.
+consumer group, one killed, the survivor taking over its partitions, or one joining
+mid-run under load, the partitions split between them exactly once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -144,6 +146,7 @@ def test_offsets_reach_the_group_only_when_the_epoch_commits(broker: str) -> Non
 
 # --- engine runs -----------------------------------------------------------------------------
 
+
 def kafka_job(dir: Path, broker: str, name: str, parallelism: int = 2,
               group: str | None = None) -> Job:  # fmt: skip
     """Kafka (``parallelism`` instances, assigned partitions or ``group``) -> files, a
@@ -157,7 +160,7 @@ name = "kafka_{dir.name}"
 delivery = "exactly-once"
 [checkpoint]
 interval_ms = 200
-dir = "{dir / 'checkpoints'}"
+dir = "{dir / "checkpoints"}"
 max_restarts = 20
 restart_backoff_ms = 50
 [metrics]
@@ -175,7 +178,7 @@ batch_max_wait_ms = 20
 [[sinks]]
 name = "out"
 type = "files"
-path = "{dir / 'out'}"
+path = "{dir / "out"}"
 format = "parquet"
 """)
     topology = dir / "topology.toml"
@@ -217,6 +220,12 @@ def test_kafka_exactly_once_under_kills(tmp_path: Path, broker: str) -> None:
 
 def _drain_when_caught_up(run: EngineRun, broker: str, name: str, group: str, n: int) -> None:
     """Wait until the group's committed offsets cover all ``n`` records, then SIGINT."""
+    _wait_caught_up([run], broker, name, group, n)
+    _stop(run)
+
+
+def _wait_caught_up(runs: list[EngineRun], broker: str, name: str, group: str, n: int) -> None:
+    """Wait until the group's committed offsets cover all ``n`` records (every run alive)."""
     from confluent_kafka import Consumer, TopicPartition
 
     watcher = Consumer({"bootstrap.servers": broker, "group.id": group})
@@ -224,10 +233,14 @@ def _drain_when_caught_up(run: EngineRun, broker: str, name: str, group: str, n:
              watcher.list_topics(name, timeout=10).topics[name].partitions]  # fmt: skip
     deadline = time.monotonic() + 120
     while sum(max(0, tp.offset) for tp in watcher.committed(parts, timeout=10)) < n:
-        assert run.proc.poll() is None, run.stderr[-3000:]
-        assert time.monotonic() < deadline, run.stderr[-3000:]
+        for run in runs:
+            assert run.proc.poll() is None, run.stderr[-3000:]
+            assert time.monotonic() < deadline, run.stderr[-3000:]
         time.sleep(0.2)
     watcher.close()
+
+
+def _stop(run: EngineRun) -> None:
     run.proc.send_signal(signal.SIGINT)
     assert run.wait(120) == 0, run.stderr[-3000:]
     assert not wait_gone(run.pids())
@@ -256,13 +269,113 @@ def test_two_instances_share_a_group_and_the_survivor_takes_over(
         sweep_stale()  # a's rings, as a's next start would remove them
         produce(broker, name, events(second, first), partitions=4)
         _drain_when_caught_up(run_b, broker, name, "shared_g", first + second)
-    ids = Counter(read_committed(a.out).column("id").to_pylist()
+    from_a = _committed_rows(a)  # None: killed before its first commit (a slow start)
+    ids = Counter((from_a.column("id").to_pylist() if from_a is not None else [])
                   + read_committed(b.out).column("id").to_pylist())  # fmt: skip
     assert set(ids) == set(range(first + second)), "a record is missing"
     duplicated = [i for i, c in ids.items() if c > 1]
     assert len(duplicated) <= first // 2, len(duplicated)  # only what instance a read
     b_ids = pc.unique(read_committed(b.out).column("_partition")).to_pylist()
     assert sorted(b_ids) == [0, 1, 2, 3], "the survivor did not take every partition"
+
+
+class Producing:
+    """A producer thread: ``batch`` records (``events``, ids counting up) round-robin over
+    ``partitions`` every ``every_s``, until ``stop()``, which returns how many it produced
+    (all acknowledged)."""
+
+    def __init__(self, broker: str, name: str, partitions: int, batch: int = 200,
+                 every_s: float = 0.02) -> None:  # fmt: skip
+        from confluent_kafka import Producer
+
+        self.producer = Producer({"bootstrap.servers": broker, "enable.idempotence": True,
+                                  "linger.ms": 5})  # fmt: skip
+        self.name, self.partitions, self.batch, self.every_s = name, partitions, batch, every_s
+        self.sent = 0
+        self.failure: BaseException | None = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                for v in events(self.batch, self.sent):
+                    self.producer.produce(self.name, value=v,
+                                          partition=self.sent % self.partitions)  # fmt: skip
+                    self.sent += 1
+                self.producer.poll(0)
+                time.sleep(self.every_s)
+        except BaseException as exc:  # raised by stop()
+            self.failure = exc
+
+    def stop(self) -> int:
+        self.stopping.set()
+        self.thread.join(30)
+        assert self.failure is None, self.failure
+        assert self.producer.flush(30) == 0
+        return self.sent
+
+
+def _committed_rows(job: Job) -> pa.Table | None:
+    return read_committed(job.out) if job.out.exists() else None
+
+
+def _wait_for_rows(job: Job, run: EngineRun, timeout: float = 60) -> pa.Table:
+    """The instance's committed output once it has rows (the run must stay alive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = _committed_rows(job)
+        if got is not None and got.num_rows:
+            return got
+        assert run.proc.poll() is None, run.stderr[-3000:]
+        assert time.monotonic() < deadline, f"no rows from {job.dir.name}: {run.stderr[-3000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_an_instance_joining_the_group_mid_run_takes_partitions_exactly_once(
+    tmp_path: Path, broker: str
+) -> None:
+    """Instance a reads a 4-partition topic alone while a producer keeps producing; instance
+    b (the same pipeline and group, its own checkpoints and output) starts mid-run. The
+    group rebalances: a holds its revoked partitions until an epoch covering what it read
+    has committed and its offsets are in the group, and b (and a) go on from there. Both
+    end up with records; once production stops and the group's offsets cover everything,
+    the two outputs together hold every record exactly once."""
+    name = topic(broker, "joining", 4)
+    a = kafka_job(tmp_path / "a", broker, name, parallelism=1, group="joining_g")
+    b = kafka_job(tmp_path / "b", broker, name, parallelism=1, group="joining_g")
+    producing = Producing(broker, name, 4)
+    try:
+        with EngineRun(a) as run_a:
+            _wait_for_rows(a, run_a)  # a alone, reading every partition
+            with EngineRun(b) as run_b:
+                _wait_for_rows(b, run_b)  # the group rebalanced: b owns partitions
+                # a committed what it had read before the rebalance went through: what it
+                # commits from now on it read after, from the partitions it kept
+                then = read_committed(a.out).num_rows
+                deadline = time.monotonic() + 60
+                while read_committed(a.out).num_rows <= then:
+                    assert run_a.proc.poll() is None, run_a.stderr[-3000:]
+                    assert time.monotonic() < deadline, run_a.stderr[-3000:]
+                    time.sleep(0.2)
+                n = producing.stop()
+                _wait_caught_up([run_a, run_b], broker, name, "joining_g", n)
+                _stop(run_a)
+                _stop(run_b)
+    finally:
+        producing.stopping.set()
+    out_a, out_b = read_committed(a.out), read_committed(b.out)
+    before, after = out_a.slice(0, then), out_a.slice(then)  # (files in commit order)
+    assert set(pc.unique(before.column("_partition")).to_pylist()) == {0, 1, 2, 3}
+    a_parts = set(pc.unique(after.column("_partition")).to_pylist())
+    b_parts = set(pc.unique(out_b.column("_partition")).to_pylist())
+    assert a_parts and b_parts and not a_parts & b_parts, (a_parts, b_parts)
+    ids = Counter(out_a.column("id").to_pylist() + out_b.column("id").to_pylist())
+    assert set(ids) == set(range(n)), f"{n - len(ids)} records missing of {n}"
+    twice = [i for i, c in ids.items() if c > 1]
+    assert not twice, f"{len(twice)} records twice, e.g. {sorted(twice)[:5]}"
 
 
 def test_json_decoder_takes_pretty_printed_values_and_tombstones() -> None:
