@@ -25,8 +25,7 @@ producer left open cannot be finished by another producer: the next one with its
    holds their staging offsets ``[start, end)`` and, for each target partition,
    its end offset before epoch ``n`` was copied.
 3. ``commit_epoch(n)`` copies them to the target in **one transaction**
-   (``transactional.id = ringstream.<id>``), each record with the header
-   ``ringstream.epoch = <id>:<n>``, and commits in the same transaction the offset
+   (``transactional.id = ringstream.<id>``) and commits in the same transaction the offset
    ``end`` of the staging partition for the group ``ringstream.sink.<id>``: the
    **marker** that epoch ``n`` is in the target.
 4. A commit after a restart (manifest ``n`` written, then a crash) first starts the
@@ -37,7 +36,8 @@ producer left open cannot be finished by another producer: the next one with its
    ``read_committed`` consumer with the epoch's header (found by reading from the
    recorded end offsets): on Kafka an aborted transaction's records are never
    readable, so all are sent again; on a broker that shows them (Tansu, used by
-   the tests, does), they are not sent twice.
+   the tests, does; ``staging.aborted_visible`` finds out at the first commit) every record
+   carries the header ``ringstream.epoch = <id>:<n>``, so none is sent twice.
 
 ``rollback_epoch`` has nothing to undo: staged chunks no manifest names are never
 copied (the staging topic's retention removes them). Two pipelines, or two
@@ -62,7 +62,14 @@ from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
 from connectors.kafka.encode import RecordEncoder
-from connectors.kafka.staging import EPOCH_HEADER, MAX_MESSAGE, Staging, ensure_topic, landed
+from connectors.kafka.staging import (
+    EPOCH_HEADER,
+    MAX_MESSAGE,
+    Staging,
+    aborted_visible,
+    ensure_topic,
+    landed,
+)
 from connectors.options import Options
 from engine import faults, log
 from engine.errors import ConfigError, ConnectorError, TransientError
@@ -210,26 +217,36 @@ class KafkaSink(Sink):
         topic, sent = self.options.topic, 0
         mine = [(EPOCH_HEADER, tag)] if self.tagged else []
         fault = rows // 2 if faults.armed("kafka_sink.mid_transaction", epoch) else -1
-        produce, poll = producer.produce, producer.poll
+        produce = producer.produce
         seen = dict.fromkeys(skip, 0)
         for records in batches:
-            cols = [records.column(i).to_pylist() for i in range(5)]
+            cols = [records.column(i).to_pylist() for i in range(3)]
+            simple = (
+                not skip
+                and fault < 0
+                and not any(records.column(i).null_count < records.num_rows for i in (3, 4))
+            )
+            if simple:  # no timestamps or headers of its own, nothing to skip: the fast loop
+                h = mine or None
+                for value, key, p in zip(*cols, strict=True):
+                    try:
+                        produce(topic, value, key, p, headers=h)
+                    except BufferError:
+                        _retry(producer, topic, value, key, p, 0, h)
+                sent += records.num_rows
+                continue
+            cols += [records.column(i).to_pylist() for i in (3, 4)]
             for value, key, p, ts, headers in zip(*cols, strict=True):
                 if skip:
                     seen[p] = seen.get(p, 0) + 1
                     if seen[p] <= skip.get(p, 0):
                         continue
-                h = (
-                    (mine or None)
-                    if headers is None
-                    else [(x["key"], x["value"]) for x in headers] + mine
-                )
-                while True:
-                    try:
-                        produce(topic, value, key, p, timestamp=ts or 0, headers=h)
-                        break
-                    except BufferError:
-                        poll(0.05)
+                h = (mine or None) if headers is None else [
+                    (x["key"], x["value"]) for x in headers] + mine  # fmt: skip
+                try:
+                    produce(topic, value, key, p, timestamp=ts or 0, headers=h)
+                except BufferError:
+                    _retry(producer, topic, value, key, p, ts or 0, h)
                 sent += 1
                 if sent == fault:
                     producer.flush()
@@ -288,49 +305,10 @@ class KafkaSink(Sink):
                 ) from exc
             self.producer = p
             if self.tagged is None:
-                self.tagged = self._aborted_visible(p)
+                self.tagged = aborted_visible(
+                    p, self.settings, self.staging.topic, self.marker_group
+                )
         return self.producer
-
-    def _aborted_visible(self, p: Any) -> bool:
-        """Whether a ``read_committed`` reader sees the records of an aborted transaction
-        (Tansu does, Kafka does not): then every record carries the header of its epoch,
-        so that a resend after a crash can skip what readers already see. Found by
-        aborting a transaction of one record in the staging topic and reading it."""
-        from confluent_kafka import Consumer, TopicPartition
-
-        got: list[int] = []
-        p.begin_transaction()
-        p.produce(
-            self.staging.topic,
-            b"",
-            b"probe",
-            partition=0,
-            on_delivery=lambda e, m: got.append(m.offset() if e is None else -1),
-        )
-        p.flush(30)
-        p.abort_transaction(30)
-        if not got or got[0] < 0:
-            return True  # not known: the safe way
-        c = Consumer(
-            {
-                **self.settings,
-                "group.id": self.marker_group,
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
-        )
-        try:
-            c.assign([TopicPartition(self.staging.topic, 0, got[0])])
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                for m in c.consume(16, 0.5):
-                    if m.error() is not None:
-                        return False  # the end: the probe was not shown
-                    return m.offset() == got[0]
-            return True
-        finally:
-            c.close()
 
     def _marker_consumer(self) -> Any:
         if getattr(self, "_marker_c", None) is None:
@@ -397,3 +375,14 @@ class KafkaSink(Sink):
             self._marker_c.close()
         if self.producer is not None:
             self.producer.flush(10)
+
+
+def _retry(producer: Any, topic: str, value: Any, key: Any, p: int, ts: int, h: Any) -> None:
+    """``produce`` again once the client's queue has room."""
+    while True:
+        producer.poll(0.05)
+        try:
+            producer.produce(topic, value, key, p, timestamp=ts, headers=h)
+            return
+        except BufferError:
+            continue

@@ -12,7 +12,9 @@ many records carrying the header ``ringstream.epoch = tag`` are at or after offs
 ``starts[p]``, read as a ``read_committed`` consumer reads them.
 
 ``ensure_topic(admin, topic, partitions, where)`` creates a topic (or finds it) and
-returns its partition count.
+returns its partition count. ``aborted_visible(producer, settings, topic, group)``
+tells whether the broker shows aborted transactions' records to ``read_committed``
+readers.
 """
 
 from __future__ import annotations
@@ -227,3 +229,45 @@ def landed(
     finally:
         c.close()
     return found
+
+
+def aborted_visible(p: Any, settings: dict[str, Any], topic: str, group: str) -> bool:
+    """Whether a ``read_committed`` reader sees the records of an aborted transaction
+    (Tansu does, Kafka does not): then every record carries the header of its epoch,
+    so that a resend after a crash can skip what readers already see. Found by
+    aborting a transaction of one record in the staging topic and reading it."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    got: list[int] = []
+    p.begin_transaction()
+    p.produce(
+        topic,
+        b"",
+        b"probe",
+        partition=0,
+        on_delivery=lambda e, m: got.append(m.offset() if e is None else -1),
+    )
+    p.flush(30)
+    p.abort_transaction(30)
+    if not got or got[0] < 0:
+        return True  # not known: the safe way
+    c = Consumer(
+        {
+            **settings,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        c.assign([TopicPartition(topic, 0, got[0])])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for m in c.consume(16, 0.5):
+                if m.error() is not None:
+                    return False  # the end: the probe was not shown
+                return m.offset() == got[0]
+        return True
+    finally:
+        c.close()

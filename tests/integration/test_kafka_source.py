@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -32,28 +30,19 @@ from connectors.testing.conformance import check_source
 from engine.errors import ConfigError
 from engine.shm.segment import sweep_stale
 from tests.fault.test_exactly_once import TOPOLOGY, EngineRun, Job, fault_seed, wait_gone
+from tests.kafka import create_topic, start_broker, stop_broker
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "kafka"
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[str]:
-    where = Path(tempfile.mkdtemp(prefix="ringstream-kafka-"))
-    started = subprocess.run([str(SCRIPT), "start", str(where)], capture_output=True, text=True,
-                             timeout=300)  # fmt: skip
-    assert started.returncode == 0, started.stderr
-    yield started.stdout.strip()
-    subprocess.run([str(SCRIPT), "stop", str(where)], timeout=60)
+    address, where = start_broker()
+    yield address
+    stop_broker(where)
 
 
-def topic(broker: str, name: str, partitions: int) -> str:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": broker})
-    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        f.result(10)
-    return name
+topic = create_topic
 
 
 def produce(broker: str, name: str, values: list[bytes], keys: list[bytes] | None = None,
