@@ -212,9 +212,11 @@ class ConsumerThread:
 
         for k in self.owned():
             topic, _, p = k.rpartition(":")
+            tp = TopicPartition(topic, int(p))
             with contextlib.suppress(Exception):
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, int(p)),
-                                                              cached=True)  # fmt: skip
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:  # no fetch answer cached (a partition read to its end): ask
+                    _, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
                 if high >= 0:
                     self.high[k] = high
 

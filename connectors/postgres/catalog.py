@@ -28,6 +28,8 @@ def connect(dsn: str, replication: bool, where: str) -> Any:
         hint = " (a replication connection: pg_hba.conf must allow it)" if replication else ""
         raise TransientError(f"{where}: cannot connect to PostgreSQL{hint}: "
                              f"{str(exc).strip()}") from exc  # fmt: skip
+    except psycopg2.Error as exc:  # a DSN that does not parse (ProgrammingError)
+        raise ConfigError(f"{where}.dsn: {str(exc).strip()}") from exc
     if not replication:
         conn.autocommit = True
     return conn

@@ -307,7 +307,9 @@ class Producing:
 
 
 def _committed_rows(job: Job) -> pa.Table | None:
-    return read_committed(job.out) if job.out.exists() else None
+    """The instance's committed output; None while it has committed no row."""
+    got = read_committed(job.out) if job.out.exists() else None
+    return got if got is not None and got.num_rows else None
 
 
 def _wait_for_rows(job: Job, run: EngineRun, timeout: float = 60) -> pa.Table:
@@ -315,7 +317,7 @@ def _wait_for_rows(job: Job, run: EngineRun, timeout: float = 60) -> pa.Table:
     deadline = time.monotonic() + timeout
     while True:
         got = _committed_rows(job)
-        if got is not None and got.num_rows:
+        if got is not None:
             return got
         assert run.proc.poll() is None, run.stderr[-3000:]
         assert time.monotonic() < deadline, f"no rows from {job.dir.name}: {run.stderr[-3000:]}"
