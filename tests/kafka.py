@@ -1,6 +1,8 @@
 """Kafka test helpers: a broker per test module (``scripts/kafka``: Tansu), topics, reading back.
 
-``start_broker()`` / ``stop_broker(dir)`` wrap the project's script; ``read_topic``
+``start_broker()`` / ``stop_broker(dir)`` wrap the project's script; ``produce`` writes
+values in order; ``committed_offsets`` sums a group's committed offsets of a topic
+(they move when an engine's epoch commits); ``read_topic``
 reads every partition of a topic to its end as a ``read_committed`` consumer (or
 ``read_uncommitted``) would, and returns the records as dicts.
 """
@@ -37,6 +39,32 @@ def create_topic(broker: str, name: str, partitions: int) -> str:
     for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
         f.result(10)
     return name
+
+
+def produce(broker: str, name: str, values: list[bytes], keys: list[bytes] | None = None,
+            partitions: int = 0) -> None:  # fmt: skip
+    """``values`` in order (round-robin over ``partitions`` when given)."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 5})
+    for i, v in enumerate(values):
+        where = {"partition": i % partitions} if partitions else {}
+        p.produce(name, value=v, key=None if keys is None else keys[i], **where)
+        if i % 10_000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+
+
+def committed_offsets(broker: str, name: str, group: str) -> int:
+    """The sum of ``group``'s committed offsets of ``name`` (0 where none)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    watcher = Consumer({"bootstrap.servers": broker, "group.id": group})
+    parts = [TopicPartition(name, p)
+             for p in watcher.list_topics(name, timeout=10).topics[name].partitions]  # fmt: skip
+    total = sum(max(0, tp.offset) for tp in watcher.committed(parts, timeout=10))
+    watcher.close()
+    return total
 
 
 def read_topic(broker: str, name: str, isolation: str = "read_committed") -> list[dict[str, Any]]:

@@ -118,6 +118,10 @@ class RecordEncoder:
                 )
         self.headers = "_headers" in names and schema.field("_headers").type == HEADERS
         self._json = msgspec.json.Encoder(decimal_format="number")
+        self._fields = [  # each value column's '{"name":' or ',"name":', made once
+            ("{" if i == 0 else ",") + self._json.encode(c).decode() + ":"
+            for i, c in enumerate(self.columns)
+        ]
 
     def encode(self, batch: pa.RecordBatch, first: int) -> pa.RecordBatch:
         n = batch.num_rows
@@ -145,9 +149,8 @@ class RecordEncoder:
                 )
             return arr.cast(pa.binary())
         parts: list[Any] = []
-        for i, name in enumerate(b.schema.names):
-            parts += [("{" if i == 0 else ",") + self._json.encode(name).decode() + ":"]
-            parts += [_json_text(b.column(i), self._json)]
+        for i, field in enumerate(self._fields):
+            parts += [field, _json_text(b.column(i), self._json)]
         return pc.binary_join_element_wise(*parts, "}", "").cast(pa.binary())
 
     def _keys(self, b: pa.RecordBatch) -> pa.Array:

@@ -22,8 +22,8 @@ producer left open cannot be finished by another producer: the next one with its
    ``ringstream.staging.<id>``; created when missing) with an idempotent producer.
 2. ``pre_commit(n)`` waits until every chunk is acknowledged (``acks=all``): epoch
    ``n``'s records are durable and invisible. The committable (in manifest ``n``)
-   holds their staging offsets ``[start, end)`` and, for each target partition,
-   its end offset before epoch ``n`` was copied.
+   holds their staging offsets ``[start, end)`` and (where records are tagged, see
+   4.) each target partition's end offset before epoch ``n`` was copied.
 3. ``commit_epoch(n)`` copies them to the target in **one transaction**
    (``transactional.id = ringstream.<id>``) and commits in the same transaction the offset
    ``end`` of the staging partition for the group ``ringstream.sink.<id>``: the
@@ -61,6 +61,7 @@ import pyarrow as pa
 from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
+from connectors.kafka.consumer import reach
 from connectors.kafka.encode import RecordEncoder
 from connectors.kafka.staging import (
     EPOCH_HEADER,
@@ -110,6 +111,7 @@ class KafkaSink(Sink):
         self.txid = f"ringstream.{self.id}"
         self.marker_group = f"ringstream.sink.{self.id}"
         self.settings = {"bootstrap.servers": o.bootstrap, **o.config}
+        reach(str(self.settings["bootstrap.servers"]), where)  # at once, not after timeouts
         admin = AdminClient(self.settings)
         self.partitions = ensure_topic(admin, o.topic, o.partitions if o.create else None, where)
         staging = o.staging_topic or f"ringstream.staging.{safe}.{digest}"
@@ -119,6 +121,7 @@ class KafkaSink(Sink):
         self.encoder = RecordEncoder(config.schema, o, self.partitions, where)
         self.staging = Staging(self.settings, staging, where)
         self.producer: Any = None  # the transactional one, started at the first commit
+        self._marker_c: Any = None  # reads the marker; its group's metadata goes in each commit
         self.tagged: bool | None = None  # records carry their epoch (``_aborted_visible``)
         self.epoch, self.row = 0, 0
         self.kept: dict[int, list[pa.RecordBatch] | None] = {}  # epoch -> records, if in memory
@@ -155,7 +158,8 @@ class KafkaSink(Sink):
         c: dict[str, Any] = {"epoch": epoch, "id": self.id, "rows": self.row}
         if staged is not None:
             c["staging"] = [self.staging.topic, 0, staged[0], staged[1]]
-            c["starts"] = self._ends()
+            if self.tagged is not False:  # only a tagged resend reads from them
+                c["starts"] = self._ends()
         self.committables[epoch] = c
         return c
 
@@ -311,7 +315,7 @@ class KafkaSink(Sink):
         return self.producer
 
     def _marker_consumer(self) -> Any:
-        if getattr(self, "_marker_c", None) is None:
+        if self._marker_c is None:
             from confluent_kafka import Consumer
 
             self._marker_c = Consumer(
@@ -371,7 +375,7 @@ class KafkaSink(Sink):
 
     def close(self) -> None:
         self.staging.close()
-        if getattr(self, "_marker_c", None) is not None:
+        if self._marker_c is not None:
             self._marker_c.close()
         if self.producer is not None:
             self.producer.flush(10)

@@ -31,7 +31,14 @@ from connectors.kafka.sink import KafkaSink
 from connectors.testing.conformance import check_sink
 from engine.errors import ConfigError, DataError
 from tests.fault.test_exactly_once import TOPOLOGY, EngineRun, Job, fault_seed, wait_gone
-from tests.kafka import create_topic, read_topic, start_broker, stop_broker
+from tests.kafka import (
+    committed_offsets,
+    create_topic,
+    produce,
+    read_topic,
+    start_broker,
+    stop_broker,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = pa.schema([("id", pa.int64()), ("user", pa.string()), ("amount", pa.float64())])
@@ -310,15 +317,8 @@ def events(n: int) -> list[bytes]:
 
 
 def fill(broker: str, name: str, n: int, partitions: int) -> None:
-    from confluent_kafka import Producer
-
     create_topic(broker, name, partitions)
-    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 5})
-    for i, v in enumerate(events(n)):
-        p.produce(name, value=v, partition=i % partitions)
-        if i % 10_000 == 0:
-            p.poll(0)
-    assert p.flush(30) == 0
+    produce(broker, name, events(n), partitions=partitions)
 
 
 def kafka_to_kafka(dir: Path, broker: str, src: str, out: str, query: str) -> Job:
@@ -393,19 +393,6 @@ def windows_of(out: list[dict]) -> Counter:  # type: ignore[type-arg]
     return got
 
 
-def committed_offsets(broker: str, src: str, group: str = "ringstream_events") -> int:
-    """The records the source's group has committed (offsets move when an epoch commits)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    watcher = Consumer({"bootstrap.servers": broker, "group.id": group})
-    parts = [
-        TopicPartition(src, p) for p in watcher.list_topics(src, timeout=10).topics[src].partitions
-    ]
-    total = sum(max(0, tp.offset) for tp in watcher.committed(parts, timeout=10))
-    watcher.close()
-    return total
-
-
 def run_to_end(
     job: Job,
     env: dict[str, str],
@@ -446,7 +433,7 @@ def run_to_end(
                     os.kill(children[label], signal.SIGKILL)
             run.wait_attempt(attempt or 1)  # started (SIGINT while importing is a crash)
             while run.proc.poll() is None and (
-                committed_offsets(broker, src) < INPUT_ROWS or not until()
+                committed_offsets(broker, src, "ringstream_events") < INPUT_ROWS or not until()
             ):
                 assert time.monotonic() < deadline, run.stderr[-4000:]
                 time.sleep(0.2)

@@ -30,7 +30,7 @@ from connectors.testing.conformance import check_source
 from engine.errors import ConfigError
 from engine.shm.segment import sweep_stale
 from tests.fault.test_exactly_once import TOPOLOGY, EngineRun, Job, fault_seed, wait_gone
-from tests.kafka import create_topic, start_broker, stop_broker
+from tests.kafka import committed_offsets, create_topic, produce, start_broker, stop_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,20 +43,6 @@ def broker() -> Iterator[str]:
 
 
 topic = create_topic
-
-
-def produce(broker: str, name: str, values: list[bytes], keys: list[bytes] | None = None,
-            partitions: int = 0) -> None:  # fmt: skip
-    """``values`` in order (round-robin over ``partitions`` when given)."""
-    from confluent_kafka import Producer
-
-    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 5})
-    for i, v in enumerate(values):
-        where = {"partition": i % partitions} if partitions else {}
-        p.produce(name, value=v, key=None if keys is None else keys[i], **where)
-        if i % 10_000 == 0:
-            p.poll(0)
-    assert p.flush(30) == 0
 
 
 def events(n: int, start: int = 0) -> list[bytes]:
@@ -215,18 +201,12 @@ def _drain_when_caught_up(run: EngineRun, broker: str, name: str, group: str, n:
 
 def _wait_caught_up(runs: list[EngineRun], broker: str, name: str, group: str, n: int) -> None:
     """Wait until the group's committed offsets cover all ``n`` records (every run alive)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    watcher = Consumer({"bootstrap.servers": broker, "group.id": group})
-    parts = [TopicPartition(name, p) for p in
-             watcher.list_topics(name, timeout=10).topics[name].partitions]  # fmt: skip
     deadline = time.monotonic() + 120
-    while sum(max(0, tp.offset) for tp in watcher.committed(parts, timeout=10)) < n:
+    while committed_offsets(broker, name, group) < n:
         for run in runs:
             assert run.proc.poll() is None, run.stderr[-3000:]
             assert time.monotonic() < deadline, run.stderr[-3000:]
         time.sleep(0.2)
-    watcher.close()
 
 
 def _stop(run: EngineRun) -> None:
