@@ -50,6 +50,7 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     checkpoint_dir: str = ""
     first_epoch: int = 1
     restore: bytes = b"null"  # role-specific JSON: what the last manifest recorded for it
+    restore_marks: bytes = b"null"  # source: its watermark's state in the last manifest
     log_format: str = "human"  # the coordinator's --log-format (engine.log)
 
     def plan(self, pipeline):  # type: ignore[no-untyped-def]

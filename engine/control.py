@@ -59,6 +59,7 @@ class Checkpointed(msgspec.Struct, tag=True):
     state: StateFileRef | None = None  # worker, sink with a final stage: its state file
     committable: dict | None = None  # sink: what pre_commit staged
     watermark: int | None = None
+    marks: dict | None = None  # source: its watermark's state (``SourceWatermark.state``)
     metrics: dict[str, float] = {}
 
 

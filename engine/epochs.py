@@ -136,11 +136,12 @@ class CompletedEpoch:
         """Manifest N (step 5): offsets, state files, committables, watermarks, figures."""
         offsets = {
             s.name: [
-                {"position": r.position, "finished": r.finished, "exhausted": r.exhausted}
+                {"position": r.position, "finished": r.finished, "exhausted": r.exhausted,
+                 **({"watermark": r.marks} if r.marks is not None else {})}
                 for r in (self.sources[(s.name, i)] for i in range(s.parallelism))
             ]
             for s in pipeline.sources
-        }
+        }  # fmt: skip
         states = [r.state for _, r in sorted(self.workers.items()) if r.state is not None]
         states += [r.state for _, r in sorted(self.sinks.items()) if r.state is not None]
         stat = self.stat()

@@ -90,6 +90,9 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
                 done[port] = True
             else:
                 sources[port].data_ready(0.01)
+                if made[port].split:  # a partition found at its end may let it move
+                    wm = made[port].refresh(sources[port].pending_partitions())
+                    marks[port] = wm if wm is not None else marks[port]
             continue
         batch = got.batch
         events += batch.num_rows

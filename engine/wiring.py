@@ -125,7 +125,9 @@ class Wiring:
             offsets = manifest.source_offsets.get(s.name) if manifest is not None else None
             for j in range(s.parallelism):
                 pos = offsets[j].get("position") if offsets is not None else None
+                marks = offsets[j].get("watermark") if offsets is not None else None
                 add("source", j, s.name, next(cpus), pos, in_rings=[],
+                    restore_marks=msgspec.json.encode(marks),
                     out_rings=w.to_worker.get((s.name, j), []),
                     dead_letter_rings=w.dead_letter[(s.name, j)])  # fmt: skip
         return specs

@@ -9,7 +9,8 @@
   (measured with ``clock``, from the ``add`` that brought it); the runtime then
   calls ``take()``, which returns every pending row as one batch (or None).
 * ``deadline()`` is the clock time at which ``due()`` becomes true (None when
-  nothing is pending), for a runtime that sleeps until then.
+  nothing is pending), for a runtime that sleeps until then; ``held()`` lists the
+  pending rows (for a watermark that must not pass them).
 
 Invariants: every row added comes out exactly once, in order; an output batch
 has at most ``max_rows`` rows; all batches have the schema of the first one
@@ -77,6 +78,10 @@ class Batcher:
             # What is left is the tail of the batch that just arrived.
             self._since = self.clock()
         return ready
+
+    def held(self) -> list[pa.RecordBatch]:
+        """The pending rows, as the batches (or tails of batches) they came in."""
+        return list(self._pending)
 
     def due(self) -> bool:
         """True when pending rows have waited ``max_wait_s`` or longer."""

@@ -16,7 +16,9 @@
   instance's own worker for a changelog with no key: ``engine.placement``), each part
   written to its worker's ring (cut to fit by ``write_batches``; a full ring
   waits: backpressure), then a WATERMARK (``engine.stream.SourceWatermark``)
-  into every ring;
+  into every ring (a partitioned source's rows still in the batcher keep their
+  partitions pending; while it waits for data, the watermark is refreshed every
+  ``REFRESH_WATERMARK_S``, as a partition found at its end may let it move);
 * records the connector could not read (``SourceBatch.bad``) → ``on_bad``:
   the run fails naming the record (``on_error = "fail"``) or they go, as rows
   of ``connectors.base.DEAD_LETTER_SCHEMA``, to the rings of the sinks that
@@ -53,6 +55,7 @@ from ring1.partition import split
 
 _EOS = int(FrameKind.EOS)
 METRICS_EVERY_S = 1.0
+REFRESH_WATERMARK_S = 0.1  # how often an idle source asks which partitions are pending
 
 
 class SourceRunner:
@@ -83,15 +86,18 @@ class SourceRunner:
         self.batcher = Batcher(cfg.batch_max_rows, cfg.batch_max_wait_ms / 1000)
         self.watermark = SourceWatermark(cfg.event_time, cfg.max_out_of_orderness_ms,
                                          tuple(self.source.partition_columns))  # fmt: skip
+        self.restored_mark = self.watermark.restore(msgspec.json.decode(spec.restore_marks))
         self.replayable = self.source.supports_replay()
         self.rr = spec.index  # round-robin target of a global query
         self.stopping = False
         self.last_epoch = spec.first_epoch - 1
         self._metrics_at = time.monotonic()
+        self._refresh_at = 0.0
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> None:
         source, batcher = self.source, self.batcher
+        self._send_watermark(self.restored_mark)  # the checkpoint's: nothing read may be older
         while True:
             self.on_control()
             if self.stopping:
@@ -104,6 +110,7 @@ class SourceRunner:
                     break
                 if batcher.due():
                     self._flush()
+                self._refresh_watermark()
                 self.guard.call("data_ready", lambda: source.data_ready(self._idle_wait()))
             else:
                 for ready in batcher.add(batch):
@@ -200,13 +207,26 @@ class SourceRunner:
             c.add(slot, "rows_out", out.num_rows)
             c.add(slot, "batches_out", 1)
             c.add(slot, "bytes_out", size if out is batch else out.nbytes)
-        pending = self.source.pending_partitions() if self.watermark.split else None
-        wm = self.watermark.advance(batch, pending)  # over every row read, filtered or not
+        pending = self._pending() if self.watermark.split else None
+        self._send_watermark(self.watermark.advance(batch, pending))  # every row read counts
+        c.set(slot, "blocked_ns", sum(w.blocked_ns for w in self.writers))
+
+    def _pending(self) -> set[tuple[object, ...]]:
+        """The partitions with rows not handed on yet: unread, or waiting in the batcher."""
+        held = self.watermark.partitions_in(self.batcher.held())
+        return self.source.pending_partitions() | held
+
+    def _refresh_watermark(self) -> None:
+        """While waiting for data: a partition found at its end may let the watermark move."""
+        if self.watermark.split and time.monotonic() >= self._refresh_at:
+            self._refresh_at = time.monotonic() + REFRESH_WATERMARK_S
+            self._send_watermark(self.watermark.refresh(self._pending()))
+
+    def _send_watermark(self, wm: int | None) -> None:
         if wm is not None:
             for w in self.writers:
                 w.write_watermark(wm)
-            c.set(slot, "watermark", wm)
-        c.set(slot, "blocked_ns", sum(w.blocked_ns for w in self.writers))
+            self.counters.set(self.slot, "watermark", wm)
 
     def finish(self) -> None:
         """The final position (nothing after it), then EOS: ``EOS_STOPPED`` after a drain."""
@@ -245,6 +265,7 @@ class SourceRunner:
             control.Checkpointed(
                 epoch, "source", self.spec.index, position=position, finished=finished,
                 exhausted=finished and self.source.finished(), metrics=self._metrics(),
+                marks=self.watermark.state() if self.replayable else None,
             ),
         )  # fmt: skip
         faults.reached("source.after_checkpoint", epoch)

@@ -13,7 +13,10 @@ thread and hands lists of messages to ``queue`` (bounded: a full queue stops the
 reading, which is backpressure). The client's calls wait for each other, so every
 other call goes through this thread too: ``request_commit(offsets)`` (from the
 source's thread: the commit runs between two ``consume`` calls, and the caller waits
-for it), the high watermarks for the lag (``high``, refreshed every second), and
+for it), the high watermarks for the lag and the pending partitions (``high``,
+refreshed every second from the fetch answers; never from a ListOffsets request, which
+Tansu answers with the last batch's first offset plus one, far below the log's end: a
+partition would look read to its end while most of it was unread), and
 ``hold(keys, released, timeout_s)``, which a rebalance callback (running in this
 thread) calls to wait for ``released`` while still serving commits. A failure of
 ``consume`` is kept in ``failure`` for the source to raise.
@@ -215,9 +218,7 @@ class ConsumerThread:
             tp = TopicPartition(topic, int(p))
             with contextlib.suppress(Exception):
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if high < 0:  # no fetch answer cached (a partition read to its end): ask
-                    _, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-                if high >= 0:
+                if high >= 0:  # none before the partition's first fetch answer
                     self.high[k] = high
 
     def close(self) -> None:

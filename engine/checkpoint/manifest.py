@@ -76,7 +76,10 @@ class StateFileRef(msgspec.Struct, frozen=True):
 class Manifest(msgspec.Struct, kw_only=True):
     """The durable record of one completed epoch (see the module docstring).
 
-    ``source_offsets``: source name -> one position dict per instance.
+    ``source_offsets``: source name -> one entry per instance: ``position`` (the
+    connector's), ``finished``, ``exhausted`` and, where the source has an event
+    time, ``watermark`` (``SourceWatermark.state``: restored with the position, so
+    a restarted instance that has nothing left to read still lets windows close).
     ``sink_committables``: sink name -> one committable (or None) per instance.
     ``watermarks``: e.g. ``"worker 0"`` -> watermark in ms.
     ``metrics``: flat numbers about the checkpoint (``duration_ms``,

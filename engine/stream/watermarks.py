@@ -9,7 +9,10 @@ time, and the watermark is the smallest of those of the partitions that still
 have rows to read (``Source.pending_partitions()``; none pending: the largest of
 all), and does not move while a pending partition has delivered no row yet. A
 partition that has been read to its end does not hold the watermark back: a row
-it receives later, older than the watermark, is late.
+it receives later, older than the watermark, is late. Rows read but not handed
+on yet (a runtime's batcher, ``partitions_in``) keep their partitions pending,
+and the pending set can shrink without a new row (a partition found to be at
+its end), so a runtime calls ``refresh(pending)`` while it waits for data.
 
 Consumer side (a worker or a sink, ``Watermarks``): the watermark is the
 minimum over inputs; an input that ended counts as +infinity, one that
@@ -55,23 +58,64 @@ class SourceWatermark:
             top = self._per_partition(batch, pending)
         else:
             top = max_event_ms(batch.column(self.column))
+        return self._moved(top)
+
+    def state(self) -> dict[str, Any] | None:
+        """What a checkpoint keeps (JSON): the largest event time handed on, per partition."""
+        if self.column is None or self.max_ms is None:
+            return None
+        return {"max_ms": self.max_ms, "parts": [[list(k), v] for k, v in self.part_max.items()]}
+
+    def restore(self, state: dict[str, Any] | None) -> int | None:
+        """Back to ``state`` (from ``state()``); the watermark to hand on again, if any."""
+        if not state or self.column is None:
+            return None
+        self.max_ms = int(state["max_ms"])
+        self.part_max = {tuple(k): int(v) for k, v in state.get("parts", [])}
+        return self.max_ms - self.lag_ms
+
+    def refresh(self, pending: set[tuple[Any, ...]]) -> int | None:
+        """The new watermark if a change of ``pending`` alone moved it (no new row), else None."""
+        if self.column is None or not self.split:
+            return None
+        return self._moved(self._low(pending))
+
+    def partitions_in(self, batches: list[pa.RecordBatch]) -> set[tuple[Any, ...]]:
+        """The partitions that have rows in ``batches``."""
+        out: set[tuple[Any, ...]] = set()
+        for batch in batches if self.split else ():
+            parts, code = self._codes(batch)
+            for c in np.unique(code):
+                i = int(np.argmax(code == c))
+                out.add(tuple(p.dictionary[p.indices[i].as_py()].as_py() for p in parts))
+        return out
+
+    def _moved(self, top: int | None) -> int | None:
         if top is None or (self.max_ms is not None and top <= self.max_ms):
             return None
         self.max_ms = top
         return top - self.lag_ms
 
-    def _per_partition(self, batch: pa.RecordBatch, pending: set[tuple[Any, ...]]) -> int | None:
-        times = batch.column(self.column)
+    def _codes(self, batch: pa.RecordBatch) -> tuple[list[Any], np.ndarray]:
+        """The split columns dictionary-encoded, and one integer per row naming its partition."""
         parts = [batch.column(c).dictionary_encode() for c in self.split]
         code = np.zeros(batch.num_rows, np.int64)
         for p in parts:
             code = code * len(p.dictionary) + p.indices.to_numpy(zero_copy_only=False)
+        return parts, code
+
+    def _per_partition(self, batch: pa.RecordBatch, pending: set[tuple[Any, ...]]) -> int | None:
+        times = batch.column(self.column)
+        parts, code = self._codes(batch)
         for c in np.unique(code):
             rows = np.flatnonzero(code == c)
             top = max_event_ms(times.take(rows))
             if top is not None:
                 key = tuple(p.dictionary[p.indices[rows[0]].as_py()].as_py() for p in parts)
                 self.part_max[key] = max(top, self.part_max.get(key, top))
+        return self._low(pending)
+
+    def _low(self, pending: set[tuple[Any, ...]]) -> int | None:
         if any(k not in self.part_max for k in pending):
             return None  # a partition with rows to read has not delivered one yet
         live = [self.part_max[k] for k in pending]

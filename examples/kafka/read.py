@@ -1,4 +1,7 @@
-"""Print what a read_committed consumer sees in a topic: python examples/kafka/read.py BROKER TOPIC"""
+"""Print what a read_committed consumer sees in a topic.
+
+    python examples/kafka/read.py BROKER TOPIC
+"""
 
 import json
 import sys

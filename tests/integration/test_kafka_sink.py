@@ -427,6 +427,7 @@ def run_to_end(
                 kind = kill.pop(0)
                 if kind == "coordinator":
                     os.kill(run.proc.pid, signal.SIGKILL)
+                    run.proc.wait(30)  # gone before anything below asks whether it runs
                     break
                 label = next(label for label in children if label.startswith(kind))
                 with contextlib.suppress(ProcessLookupError):  # it failed on its own
@@ -466,7 +467,7 @@ def test_kafka_to_kafka_exactly_once_under_kills(tmp_path: Path, broker: str, qu
     job = kafka_to_kafka(tmp_path / query, broker, src, out, WINDOW if query == "window" else "")
     kinds = ["source", "worker", "sink"]
     random.Random(seed).shuffle(kinds)
-    run_to_end(job, {}, [*kinds, "coordinator"], seed, broker, src)
+    print(run_to_end(job, {}, [*kinds, "coordinator"], seed, broker, src))
     check_output(broker, out, query, f"seed {seed}, killed {kinds}")
 
 

@@ -45,3 +45,38 @@ def test_a_partition_is_unread_until_its_position_reaches_the_high_watermark() -
     assert unread(owned, positions, high, earliest=True) == {("a", 1), ("a", 2), ("a", 3)}
     assert unread(owned, positions, high, earliest=False) == {("a", 1), ("a", 3)}
     assert unread({"a:4"}, {}, {"a:4": 0}, earliest=True) == set()  # empty partition
+
+
+def test_a_partition_found_at_its_end_moves_the_watermark_without_a_new_row() -> None:
+    w = SourceWatermark("ms", 5, ("_topic", "_partition"))
+    both = {("a", 0), ("a", 1)}
+    assert w.advance(batch([("a", 0, 100), ("a", 1, 400)]), both) == 95
+    assert w.refresh(both) is None  # nothing changed
+    assert w.refresh({("a", 1)}) == 395  # partition 0 is at its end: partition 1 decides
+    assert w.refresh(set()) is None  # the largest of all is 400 as well: no move
+    assert SourceWatermark("ms", 0).refresh(set()) is None  # one watermark: only rows move it
+
+
+def test_rows_held_back_keep_their_partitions_pending() -> None:
+    w = SourceWatermark("ms", 0, ("_topic", "_partition"))
+    held = [batch([("a", 1, 10), ("b", 1, 20)]), batch([("a", 1, 30)])]
+    assert w.partitions_in(held) == {("a", 1), ("b", 1)}
+    assert w.partitions_in([]) == set()
+    assert SourceWatermark("ms", 0).partitions_in(held) == set()  # no partitions named
+    # partition 1's rows were read (the source says nothing is pending) but are held:
+    assert w.advance(batch([("a", 0, 900)]), set() | {("a", 1)}) is None
+    assert w.advance(batch([("a", 1, 30)]), set()) == 900
+
+
+def test_the_state_restores_the_watermark_and_each_partition() -> None:
+    w = SourceWatermark("ms", 10, ("_topic", "_partition"))
+    assert w.state() is None  # nothing handed on yet
+    w.advance(batch([("a", 0, 100), ("a", 1, 400)]), {("a", 0), ("a", 1)})
+    state = w.state()
+    again = SourceWatermark("ms", 10, ("_topic", "_partition"))
+    assert again.restore(state) == 90  # handed on again at start
+    assert again.restore(None) is None
+    # restored: the partitions read before count, and the watermark never goes back
+    assert again.advance(batch([("a", 0, 50)]), {("a", 0), ("a", 1)}) is None
+    assert again.advance(batch([("a", 0, 300)]), {("a", 0), ("a", 1)}) == 290
+    assert again.refresh(set()) == 390
