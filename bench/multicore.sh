@@ -16,8 +16,8 @@ export PYTHONUNBUFFERED=1
 {
   echo "cpus available: $n; $(python3 -c 'from bench import machine; print(machine.cpu_model())')"
   python3 -c 'import sys, pyarrow, numpy; print(sys.version.split()[0], "pyarrow", pyarrow.__version__, "numpy", numpy.__version__)'
-  timeout 300 python3 -m bench.scaling --events 10000000 --repeat 3 --out "$out/scaling-${n}cpu.json"
-  timeout 150 python3 -m bench.nexmark --events 2000000 --repeat 3 --out "$out/nexmark-${n}cpu.json"
-  timeout 60 python3 -m bench.ring --quick --out "$out/ring-${n}cpu.json"
+  timeout 280 python3 -m bench.scaling --events 10000000 --repeat 3 --out "$out/scaling-${n}cpu.json"
+  timeout 180 python3 -m bench.nexmark --events 1000000 --repeat 2 --out "$out/nexmark-${n}cpu.json"
+  timeout 50 python3 -m bench.ring --quick --out "$out/ring-${n}cpu.json"
   timeout 40 python3 -m bench.latency --out "$out/latency-${n}cpu.json"
 } 2>&1 | tee "$out/log"
