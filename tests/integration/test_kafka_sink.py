@@ -29,7 +29,7 @@ import pytest
 from connectors.base import ConnectorConfig
 from connectors.kafka.sink import KafkaSink
 from connectors.testing.conformance import check_sink
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, ConnectorError, DataError
 from tests.fault.test_exactly_once import TOPOLOGY, EngineRun, Job, fault_seed, wait_gone
 from tests.kafka import (
     committed_offsets,
@@ -302,6 +302,30 @@ def test_two_pipelines_write_one_topic_without_fencing_each_other(broker: str) -
         [i + e * 100 for e in (1, 2) for i in range(100)]
         + [10_000 + i + e * 100 for e in (1, 2) for i in range(100)]
     )
+
+
+def test_a_restarted_sink_fences_its_zombie(broker: str) -> None:
+    """A sink process thought dead but still running (a zombie) and its restarted
+    successor share the transactional id. The successor commits the zombie's staged
+    epoch (its producer fences the zombie's); the zombie's re-commit of that epoch
+    sends nothing (the marker), its next epoch fails saying it was fenced, and every
+    committed row is in the topic once."""
+    t = create_topic(broker, "zombie", 2)
+    zombie = sink(broker, t, pipeline="z")
+    one_epoch(zombie, 1, rows(0, 100))  # the zombie's producer is live
+    zombie.begin_epoch(2)
+    zombie.write_batch(rows(100, 100))
+    staged = zombie.pre_commit(2)
+    successor = sink(broker, t, pipeline="z")
+    successor.commit_epoch(2, staged)  # recovery: fences the zombie, commits epoch 2
+    zombie.commit_epoch(2, staged)  # the marker says epoch 2 is in: nothing is sent
+    with pytest.raises(ConnectorError, match="fenced"):
+        one_epoch(zombie, 3, rows(1_000, 100))  # what only the zombie saw: never visible
+    one_epoch(successor, 3, rows(200, 100))
+    successor.close()
+    zombie.close()
+    ids = Counter(v["id"] for v in values(broker, t))
+    assert set(ids) == set(range(300)) and max(ids.values()) == 1
 
 
 # -- Kafka -> engine -> Kafka ------------------------------------------------------------------
