@@ -299,7 +299,8 @@ SOURCE_SQL = {
 }
 
 
-def cdc_job(dir: Path, dsn: str, target: str, steps: str, chunk_rows: int = 2_000) -> Job:
+def cdc_job(dir: Path, dsn: str, target: str, steps: str, chunk_rows: int = 2_000,
+            interval_ms: int = 200) -> Job:  # fmt: skip
     dir.mkdir(parents=True, exist_ok=True)
     key = EXPECT[target][1]
     pipeline = dir / "pipeline.toml"
@@ -309,7 +310,7 @@ name = "cdc_{target}"
 delivery = "exactly-once"
 
 [checkpoint]
-interval_ms = 200
+interval_ms = {interval_ms}
 dir = "{dir / 'checkpoints'}"
 max_restarts = 20
 restart_backoff_ms = 50
@@ -489,18 +490,21 @@ def test_cdc_exactly_once_through_a_crash_at_every_named_fault_point(
 def test_snapshot_killed_half_way_resumes_after_the_committed_chunks(
     tmp_path: Path, dsn: str
 ) -> None:
-    """A 200,000-row table read in 2,000-row chunks; the whole engine killed half-way; the
+    """A 200,000-row table read in 1,000-row chunks; the whole engine killed part-way; the
     rerun reads only what was not committed (a new snapshot for the rest), while a writer
     changes rows on both sides of the cut: the copy equals the table."""
     cdc_writer.create(dsn, rows=200_000)
     query(dsn, "DROP TABLE IF EXISTS items_copy")
-    job = cdc_job(tmp_path, dsn, "items_copy", PASS, chunk_rows=1_000)
+    # short epochs: a 200 ms epoch could commit most of the snapshot at once, and the
+    # kill then found it finished (nothing to resume)
+    job = cdc_job(tmp_path, dsn, "items_copy", PASS, chunk_rows=1_000, interval_ms=50)
     w = writer(dsn, seed=3, transactions=400, pause_ms=20)
     # killed once some chunks are committed; "(resumed)" below proves it was mid-snapshot
     with EngineRun(job) as run:
-        wait_for(lambda: copied(dsn) >= 60_000, "a half-done snapshot", run)
+        wait_for(lambda: copied(dsn) >= 20_000, "a half-done snapshot", run)
         _kill_coordinator(run)
     first = copied(dsn)
+    assert first < 200_000, "the snapshot was committed whole before the kill landed"
     with EngineRun(job) as run:
         assert w.wait(120) == 0
         converge(dsn, "items_copy", run)
