@@ -88,18 +88,17 @@ def run_local(pipeline: Pipeline, plan: Plan | None = None) -> LocalResult:
         if got is None:
             if sources[port].finished():
                 done[port] = True
-            else:
-                sources[port].data_ready(0.01)
-                if made[port].split:  # a partition found at its end may let it move
-                    wm = made[port].refresh(sources[port].pending_partitions())
-                    marks[port] = wm if wm is not None else marks[port]
-            continue
-        batch = got.batch
-        events += batch.num_rows
-        write(graph.process(batch, port))
-        late()
-        pending = sources[port].pending_partitions() if made[port].split else None
-        wm = made[port].advance(batch, pending)
+                continue
+            sources[port].data_ready(0.01)
+            # no row: a partition found at its end may still let the watermark move
+            wm = made[port].refresh(sources[port].pending_partitions())
+        else:
+            batch = got.batch
+            events += batch.num_rows
+            write(graph.process(batch, port))
+            late()
+            pending = sources[port].pending_partitions() if made[port].split else None
+            wm = made[port].advance(batch, pending)
         if wm is not None:
             marks[port] = wm
         alive = [marks[i] for i in range(len(sources)) if not done[i]]

@@ -86,8 +86,7 @@ class SourceWatermark:
         for batch in batches if self.split else ():
             parts, code = self._codes(batch)
             for c in np.unique(code):
-                i = int(np.argmax(code == c))
-                out.add(tuple(p.dictionary[p.indices[i].as_py()].as_py() for p in parts))
+                out.add(_key_at(parts, int(np.argmax(code == c))))
         return out
 
     def _moved(self, top: int | None) -> int | None:
@@ -111,7 +110,7 @@ class SourceWatermark:
             rows = np.flatnonzero(code == c)
             top = max_event_ms(times.take(rows))
             if top is not None:
-                key = tuple(p.dictionary[p.indices[rows[0]].as_py()].as_py() for p in parts)
+                key = _key_at(parts, int(rows[0]))
                 self.part_max[key] = max(top, self.part_max.get(key, top))
         return self._low(pending)
 
@@ -120,6 +119,11 @@ class SourceWatermark:
             return None  # a partition with rows to read has not delivered one yet
         live = [self.part_max[k] for k in pending]
         return min(live) if live else max(self.part_max.values(), default=None)
+
+
+def _key_at(parts: list[Any], row: int) -> tuple[Any, ...]:
+    """The partition of row ``row``, from its dictionary-encoded split columns."""
+    return tuple(p.dictionary[p.indices[row].as_py()].as_py() for p in parts)
 
 
 class Watermarks:
