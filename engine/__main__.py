@@ -68,6 +68,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from engine.supervisor import start_forkserver
+
+    start_forkserver()  # its imports (pyarrow, the runners) overlap the planning below
     from engine.coordinator import Coordinator, StopSignals
 
     signals = StopSignals().install()  # from here on, Ctrl-C or SIGTERM means: drain

@@ -87,15 +87,37 @@ def _peak_rss() -> int:
     return int(peak) * (1 if sys.platform == "darwin" else 1024)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: the kernel SIGKILLs this child when the coordinator dies (even by SIGKILL)."""
+def _die_with_parent(coordinator: int) -> None:
+    """Linux: the kernel SIGKILLs this child when the coordinator dies (even by SIGKILL).
+
+    The child's parent is the fork server (``engine.supervisor``), which exits when
+    nothing holds its "alive" pipe: this child lets go of its copy first, so the
+    coordinator's death ends the server and the server's ends this child.
+    """
+    from multiprocess import forkserver
+
+    server = forkserver._forkserver  # noqa: SLF001 (the fd it hands each child; no public name)
+    if server._forkserver_alive_fd is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    parent = os.getppid()
     if sys.platform.startswith("linux"):
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the coordinator died before prctl took effect
+    if os.getppid() != parent or not _alive(coordinator):  # died before prctl took effect
         os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's (the pid was reused): not ours
+        return False
+    return True
 
 
 def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]

@@ -46,7 +46,7 @@ from engine.plan import Plan
 from engine.progress import EpochStat, Progress, Summary, outputs
 from engine.shm import sweep_stale
 from engine.signals import StopSignals
-from engine.supervisor import Interrupted, Supervisor
+from engine.supervisor import Interrupted, Supervisor, stop_forkserver
 from engine.topology import Topology
 from engine.wiring import Wiring
 
@@ -106,6 +106,7 @@ class Coordinator:
             raise
         finally:
             self._shutdown()
+            stop_forkserver()  # the next run forks from a server with that run's environment
             self.monitor.finish(summary, error)  # only if it started: never another run's file
             if self.lock is not None:
                 self.lock.release()

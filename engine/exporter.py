@@ -74,7 +74,7 @@ class Exporter:
         self.bind, self.port = bind, int(self.server.server_address[1])
         self.url = f"http://{bind if ':' not in bind else f'[{bind}]'}:{self.port}/metrics"
         self._thread = threading.Thread(
-            target=self.server.serve_forever, name="metrics endpoint", daemon=True
+            target=self.server.serve_forever, args=(0.02,), name="metrics endpoint", daemon=True
         )
         self._thread.start()
 

@@ -1,21 +1,35 @@
 """The coordinator's children: spawn, wait until ready, talk, watch, stop.
 
-``Supervisor.spawn(spec)`` starts one child with the ``spawn`` method (never
-``fork``: pyarrow keeps threads), SIGINT and SIGTERM blocked while it starts
-(``engine.child`` ignores them, so a signal to the whole process group reaches
-only the coordinator's drain). ``await_ready()`` waits for every child's
-``Ready`` and checks its pinning. ``poll()`` yields every control message that
-has arrived; a child that died, or sent ``Failed``, is a ``ChildFailedError``
-naming it, its pid and exit status (and its traceback; ``permanent`` when the
-child says the same input would fail again). ``send`` to a child that has just
-died is that child's failure, not the coordinator's. ``shutdown()`` kills
-every child still alive (their state comes from the checkpoint; nothing is
-lost that was committed) and closes the pipes.
+``Supervisor.spawn(spec)`` starts one child through a fork server (never a
+plain ``fork`` of the coordinator: pyarrow keeps threads). ``start_forkserver()``
+starts that server — a fresh interpreter that imports the modules every child
+needs (``PRELOAD``: pyarrow, numpy, the runners) and then forks one child per
+request — so children start in milliseconds instead of each paying for an
+interpreter and its imports (about 0.3 CPU-s each). ``python -m engine run``
+starts it first thing, so its imports overlap the coordinator's planning;
+``spawn`` starts it if nobody did. It runs with SIGINT and SIGTERM blocked, and
+its children inherit that mask (``engine.child`` ignores them, so a signal to
+the whole process group reaches only the coordinator's drain). It ends when the
+coordinator and every child have closed its "alive" pipe (children close their
+copy at once, ``engine.child``): a coordinator killed by SIGKILL takes the
+server with it, and the server's death SIGKILLs the children (their
+``PR_SET_PDEATHSIG``). ``stop_forkserver()`` ends it at the end of a run, so the
+next run's children see that run's environment (the server's environment, not
+the coordinator's, is the one a forked child inherits).
+
+``await_ready()`` waits for every child's ``Ready`` and checks its pinning.
+``poll()`` yields every control message that has arrived; a child that died, or
+sent ``Failed``, is a ``ChildFailedError`` naming it, its pid and exit status
+(and its traceback; ``permanent`` when the child says the same input would fail
+again). ``send`` to a child that has just died is that child's failure, not the
+coordinator's. ``shutdown()`` kills every child still alive (their state comes
+from the checkpoint; nothing is lost that was committed) and closes the pipes.
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,14 +37,43 @@ from typing import Any
 
 import msgspec
 import multiprocess as mp
-from multiprocess import resource_tracker
+from multiprocess import forkserver, resource_tracker
 
 from engine import child, control
 from engine.errors import ChildFailedError
 
-_CTX = mp.get_context("spawn")
+_CTX = mp.get_context("forkserver")
+# engine.preload says what and why; engine.__main__ because multiprocess re-runs it in
+# each child (as __mp_main__) when the coordinator is ``python -m engine``.
+PRELOAD = ["engine.preload", "engine.__main__"]
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
+
+
+def start_forkserver() -> None:
+    """Start the fork server unless it runs; return at once (it imports ``PRELOAD`` meanwhile).
+
+    multiprocess' resource tracker starts first: starting it unblocks SIGINT and
+    SIGTERM, and the server must inherit them blocked.
+    """
+    resource_tracker.ensure_running()
+    _CTX.set_forkserver_preload(PRELOAD)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, child.STOP_SIGNALS)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def stop_forkserver() -> None:
+    """Ask the fork server to exit once no child holds it (idempotent; returns at once).
+
+    The library's own stop waits for the server's interpreter to exit (about 0.1 s
+    with pyarrow loaded): a daemon thread does that wait, and a later
+    ``start_forkserver`` waits for it (the server's lock).
+    """
+    stop = forkserver._forkserver._stop  # noqa: SLF001 (the library's own stop; no public one)
+    threading.Thread(target=stop, name="fork server stop", daemon=True).start()
 
 
 class Interrupted(Exception):
@@ -76,14 +119,8 @@ class Supervisor:
             name=f"ringstream-{spec.role}-{spec.name or spec.index}",
             daemon=True,
         )
-        # The first spawn starts multiprocess' resource tracker, which unblocks SIGINT and
-        # SIGTERM when it is up: start it first, so the child below inherits them blocked.
-        resource_tracker.ensure_running()
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, child.STOP_SIGNALS)
-        try:
-            proc.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        start_forkserver()  # the child inherits the server's signal mask: both blocked
+        proc.start()
         child_end.close()
         c = Child(spec.role, spec.index, spec.name, spec.cpu, spec.slot, proc, parent_end, proc.pid)
         self.children.append(c)
@@ -100,8 +137,7 @@ class Supervisor:
                     self._check_alive(c)
                     if time.monotonic() > deadline:
                         raise ChildFailedError(
-                            f"{c.label} (pid {c.pid}) did not start within "
-                            f"{READY_TIMEOUT_S:.0f} s"
+                            f"{c.label} (pid {c.pid}) did not start within {READY_TIMEOUT_S:.0f} s"
                         )
                     if interrupted():
                         raise Interrupted

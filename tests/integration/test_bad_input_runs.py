@@ -10,6 +10,7 @@ rows = input rows, also after kill -9.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -19,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow as pa
 import pytest
 
 from connectors.files.committed import read_committed
-from tests.engine_run import ROOT, topology_file
+from tests.engine_run import ROOT, topology_file, wait_for_pinned_line
 
 ROWS = 300_000
 BAD_ROW = 150_002  # 1-based data row: line 150,003 of the file
@@ -117,37 +117,45 @@ def test_dead_letters_exactly_once_under_random_kill_9(tmp_path: Path) -> None:
     print(f"FAULT_TEST_SEED={seed}")
     rng = random.Random(seed)
     (tmp_path / "in").mkdir()
-    bad = {rng.randrange(1, ROWS // 3): "x" for _ in range(50)}
+    rows = 3 * ROWS  # long enough a run (about 1 s) for several kills to land in it
+    bad = {rng.randrange(1, rows // 3): "x" for _ in range(50)}
     for k in range(3):  # three files, each with its own bad rows
-        write_csv(tmp_path / "in" / f"part-{k}.csv", ROWS // 3, bad)
+        write_csv(tmp_path / "in" / f"part-{k}.csv", rows // 3, bad)
     p = pipeline(tmp_path, "dead_letter", interval=50)
     topo = str(topology_file(tmp_path, [1]))
     kills = 0
-    for attempt in range(8):  # kill -9 at random times, then let the last run finish
+    for attempt in range(10):  # kill -9 at random times (3 kills), then let a run finish
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "run", str(p), "--topology", topo],
             cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        if attempt < 7:
-            time.sleep(rng.uniform(1.0, 2.5))
-            if proc.poll() is None:
-                victim = rng.choice(["coordinator", "child"])
-                pids = [c.pid for c in psutil.Process(proc.pid).children()]
-                os.kill(proc.pid if victim == "coordinator" or not pids else rng.choice(pids),
-                        signal.SIGKILL)  # fmt: skip
+        while kills < 3:  # a killed child is restarted by its coordinator: kill again
+            try:  # kill once the children run (a run that finds its work done starts none)
+                children = list(wait_for_pinned_line(proc).values())
+            except AssertionError:
+                break
+            time.sleep(rng.uniform(0.0, 0.3))
+            if proc.poll() is not None:
+                break
+            victim = rng.choice([proc.pid, *children])  # the coordinator, or one child
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
                 kills += 1
+            if victim == proc.pid:
+                break
         stdout, stderr = proc.communicate(timeout=120)
-        if proc.returncode == 0 and attempt >= 3:
+        if proc.returncode == 0 and (kills >= 3 or attempt >= 6):
             break
     else:
         raise AssertionError(f"the run never finished: {stderr}")
+    print(f"{kills} kill(s) in {attempt + 1} runs")
     assert kills >= 1
     assert re.search(r"done|already complete", stdout), stderr
     out = read_committed(tmp_path / "out")
     dead = read_committed(tmp_path / "bad")
     n_bad = 3 * len(bad)
     assert dead.num_rows == n_bad, f"{dead.num_rows} dead letters, expected {n_bad}"
-    assert out.num_rows == ROWS - n_bad
+    assert out.num_rows == rows - n_bad
     keys = list(
         zip(dead.column("location").to_pylist(), dead.column("line").to_pylist(), strict=True)
     )
