@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 
 import numpy as np
@@ -174,11 +175,22 @@ def zmq_consumer(cpu, addr, ready):  # type: ignore[no-untyped-def]
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, HWM)
     sock.bind(addr)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
     ready.put(os.getpid())
-    tally = Tally()
-    while len(msg := sock.recv(copy=False)):
+    tally, last = Tally(), time.monotonic()
+    while True:
+        try:
+            msg = sock.recv(copy=False)
+        except zmq.Again:  # 1 run in 20-60 here: the end marker never came (cause unknown)
+            print("zmq_ipc baseline: nothing for 10 s, its end marker was lost; timed up to "
+                  "the last batch that arrived", file=sys.stderr)  # fmt: skip
+            result = (tally.rows, tally.frames, last, tally.total)
+            break
+        if not len(msg):
+            result = tally.result()
+            break
         tally.add(pa.ipc.read_record_batch(pa.py_buffer(msg.buffer), schema))
-    result = tally.result()
+        last = time.monotonic()
     sock.close()
     ctx.term()
     return result
