@@ -50,6 +50,10 @@ from engine.supervisor import Interrupted, Supervisor, stop_forkserver
 from engine.topology import Topology
 from engine.wiring import Wiring
 
+# The longest the supervision loop sleeps with nothing to do: how soon it sees a stop
+# signal (a child's message or death, or the next epoch's time, wakes it at once).
+IDLE_WAKE_S = 0.05
+
 
 class Coordinator:
     def __init__(
@@ -302,7 +306,10 @@ class Coordinator:
                          "progress", events=events, rate=round(rate, 1),
                          committed_epoch=tracker.committed, done=share)  # fmt: skip
                 last_in, last_print = events, now
-            time.sleep(0.01)
+            wait_s = IDLE_WAKE_S  # until a child speaks or exits, the next epoch, or a signal
+            if p.checkpointing and stop_sent_at is None and tracker.can_open():
+                wait_s = min(wait_s, max(0.0, last_epoch_at + interval - time.monotonic()))
+            sup.wait(wait_s)
         sup.join(10)
         summary = self._summary(time.monotonic() - start, progress, tracker.committed)
         summary.pinning, summary.epochs = pinning, list(self._stats)

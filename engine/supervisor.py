@@ -37,6 +37,7 @@ from typing import Any
 
 import msgspec
 import multiprocess as mp
+from multiprocess import connection as mp_connection
 from multiprocess import forkserver, resource_tracker
 
 from engine import child, control
@@ -190,6 +191,15 @@ class Supervisor:
         for c in self.of(role):
             if not c.done:
                 self.send(c, msg)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a child that is not done sends a message or exits, or ``timeout`` s."""
+        live = [c for c in self.children if not c.done]
+        handles = [c.conn for c in live] + [c.process.sentinel for c in live]
+        if handles:
+            mp_connection.wait(handles, timeout)
+        else:
+            time.sleep(timeout)
 
     def join(self, timeout: float) -> None:
         for c in self.children:
