@@ -18,7 +18,9 @@ only the engine's own user can attach. A client (``engine.connect(dir)
 per client (``Ring.create``: the source is its consumer, the client its
 producer) — the protocol is ``engine.attach.protocol``. The endpoint's *accept
 thread* (``engine.attach.endpoint``) does the handshakes and watches every
-client's socket; the runtime's thread polls the rings.
+client's socket; the runtime's thread reads the rings, and sleeps (no CPU while
+idle) on one pipe that both the accept thread and the clients' *doorbell* write
+to (``engine.attach.protocol``, step 2).
 
 * ``poll_batch(n)`` reads the attached clients' rings without waiting, round
   robin, up to ``n`` rows; the rows are copied out of the rings (one copy).
@@ -77,9 +79,9 @@ from engine.shm.segment import check_capacity
 from engine.typenames import parse_schema
 
 _SCHEMA, _DATA, _EOS = int(FrameKind.SCHEMA), int(FrameKind.DATA), int(FrameKind.EOS)
-POLL_HOT_S = 0.00005  # how often data_ready looks at the clients' rings while data flows
-POLL_IDLE_S = 0.001  # ... and once none came for HOT_FOR_S
-HOT_FOR_S = 0.01
+# The longest data_ready sleeps without looking at the rings: clients ring the doorbell
+# (engine.attach.protocol), so this only bounds how late a client that never rings is seen.
+PARK_S = 0.02
 
 
 class PushOptions(Options, frozen=True):
@@ -131,7 +133,6 @@ class PushSource(Source, Attached):
         self._endpoint: Endpoint | None = None
         self._clients: Attachments[_Client] = Attachments()
         self._rr = 0
-        self._hot_until = 0.0  # data arrived recently: look at the rings often until then
         self._counts = dict.fromkeys(("total", "ended", "died", "rejected", "rows", "batches"), 0)
 
     def schema(self) -> pa.Schema:
@@ -145,7 +146,12 @@ class PushSource(Source, Attached):
         """Listen on first use: the coordinator opens sources only to read their schema."""
         if self._endpoint is None:
             self._endpoint = Endpoint(
-                self.path, self._label, "push", self._welcome, max_peers=self._max_clients
+                self.path,
+                self._label,
+                "push",
+                self._welcome,
+                max_peers=self._max_clients,
+                doorbell=True,
             )
             self._endpoint.start()
         return self._endpoint
@@ -303,15 +309,20 @@ class PushSource(Source, Attached):
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return False
-            # Rings cannot be select()ed: with clients attached, look at them every
-            # POLL_HOT_S while data flows (low latency), every POLL_IDLE_S once it stopped
-            # (no busy core while idle).
-            if self._clients.current:
-                hot = time.monotonic() < self._hot_until
-                slice_s = min(remaining, POLL_HOT_S if hot else POLL_IDLE_S)
-            else:
-                slice_s = remaining
-            readable, _, _ = select.select([endpoint.events], [], [], slice_s)
+            # Rings cannot be select()ed: announce the wait on every client's ring, look
+            # once more, then sleep on the endpoint's pipe, where the accept thread posts
+            # its events and a client that publishes next rings the doorbell.
+            readers = [c.reader for c in self._clients.current]
+            for r in readers:
+                r.announce_wait()
+            try:
+                if readers and self._ready():
+                    return True
+                slice_s = min(remaining, PARK_S) if readers else remaining
+                readable, _, _ = select.select([endpoint.events], [], [], slice_s)
+            finally:
+                for r in readers:
+                    r.end_wait()
             if readable:
                 endpoint.drain_events()
 
@@ -323,7 +334,6 @@ class PushSource(Source, Attached):
                 except RingError:
                     return True  # poll_batch rejects it
             if c.peek is not None or c.rest is not None or c.peer.hung_up:
-                self._hot_until = time.monotonic() + HOT_FOR_S
                 return True
         return False
 

@@ -30,6 +30,7 @@ stops (or crashes) are lost, and a push source is not replayed after a crash
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -85,7 +86,9 @@ class Engine:
 
     def source(self, name: str, *, wait: float = 0.0) -> PushClient:
         """Attach as a new producer of push source ``name``; wait up to ``wait`` s for it."""
-        sock, welcome, ring = self._handshake("source", name, "push", wait)
+        sock, welcome, ring, fds = self._handshake("source", name, "push", wait)
+        doorbell = fds.pop(0) if welcome.get("doorbell") and fds else None
+        _close(fds)
         try:
             writer = ring.writer()
             schema = schema_from_text(welcome["schema"])
@@ -94,8 +97,9 @@ class Engine:
         except BaseException:
             ring.close()
             sock.close()
+            _close([doorbell] if doorbell is not None else [])
             raise
-        return PushClient(name, self.dir, sock, ring, writer, schema)
+        return PushClient(name, self.dir, sock, ring, writer, schema, doorbell)
 
     def subscribe(
         self, name: str, *, timeout: float | None = None, wait: float = 0.0
@@ -103,7 +107,8 @@ class Engine:
         """Attach as a new subscriber of sink ``name``: an iterator of the batches it writes
         from now on. ``timeout``: the longest wait for one batch (None: as long as the
         engine lives); ``wait``: how long to wait for the sink to appear."""
-        sock, welcome, ring = self._handshake("sink", name, "subscribe", wait)
+        sock, welcome, ring, fds = self._handshake("sink", name, "subscribe", wait)
+        _close(fds)  # a subscriber is handed none
         try:
             reader = ring.reader()
             sock.sendall(encode({"attached": True}))
@@ -126,7 +131,7 @@ class Engine:
 
     def _handshake(
         self, kind: Kind, name: str, role: str, wait: float
-    ) -> tuple[socket.socket, dict[str, Any], Ring]:
+    ) -> tuple[socket.socket, dict[str, Any], Ring, list[int]]:
         path = socket_path(self.dir, name, kind)
         deadline = time.monotonic() + wait
         while True:
@@ -143,9 +148,10 @@ class Engine:
             except BaseException:
                 sock.close()
                 raise
+        fds: list[int] = []
         try:
             sock.sendall(encode({"hello": PROTOCOL, "pid": os.getpid(), "role": role}))
-            reply = read_line(sock, LineBuffer(), HANDSHAKE_TIMEOUT_S)
+            reply = read_line(sock, LineBuffer(), HANDSHAKE_TIMEOUT_S, fds)
             if reply is None:
                 raise ConnectorError(
                     f"{kind} {name!r} in {self.dir} did not answer the handshake within "
@@ -159,5 +165,12 @@ class Engine:
             ring = Ring.attach(str(reply["ring"]))
         except BaseException:
             sock.close()
+            _close(fds)
             raise
-        return sock, reply, ring
+        return sock, reply, ring, fds
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

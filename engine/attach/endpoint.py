@@ -92,12 +92,14 @@ class Endpoint:
         role: str,
         welcome: Callable[[Peer], dict[str, Any]],
         max_peers: int = 64,
+        doorbell: bool = False,
     ) -> None:
         self.path = path
         self.label = label
         self.role = role
         self.welcome = welcome
         self.max_peers = max_peers
+        self.doorbell = doorbell  # hand each client the write end of ``events`` (protocol)
         self._peers: list[Peer] = []
         self._hellos: list[_Hello] = []
         self._listener: socket.socket | None = None
@@ -246,7 +248,12 @@ class Endpoint:
         sock.setblocking(True)
         sock.settimeout(0.5)
         try:
-            sock.sendall(encode(reply))
+            if self.doorbell:
+                data = encode({**reply, "doorbell": True})
+                sent = socket.send_fds(sock, [data], [self._events_w])
+                sock.sendall(data[sent:])
+            else:
+                sock.sendall(encode(reply))
         except OSError:
             peer.hung_up = True  # the main thread cleans it up like any dead client
         self._peers.append(peer)

@@ -7,6 +7,12 @@ and ``<dir>/<name>.sink.sock``. One JSON object per line:
    (within ``HELLO_TIMEOUT_S``, or the engine hangs up);
 2. engine → client: ``{"ring": <segment>, "capacity": <bytes>, "schema": <base64 Arrow
    IPC schema>}`` — a fresh ring made for this client alone — or ``{"error": <why>}``;
+   a push source's reply also says ``"doorbell": true`` and carries, as ancillary
+   data (``SCM_RIGHTS``), the write end of a non-blocking pipe: the *doorbell*.
+   The source sleeps in a ``select`` on its read end (it cannot park on several
+   rings at once); after publishing a frame, a client that finds the ring's
+   consumer-waiting flag set writes one byte to it (``RingWriter.wake_hook``).
+   A client that never rings is still read, within the source's ``PARK_S``;
 3. the client maps the ring (push: as its producer, and writes the SCHEMA frame
    first; subscribe: as its consumer) and sends ``{"attached": true}``; the engine
    then unlinks the segment's name, so the memory lives exactly as long as a
@@ -99,8 +105,13 @@ def unix_address(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
-def read_line(sock: socket.socket, buffer: LineBuffer, timeout: float) -> dict[str, Any] | None:
-    """The next line from a blocking socket; None on EOF or when ``timeout`` expires."""
+def read_line(
+    sock: socket.socket, buffer: LineBuffer, timeout: float, fds: list[int] | None = None
+) -> dict[str, Any] | None:
+    """The next line from a blocking socket; None on EOF or when ``timeout`` expires.
+
+    ``fds``: file descriptors that came with it (``SCM_RIGHTS``) are appended there.
+    """
     end = time.monotonic() + timeout
     while True:
         remaining = end - time.monotonic()
@@ -108,7 +119,11 @@ def read_line(sock: socket.socket, buffer: LineBuffer, timeout: float) -> dict[s
             return None
         sock.settimeout(remaining)
         try:
-            data = sock.recv(4096)
+            if fds is None:
+                data = sock.recv(4096)
+            else:
+                data, got, _flags, _address = socket.recv_fds(sock, 4096, 4)
+                fds.extend(got)
         except (TimeoutError, OSError):
             return None
         if not data:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import time
 from pathlib import Path
@@ -34,9 +36,13 @@ class PushClient(Session):
         ring: Ring,
         writer: RingWriter,
         schema: pa.Schema,
+        doorbell: int | None = None,
     ) -> None:
         super().__init__(name, directory, sock, ring)
         self._writer = writer
+        self._doorbell = doorbell  # the source's pipe: one byte wakes it (protocol, step 2)
+        if doorbell is not None:
+            writer.wake_hook = self._ring_doorbell
         self.schema = schema
         self.rows_pushed = 0
         self._limit = max(1024, ring.capacity // 4)
@@ -133,12 +139,18 @@ class PushClient(Session):
         finally:
             self._writer.close()
             self._close_attachment()
+            if self._doorbell is not None:
+                os.close(self._doorbell)
+                self._doorbell = None
         return ended
+
+    def _ring_doorbell(self) -> None:
+        # full (the source is awake anyway), or the engine is gone: nothing to ring
+        with contextlib.suppress(OSError):
+            os.write(self._doorbell, b"\x01")  # type: ignore[arg-type]
 
     def __enter__(self) -> PushClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-

@@ -58,6 +58,9 @@ class _Side:
         self._my_wake_addr = seg.address(self._I_MY_WAKE * 4)
         self._peer_wake_addr = seg.address(self._I_PEER_WAKE * 4)
         self._closed = False
+        # Called after waking a peer that announced a wait: a peer that sleeps in a select
+        # over several rings (the push source) gets its doorbell rung here.
+        self.wake_hook: Callable[[], None] | None = None
         me = os.getpid()
         key = (ring.name, self._role)
         other = _open_sides.get(key)
@@ -93,6 +96,23 @@ class _Side:
             i = self._i
             i[self._I_PEER_WAKE] = (i[self._I_PEER_WAKE] + 1) & _U32
             futex.wake(self._peer_wake_addr)
+            if self.wake_hook is not None:
+                self.wake_hook()
+
+    # -- waiting elsewhere -------------------------------------------------------
+    def announce_wait(self) -> None:
+        """Set my waiting flag (fenced), for a wait that is not on this ring's wake word.
+
+        A side that sleeps in a ``select`` over several rings' doorbell calls this on
+        each ring, then re-checks each ring, then sleeps; the peer that publishes next
+        sees the flag and rings (its ``wake_hook``). The same handshake as a park: one
+        of the two always sees the other's store. ``end_wait()`` after the sleep.
+        """
+        self._i[self._I_MY_WAITING] = 1
+        atomics.full_fence()
+
+    def end_wait(self) -> None:
+        self._i[self._I_MY_WAITING] = 0
 
     # -- waiting -------------------------------------------------------------
     def _wait(self, ready: Callable[[], bool], deadline_ns: int | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 import time
@@ -224,6 +225,35 @@ def test_push_data_ready_true_on_data_false_on_timeout(source: Any, run_dir: Pat
             pass  # the SCHEMA frame
         client.push_arrow(rows(3))
         assert src.data_ready(1.0) is True
+        assert drain(src, 3).num_rows == 3
+
+
+def test_push_client_rings_the_doorbell_only_while_the_source_waits(
+    source: Any, run_dir: Path
+) -> None:
+    """A waiting source sleeps on one pipe; a push rings it then, and costs nothing else."""
+    src = source()
+    src.poll_batch(1)  # listen
+    events = src._endpoint.events
+
+    def rung() -> bool:
+        readable = select.select([events], [], [], 0)[0]
+        if readable:
+            src._endpoint.drain_events()
+        return bool(readable)
+
+    with connect(run_dir).source("trades") as client:
+        while src.poll_batch(10) is not None or src.data_ready(0.01):
+            pass  # the SCHEMA frame; the accept thread's events drained
+        rung()
+        (reader,) = [c.reader for c in src._clients.current]
+        client.push_arrow(rows(2))  # the source is not waiting: no byte, no syscall
+        assert not rung()
+        assert drain(src, 2).num_rows == 2
+        reader.announce_wait()  # as data_ready does before it sleeps
+        client.push_arrow(rows(3))
+        assert rung()
+        reader.end_wait()
         assert drain(src, 3).num_rows == 3
 
 
