@@ -45,6 +45,11 @@ class Slots:
             for c, name in (("__w", "window_start"), ("__e", "window_end")):
                 table = table.append_column(c, pc.cast(batch.column(name), pa.int64()))
             return table, t
+        first, last = int(t.min()), int(t.max())
+        if first // self.slide == last // self.slide:  # one pane (most batches): no division
+            start = first - first % self.slide
+            pane = np.full(len(t), start, np.int64)
+            return table.append_column("__w", pa.array(pane)), np.full(len(t), start + self.size)
         pane = t - t % self.slide  # numpy % floors: negative times land right too
         return table.append_column("__w", pa.array(pane)), pane + self.size
 

@@ -85,3 +85,20 @@ def test_dense_path_declines_null_or_non_integer_keys_and_distinct() -> None:
     got = dense_group(stepped, ["k"], {("", "count_all"): "count_all", ("x", "sum"): "x_sum"})
     assert got is not None and got.sort_by("k").to_pydict() == {
         "k": [0, 10**12], "count_all": [2, 1], "x_sum": [4, 2]}  # fmt: skip
+
+
+def test_a_batch_across_two_panes_of_many_keys_takes_the_dense_path() -> None:
+    """Two panes (multiples of the window size) times 10,000 keys: the pane column is
+    divided by its step, so the cells fit (it used to fall back to hashing)."""
+    rng = np.random.default_rng(7)
+    n = 65_536
+    table = pa.table({
+        "w": pa.array(np.where(np.arange(n) < n // 3, 4_000, 5_000), pa.int64()),
+        "k": pa.array(rng.integers(0, 10_000, n), pa.int64()),
+        "x": pa.array(rng.integers(-1000, 1000, n), pa.int64()),
+        "f": pa.array(rng.standard_normal(n), pa.float64()),
+    })  # fmt: skip
+    got = dense_group(table, ["w", "k"], AGGS)
+    assert got is not None
+    want = ordered(hashed(table, ["w", "k"], AGGS), ["w", "k"])
+    assert_tables_match(ordered(got, ["w", "k"]).cast(want.schema), want)
