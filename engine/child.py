@@ -1,11 +1,12 @@
-"""What every spawned child does first and last: pin, verify, report, run, report.
+"""What every child does first and last: pin, verify, report, run, report.
 
 Call order in a child: ignore SIGINT and SIGTERM (the coordinator drains on
 Ctrl-C or ``kill``, and a signal to the whole process group — a shell's Ctrl-C,
 systemd, ``timeout`` — must drain exactly like one to the coordinator alone;
-the coordinator spawns children with both signals blocked, so not even a
-child still importing sees one) → ask the kernel to kill it if the
-coordinator dies (no orphans, even after a SIGKILL of the coordinator; the
+children are forked with both signals blocked, so not even a child still
+starting sees one) → let go of the fork server's "alive" pipe and ask the
+kernel to kill it if the fork server dies, which it does when the
+coordinator does (no orphans, even after a SIGKILL of the coordinator; the
 next run sweeps the segments left) → pin to its CPU → read the affinity back
 and report it in ``Ready`` → run its role → ``Done``. Any exception is sent
 as ``Failed`` with the traceback and whether it is permanent
@@ -52,6 +53,7 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     restore: bytes = b"null"  # role-specific JSON: what the last manifest recorded for it
     restore_marks: bytes = b"null"  # source: its watermark's state in the last manifest
     log_format: str = "human"  # the coordinator's --log-format (engine.log)
+    engine_dir: str = ""  # where the coordinator's engine package is (the same code here)
 
     def plan(self, pipeline):  # type: ignore[no-untyped-def]
         """The query plan, from the schemas the coordinator already read (no source re-open).
@@ -96,17 +98,38 @@ def _die_with_parent(coordinator: int) -> None:
     """
     from multiprocess import forkserver
 
+    parent = os.getppid()  # before letting go: the server cannot have exited for our sake
     server = forkserver._forkserver  # noqa: SLF001 (the fd it hands each child; no public name)
     if server._forkserver_alive_fd is not None:
         os.close(server._forkserver_alive_fd)
         server._forkserver_alive_fd = None
-    parent = os.getppid()
     if sys.platform.startswith("linux"):
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != parent or not _alive(coordinator):  # died before prctl took effect
+        os._exit(1)
+
+
+def _same_code(spec: ChildSpec, conn) -> None:  # type: ignore[no-untyped-def]
+    """Stop, saying why, if this child runs another copy of the engine than its coordinator.
+
+    The fork server imports with Python's default path (multiprocess does not give it
+    the coordinator's ``sys.path``), so a coordinator that put another checkout first
+    on its path would get children running other code.
+    """
+    import engine
+
+    here, there = os.path.dirname(os.path.abspath(engine.__file__)), spec.engine_dir
+    if there and os.path.normcase(here) != os.path.normcase(there):
+        error = (
+            f"this child imported the engine from {here}, its coordinator from {there}: "
+            "the fork server finds packages on the default path (the working directory, "
+            "PYTHONPATH, site-packages); put that checkout there (PYTHONPATH or pip install -e)"
+        )
+        control.send(conn, control.Failed(spec.role, spec.index, os.getpid(), error, "",
+                                          permanent=True))  # fmt: skip
         os._exit(1)
 
 
@@ -126,6 +149,7 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     spec = msgspec.json.decode(spec_bytes, type=ChildSpec)
     _die_with_parent(spec.parent)
+    _same_code(spec, conn)
     from engine import log, memory
 
     memory.tune()  # before the first batch: freed temporaries stay mapped

@@ -35,6 +35,7 @@ import sys
 import time
 from typing import TextIO
 
+import engine
 from engine import control, faults, log
 from engine.checkpoint.recovery import recover
 from engine.counters import Counters
@@ -51,7 +52,8 @@ from engine.topology import Topology
 from engine.wiring import Wiring
 
 # The longest the supervision loop sleeps with nothing to do: how soon it sees a stop
-# signal (a child's message or death, or the next epoch's time, wakes it at once).
+# signal (a child's message or death, or the next epoch's time, wakes it at once; a
+# signal does not: the wait resumes after the handler, PEP 475).
 IDLE_WAKE_S = 0.05
 
 
@@ -231,6 +233,7 @@ class Coordinator:
             "slots": self.counters.slots,
             "parent": os.getpid(),
             "log_format": "json" if log.is_json() else "human",
+            "engine_dir": os.path.dirname(os.path.abspath(engine.__file__)),
         }
         for spec in self.wiring.specs(self.pipeline, self.plan, self.topology, manifest, common):
             self.supervisor.spawn(spec)
@@ -306,7 +309,7 @@ class Coordinator:
                          "progress", events=events, rate=round(rate, 1),
                          committed_epoch=tracker.committed, done=share)  # fmt: skip
                 last_in, last_print = events, now
-            wait_s = IDLE_WAKE_S  # until a child speaks or exits, the next epoch, or a signal
+            wait_s = IDLE_WAKE_S  # until a child speaks or exits, or the next epoch is due
             if p.checkpointing and stop_sent_at is None and tracker.can_open():
                 wait_s = min(wait_s, max(0.0, last_epoch_at + interval - time.monotonic()))
             sup.wait(wait_s)

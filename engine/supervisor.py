@@ -1,7 +1,9 @@
 """The coordinator's children: spawn, wait until ready, talk, watch, stop.
 
 ``Supervisor.spawn(spec)`` starts one child through a fork server (never a
-plain ``fork`` of the coordinator: pyarrow keeps threads). ``start_forkserver()``
+plain ``fork`` of the coordinator, which by then may have used pyarrow's thread
+pools; the server has not — its only threads are OpenBLAS's and jemalloc's,
+and both libraries make themselves safe across ``fork``). ``start_forkserver()``
 starts that server — a fresh interpreter that imports the modules every child
 needs (``PRELOAD``: pyarrow, numpy, the runners) and then forks one child per
 request — so children start in milliseconds instead of each paying for an
@@ -13,9 +15,14 @@ the whole process group reaches only the coordinator's drain). It ends when the
 coordinator and every child have closed its "alive" pipe (children close their
 copy at once, ``engine.child``): a coordinator killed by SIGKILL takes the
 server with it, and the server's death SIGKILLs the children (their
-``PR_SET_PDEATHSIG``). ``stop_forkserver()`` ends it at the end of a run, so the
-next run's children see that run's environment (the server's environment, not
-the coordinator's, is the one a forked child inherits).
+``PR_SET_PDEATHSIG``). ``stop_forkserver()`` ends it at the end of a run, so a
+later run in the same process (a library user's) starts one with its own
+environment (the server's environment, not the coordinator's, is the one a
+forked child inherits). The server imports with Python's default path, not the
+coordinator's ``sys.path`` (multiprocess passes it but does not apply it): a
+child that finds another copy of the engine than its coordinator's stops,
+saying so (``engine.child``). If the server dies (killed), starting a child
+raises ``ChildFailedError`` and the next attempt starts a new server.
 
 ``await_ready()`` waits for every child's ``Ready`` and checks its pinning.
 ``poll()`` yields every control message that has arrived; a child that died, or
@@ -28,6 +35,7 @@ from the checkpoint; nothing is lost that was committed) and closes the pipes.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -44,9 +52,7 @@ from engine import child, control
 from engine.errors import ChildFailedError
 
 _CTX = mp.get_context("forkserver")
-# engine.preload says what and why; engine.__main__ because multiprocess re-runs it in
-# each child (as __mp_main__) when the coordinator is ``python -m engine``.
-PRELOAD = ["engine.preload", "engine.__main__"]
+PRELOAD = ["engine.preload"]  # what and why: its docstring
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
 
@@ -57,11 +63,22 @@ def start_forkserver() -> None:
     multiprocess' resource tracker starts first: starting it unblocks SIGINT and
     SIGTERM, and the server must inherit them blocked.
     """
+    global _stopping
+    if _stopping is not None:  # the last run's server: let it go first
+        _stopping.join()
+        _stopping = None
     resource_tracker.ensure_running()
     _CTX.set_forkserver_preload(PRELOAD)
+    with _stop_signals_blocked():
+        forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked in this thread: a server started meanwhile inherits that."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, child.STOP_SIGNALS)
     try:
-        forkserver.ensure_running()
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
@@ -73,8 +90,13 @@ def stop_forkserver() -> None:
     with pyarrow loaded): a daemon thread does that wait, and a later
     ``start_forkserver`` waits for it (the server's lock).
     """
+    global _stopping
     stop = forkserver._forkserver._stop  # noqa: SLF001 (the library's own stop; no public one)
-    threading.Thread(target=stop, name="fork server stop", daemon=True).start()
+    _stopping = threading.Thread(target=stop, name="fork server stop", daemon=True)
+    _stopping.start()
+
+
+_stopping: threading.Thread | None = None
 
 
 class Interrupted(Exception):
@@ -121,7 +143,17 @@ class Supervisor:
             daemon=True,
         )
         start_forkserver()  # the child inherits the server's signal mask: both blocked
-        proc.start()
+        try:
+            with _stop_signals_blocked():  # (the library restarts a dead server here)
+                proc.start()
+        except (EOFError, OSError) as exc:
+            child_end.close()
+            parent_end.close()
+            raise ChildFailedError(
+                f"{spec.role} {spec.name or spec.index}: the fork server died before it "
+                f"started this child ({type(exc).__name__}: {exc}); its own error, if any, "
+                "is above on stderr"
+            ) from None
         child_end.close()
         c = Child(spec.role, spec.index, spec.name, spec.cpu, spec.slot, proc, parent_end, proc.pid)
         self.children.append(c)
@@ -247,6 +279,8 @@ def failure(c: Child, msg: control.Failed | None) -> str:
     how = (
         f"was killed by {signal.Signals(-code).name}"
         if code is not None and code < 0
+        else "exited with code 255 (or was lost with its fork server, which reads the same)"
+        if code == 255
         else f"exited with code {code}"
         if code is not None
         else "failed"

@@ -27,6 +27,7 @@ call again (a poll is; a commit is, by the sink contract; a write may not be).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -37,6 +38,10 @@ from engine.errors import ConfigError, RetriesExhaustedError
 
 T = TypeVar("T")
 _RNG = random.Random()
+# Children are forked from one server that imported this module: without a reseed they
+# would all draw the same jitter, and retries against one broker would line up.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_RNG.seed)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ EPOCH_HEADER = "ringstream.epoch"
 # Staged chunks are LZ4-compressed (JSON values shrink 4-6x): the broker stores and
 # replicates a fraction of the bytes, at about 1 GB/s of one core to compress. Readers
 # decompress whatever the writer chose (Arrow IPC says so in each message).
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4_frame") else None)
 
 
 def ensure_topic(admin: Any, topic: str, partitions: int | None, where: str) -> int:

@@ -123,6 +123,8 @@ def read_line(
                 data = sock.recv(4096)
             else:
                 data, got, _flags, _address = socket.recv_fds(sock, 4096, 4)
+                for fd in got:  # not into programs the client's process executes
+                    os.set_inheritable(fd, False)
                 fds.extend(got)
         except (TimeoutError, OSError):
             return None

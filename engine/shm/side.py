@@ -190,6 +190,8 @@ class _Side:
         i = self._i
         i[self._I_PEER_WAKE] = (i[self._I_PEER_WAKE] + 1) & _U32
         futex.wake(self._peer_wake_addr)
+        if self.wake_hook is not None:
+            self.wake_hook()
 
     @property
     def closed(self) -> bool:

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pytest
 
@@ -129,6 +130,12 @@ def test_dead_letters_exactly_once_under_random_kill_9(tmp_path: Path) -> None:
             [sys.executable, "-m", "engine", "run", str(p), "--topology", topo],
             cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
+        if kills < 3 and rng.random() < 0.3:  # while it starts: any process of its tree
+            time.sleep(rng.uniform(0.0, 0.6))  # (the fork server, a child being forked)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(True)]
+                os.kill(rng.choice(tree), signal.SIGKILL)
+                kills += 1
         while kills < 3:  # a killed child is restarted by its coordinator: kill again
             try:  # kill once the children run (a run that finds its work done starts none)
                 children = list(wait_for_pinned_line(proc).values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -127,3 +128,22 @@ def test_retry_connector_errors_are_retried() -> None:
 def test_retry_policy_bad_settings_rejected_naming_them(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RetryPolicy(**kwargs)
+
+
+def test_forked_children_draw_different_jitter() -> None:
+    """Every child is forked from one server that imported the retry module: each must
+    reseed its jitter, or retries against one broker would line up."""
+    from ring1 import retry
+
+    draws = []
+    for _ in range(3):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: one draw, then out without running pytest's exit
+            os.write(w, repr(retry._RNG.random()).encode())
+            os._exit(0)
+        os.close(w)
+        draws.append(os.read(r, 64))
+        os.close(r)
+        os.waitpid(pid, 0)
+    assert len(set(draws)) == 3, draws
