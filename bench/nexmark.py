@@ -58,12 +58,17 @@ def overrides(query: str, events: int) -> dict[str, str]:
     return {f"RINGSTREAM_SOURCES__{i}__EVENTS": str(events) for i in range(len(sources))}
 
 
-def run_variant(query: str, variant: str, events: int, topo: dict[int, list[int]]) -> Figure:
+def run_variant(
+    query: str, variant: str, events: int, topo: dict[int, list[int]],
+    connectors: list[int] | None = None,
+) -> Figure:  # fmt: skip
     """One run: ``variant`` is a worker count ("1", "2") or ``BASELINE``."""
     env = overrides(query, events)
     if variant == BASELINE:
         return engine_runs.run_local(pipeline_path(query), env)
-    return engine_runs.run_engine(pipeline_path(query), topo[int(variant)], env)
+    return engine_runs.run_engine(
+        pipeline_path(query), topo[int(variant)], env, connectors=connectors
+    )
 
 
 def median(runs: list[Figure], model_events: int) -> dict[str, Any]:
@@ -83,14 +88,15 @@ def ratio_name(variant: str) -> str:
 
 
 def measure(
-    queries: list[str], events: int, repeat: int, topo: dict[int, list[int]]
-) -> dict[str, dict[str, Any]]:
+    queries: list[str], events: int, repeat: int, topo: dict[int, list[int]],
+    connectors: list[int] | None = None,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
     variants = [*(str(n) for n in topo), BASELINE]
     runs: dict[str, dict[str, list[Figure]]] = {q: {v: [] for v in variants} for q in queries}
     for r in range(repeat):
         for q in queries:
             for v in variants:
-                runs[q][v].append(run_variant(q, v, events, topo))
+                runs[q][v].append(run_variant(q, v, events, topo, connectors))
             latest = {v: round(runs[q][v][-1]["events_per_s"] / 1e6, 2) for v in variants}
             print(f"round {r + 1}/{repeat} {q} (M rows/s): {latest}", file=sys.stderr, flush=True)
     out: dict[str, dict[str, Any]] = {}
@@ -141,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     ap.add_argument("--queries", default=",".join(QUERIES), help="comma-separated, e.g. q0,q5")
     ap.add_argument("--out", help="also write the JSON object to this file")
+    ap.add_argument(
+        "--connectors", default="",
+        help="CPUs of the connector processes, sinks first, then each source instance "
+        "(default: the first CPU for all), e.g. 1,0: the sink beside the 1-worker run's worker",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    connectors = [int(c) for c in args.connectors.split(",") if c.strip()] or None
     queries = [q.strip() for q in args.queries.split(",") if q.strip()]
     unknown = sorted(set(queries) - set(QUERIES))
     if unknown or not queries:
@@ -151,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     topo = topologies()
     pinning: dict[str, Any] = {f"{n} worker(s)": w for n, w in topo.items()}
     pinning["single process"] = machine.available_cpus()[-1]
+    pinning["connectors (sinks, then sources)"] = connectors or [machine.available_cpus()[0]]
     load_before = os.getloadavg()
     result: dict[str, Any] = {
         "cpus": machine.describe(pinning),
         "events": args.events,
         "repeat": args.repeat,
-        "queries": measure(queries, args.events, args.repeat, topo),
+        "queries": measure(queries, args.events, args.repeat, topo, connectors),
     }
     # other work on the machine: the 1-minute load average before the first run and after the
     # last (the latter counts this benchmark's own processes too: about 2 on 2 CPUs)

@@ -14,12 +14,13 @@ def test_bench_nexmark_json_has_every_documented_key_per_query(tmp_path: Path) -
     out_file = tmp_path / "nexmark.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.nexmark", "--json", "--events", "100000", "--repeat", "1",
-         "--queries", "q2,q8", "--out", str(out_file)],
+         "--queries", "q2,q8", "--out", str(out_file), "--connectors", "0"],
         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT,
     )  # fmt: skip
     result = json.loads(done.stdout)
     assert json.loads(out_file.read_text()) == result
     assert {"cpus", "events", "repeat", "queries", "load_average"} <= set(result)
+    assert result["cpus"]["pinning"]["connectors (sinks, then sources)"] == [0]
     assert result["events"] == 100_000 and result["repeat"] == 1
     assert list(result["queries"]) == ["q2", "q8"]
     for q, fig in result["queries"].items():
