@@ -54,7 +54,7 @@ def dense_group(
         col = table.column(name)
         if not pa.types.is_integer(col.type) or col.null_count or col.type == pa.uint64():
             return None  # (uint64 may not fit the int64 arithmetic below)
-        v = _numpy(col).astype(np.int64, copy=False)
+        v = col.to_numpy().astype(np.int64, copy=False)
         columns.append(v)
         lows.append(int(v.min()))
         highs.append(int(v.max()))
@@ -87,7 +87,7 @@ def dense_group(
         t = col.type
         if col.null_count or not (pa.types.is_integer(t) or pa.types.is_floating(t)):
             return None
-        v = _numpy(col)
+        v = col.to_numpy()
         if pa.types.is_floating(t) and np.isnan(v).any():
             return None
         if fn == "sum" and pa.types.is_integer(t):
@@ -124,10 +124,3 @@ def dense_group(
         out[out_name] = pa.array(acc[present], t)
     return pa.table(out)
 
-
-def _numpy(col: pa.ChunkedArray) -> np.ndarray:
-    """The column's values without a copy when it is one chunk without nulls (a batch's
-    column is); ``ChunkedArray.to_numpy`` copies even then (measured: 2.8 ns a row)."""
-    if col.num_chunks == 1:
-        return col.chunk(0).to_numpy(zero_copy_only=False)
-    return col.to_numpy()
