@@ -170,7 +170,8 @@ class Supervisor:
                     self._check_alive(c)
                     if time.monotonic() > deadline:
                         raise ChildFailedError(
-                            f"{c.label} (pid {c.pid}) did not start within {READY_TIMEOUT_S:.0f} s"
+                            f"{c.label} (pid {c.pid}) did not start within "
+                            f"{READY_TIMEOUT_S:.0f} s"
                         )
                     if interrupted():
                         raise Interrupted

@@ -85,8 +85,8 @@ class SourceWatermark:
         out: set[tuple[Any, ...]] = set()
         for batch in batches if self.split else ():
             parts, code = self._codes(batch)
-            for c in np.unique(code):
-                out.add(_key_at(parts, int(np.argmax(code == c))))
+            _, first = np.unique(code, return_index=True)  # a row of each partition
+            out.update(_key_at(parts, int(row)) for row in first)
         return out
 
     def _moved(self, top: int | None) -> int | None:
