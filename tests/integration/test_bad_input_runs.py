@@ -132,7 +132,7 @@ def test_dead_letters_exactly_once_under_random_kill_9(tmp_path: Path) -> None:
         )  # fmt: skip
         if kills < 3 and rng.random() < 0.3:  # while it starts: any process of its tree
             time.sleep(rng.uniform(0.0, 0.6))  # (the fork server, a child being forked)
-            with contextlib.suppress(psutil.NoSuchProcess):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
                 tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(True)]
                 os.kill(rng.choice(tree), signal.SIGKILL)
                 kills += 1
