@@ -347,6 +347,10 @@ class Sink(Connector):
 
         The default parses the options; a sink with checks a type cannot express
         (a path that must be a directory) overrides it and calls this first.
+        The coordinator calls it once, before any child starts; children and
+        restarts do not, so a server that is briefly away later is ``open``'s or
+        the epoch calls' failure. A sink that reaches its server here raises
+        ``TransientError`` when it cannot connect.
         """
         _parse(self.options_type, config, "sinks")
 

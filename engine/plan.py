@@ -82,6 +82,7 @@ class Plan:
     ) -> Plan:
         """Check everything; ``schemas`` given (in a child): trust them, open no source."""
         replay: dict[str, bool] = {}
+        in_child = schemas is not None
         if schemas is None:
             schemas = {}
             for s in pipeline.sources:
@@ -130,7 +131,7 @@ class Plan:
         plan.partition_keys = partitioning(plan, graph)
         if replay:  # first: a guarantee that cannot hold matters more than an option
             plan._check_delivery()
-        plan._check_sinks()
+        plan._check_sinks(servers=not in_child)
         return plan
 
     def steps_of(self, port: int) -> list:  # type: ignore[type-arg]
@@ -211,7 +212,7 @@ class Plan:
                 out.setdefault(s.dead_letter_output, []).append(s.name)
         return out
 
-    def _check_sinks(self) -> None:
+    def _check_sinks(self, servers: bool = True) -> None:
         dead = self.dead_letter_outputs()
         for name, sources in dead.items():
             if name == "main" or name in self.late_schemas:
@@ -243,6 +244,8 @@ class Plan:
                 cls = registry.resolve_sink(s.type)
             except ConfigError as exc:
                 raise type(exc)(f"sinks.{s.name}.type: {exc}") from None
+            if not servers:  # a child: the coordinator checked them; a server restarting
+                continue  # now is the sink's own transient failure, not a config error
             try:
                 cls().check_config(ConnectorConfig(s.name, dict(s.options), pipeline=pname))
             except ConfigError as exc:

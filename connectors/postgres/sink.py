@@ -63,7 +63,7 @@ from msgspec import Meta
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
 from connectors.options import Options, parse_options
 from connectors.postgres.types import column_sql, quote_table
-from engine.errors import ConfigError, ConnectorError
+from engine.errors import ConfigError, ConnectorError, TransientError
 
 MARKERS = "ringstream_commits"
 
@@ -92,9 +92,11 @@ class PostgresSink(Sink):
         self.where = f"sinks.{config.name}"
         try:
             self.ctl = psycopg2.connect(o.dsn, connect_timeout=10)
-        except psycopg2.Error as exc:
-            raise ConfigError(f"{self.where}: cannot connect to PostgreSQL: "
-                              f"{str(exc).strip()}") from exc  # fmt: skip
+        except psycopg2.OperationalError as exc:  # refused, down, starting: may pass
+            raise TransientError(f"{self.where}: cannot connect to PostgreSQL: "
+                                 f"{str(exc).strip()}") from exc  # fmt: skip
+        except psycopg2.Error as exc:  # a DSN that does not parse
+            raise ConfigError(f"{self.where}.dsn: {str(exc).strip()}") from exc
         try:
             self.ctl.autocommit = True
             self._check_server()

@@ -15,9 +15,14 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from connectors.base import Source, SourceBatch
+from connectors.base import Sink, Source, SourceBatch
 from engine import pipeline
-from engine.errors import ConfigError, ConnectorNotFoundError, DeliveryGuaranteeError
+from engine.errors import (
+    ConfigError,
+    ConnectorNotFoundError,
+    DeliveryGuaranteeError,
+    TransientError,
+)
 from engine.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +59,16 @@ class OneShotSource(Source):
 
 
 ONE_SHOT = f"{__name__}:OneShotSource"
+
+
+class AwaySink(Sink):
+    """A sink whose server is away (restarting): ``check_config`` cannot reach it."""
+
+    checks = 0
+
+    def check_config(self, config: Any) -> None:
+        AwaySink.checks += 1
+        raise TransientError(f"sinks.{config.name}: cannot connect: the server is starting up")
 
 
 def raw_with(edit: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
@@ -500,3 +515,18 @@ def test_plan_rows_without_a_keyed_step_go_by_partition_by_a_changelog_to_one_wo
                   partition_by=["value"])  # fmt: skip
     assert "already partitions the rows by ['key']" in build_error(raw_with(keyed), 2)
     assert "one worker, in order" in build(raw_with(query([change])), 2).describe()
+
+
+def test_sink_server_checked_by_the_coordinator_only_not_in_each_child() -> None:
+    """A child (or a restart) must not fail as misconfigured because a sink's server is
+    restarting: only the coordinator's build, before any child starts, reaches it."""
+    raw = raw_with(lambda r: r["sinks"][0].update(type=f"{__name__}:AwaySink", path=None))
+    del raw["sinks"][0]["path"]
+    AwaySink.checks = 0
+    with pytest.raises(TransientError, match="sinks.out: cannot connect"):
+        build(raw)
+    assert AwaySink.checks == 1
+    p = pipeline.parse(raw, "p.toml")
+    schemas = {"events": pa.schema([("ts", TS), ("key", pa.int64()), ("value", pa.float64())])}
+    plan = Plan.build(p, 1, schemas=schemas)  # as engine/child.py builds it
+    assert AwaySink.checks == 1 and plan.pipeline.sinks[0].name == "out"
