@@ -61,8 +61,11 @@ class SourceWatermark:
         return self._moved(top)
 
     def state(self) -> dict[str, Any] | None:
-        """What a checkpoint keeps (JSON): the largest event time handed on, per partition."""
-        if self.column is None or self.max_ms is None:
+        """What a checkpoint keeps (JSON): the largest event time handed on (None while a
+        partition holds it back), and per partition the largest read. Kept even before
+        any watermark was handed on: a partition read to its end before the checkpoint
+        delivers no row after it, so its largest event time is known from here only."""
+        if self.column is None or (self.max_ms is None and not self.part_max):
             return None
         return {"max_ms": self.max_ms, "parts": [[list(k), v] for k, v in self.part_max.items()]}
 
@@ -70,9 +73,9 @@ class SourceWatermark:
         """Back to ``state`` (from ``state()``); the watermark to hand on again, if any."""
         if not state or self.column is None:
             return None
-        self.max_ms = int(state["max_ms"])
+        self.max_ms = None if state.get("max_ms") is None else int(state["max_ms"])
         self.part_max = {tuple(k): int(v) for k, v in state.get("parts", [])}
-        return self.max_ms - self.lag_ms
+        return None if self.max_ms is None else self.max_ms - self.lag_ms
 
     def refresh(self, pending: set[tuple[Any, ...]]) -> int | None:
         """The new watermark if a change of ``pending`` alone moved it (no new row), else None."""

@@ -80,3 +80,19 @@ def test_the_state_restores_the_watermark_and_each_partition() -> None:
     assert again.advance(batch([("a", 0, 50)]), {("a", 0), ("a", 1)}) is None
     assert again.advance(batch([("a", 0, 300)]), {("a", 0), ("a", 1)}) == 290
     assert again.refresh(set()) == 390
+
+
+def test_a_partition_read_before_any_watermark_is_kept_by_the_checkpoint() -> None:
+    """Partition 0 is read to its end while partition 1 has delivered nothing (no
+    watermark yet). A checkpoint then a restart must still know partition 0's largest
+    event time: it will deliver no row again, and without it the watermark would wait
+    for it forever (found in the Kafka kill -9 test: windows never closed)."""
+    w = SourceWatermark("ms", 0, ("_topic", "_partition"))
+    assert w.advance(batch([("a", 0, 700)]), {("a", 0), ("a", 1)}) is None
+    state = w.state()
+    assert state == {"max_ms": None, "parts": [[["a", 0], 700]]}
+    again = SourceWatermark("ms", 0, ("_topic", "_partition"))
+    assert again.restore(state) is None  # nothing was handed on: nothing to hand on again
+    # after the restart partition 0 is still pending (its end not known yet), 1 delivers:
+    assert again.advance(batch([("a", 1, 500)]), {("a", 0), ("a", 1)}) == 500
+    assert again.refresh({("a", 0)}) == 700
