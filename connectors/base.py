@@ -106,6 +106,9 @@ class ConnectorConfig:
     for a source, what to do with a record it cannot read (module docstring).
     ``pipeline``: the pipeline's name (``[pipeline] name``), for names that must
     differ between pipelines (a sink's transaction ids); empty where not known.
+    ``durable_dir``: a directory of this connector's own under the run's checkpoint
+    directory (not yet created), for files that must outlive its process as long as
+    the manifests that name them (a sink's staged records); empty without one.
     """
 
     name: str
@@ -115,6 +118,7 @@ class ConnectorConfig:
     schema: pa.Schema | None = None
     on_error: str = "fail"  # a source's records it cannot read: "fail" or "dead_letter"
     pipeline: str = ""
+    durable_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ Health transitions and, every second or so, metrics go to the coordinator.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import msgspec
 import pyarrow as pa
@@ -67,9 +68,11 @@ class SinkRunner(Consumer):
         self.guard = ConnectorGuard.from_config(self.label, cfg, self._report_health)
         self.final = plan.final_graph() if cfg.input == "main" else None
         self.sink = registry.resolve_sink(cfg.type)()
+        own = f"connectors/sink-{cfg.name}-{spec.index}"
         config = ConnectorConfig(
             cfg.name, dict(cfg.options), spec.index, 1, plan.sink_schema(cfg.input),
             pipeline=pipeline.pipeline.name,
+            durable_dir=str(Path(spec.checkpoint_dir) / own) if spec.checkpoint_dir else "",
         )  # fmt: skip
         self.guard.call("open", lambda: self.sink.open(config))
         self.store = spec.store()

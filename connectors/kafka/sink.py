@@ -17,21 +17,26 @@ Value, key, partition, timestamp and headers: ``connectors.kafka.encode``.
 producer left open cannot be finished by another producer: the next one with its
 ``transactional.id`` aborts it. So no epoch may depend on such a transaction:
 
-1. ``write_batch`` encodes the rows and sends them, in large Arrow chunks, to this
-   sink's **staging topic** (one partition; ``staging_topic``, default
-   ``ringstream.staging.<id>``; created when missing) with an idempotent producer.
-2. ``pre_commit(n)`` waits until every chunk is acknowledged (``acks=all``): epoch
-   ``n``'s records are durable and invisible. The committable (in manifest ``n``)
-   holds their staging offsets ``[start, end)`` and (where records are tagged, see
-   4.) each target partition's end offset before epoch ``n`` was copied.
-3. ``commit_epoch(n)`` copies them to the target in **one transaction**
+1. ``write_batch`` encodes the rows and appends them to the epoch's file in this
+   sink's **spool** (``connectors.kafka.spool``: a directory of its own under the
+   run's checkpoint directory, ``connectors/sink-<name>-<index>``).
+2. ``pre_commit(n)`` seals the file (fsync, rename: epoch ``n``'s records are
+   durable and invisible), then waits for the epoch's **marker record** (sent at its
+   first row) in this sink's **staging topic** (one partition; ``staging_topic``,
+   default ``ringstream.staging.<id>``; created when missing): its offset
+   ``end - 1`` is the epoch's place in a sequence that only grows, across restarts
+   and fresh starts alike. The committable (in manifest ``n``) holds the file, its
+   record count, ``[start, end)`` and (where records are tagged, see 4.) each target
+   partition's end offset before epoch ``n`` was copied.
+3. ``commit_epoch(n)`` copies the records to the target in **one transaction**
    (``transactional.id = ringstream.<id>``) and commits in the same transaction the offset
    ``end`` of the staging partition for the group ``ringstream.sink.<id>``: the
-   **marker** that epoch ``n`` is in the target.
+   **marker** that epoch ``n`` is in the target. Then the spool files of epochs up
+   to ``n`` are deleted.
 4. A commit after a restart (manifest ``n`` written, then a crash) first starts the
    transactional producer, which fences the dead one and settles its transaction;
    then if the marker is at ``end`` or past it, epoch ``n`` is already there:
-   nothing is sent. Otherwise the records are read back from the staging topic and
+   nothing is sent. Otherwise the records are read back from the spool file and
    sent again, skipping, per partition, those already readable by a
    ``read_committed`` consumer with the epoch's header (found by reading from the
    recorded end offsets): on Kafka an aborted transaction's records are never
@@ -39,14 +44,19 @@ producer left open cannot be finished by another producer: the next one with its
    the tests, does; ``staging.aborted_visible`` finds out at the first commit) every record
    carries the header ``ringstream.epoch = <id>:<n>``, so none is sent twice.
 
-``rollback_epoch`` has nothing to undo: staged chunks no manifest names are never
-copied (the staging topic's retention removes them). Two pipelines, or two
+A committable from before the spool (its records in the staging topic, no
+``spool`` key) is still read back from the topic. Without a checkpoint directory
+the spool is a temporary directory, removed at ``close``.
+
+``rollback_epoch`` deletes the spool files of the epochs rolled back: no manifest
+names them. Two pipelines, or two
 instances of one pipeline, need different ``id`` (the default has the pipeline's
 name; give each instance of a scaled-out pipeline its own); a process that finds
 its transactional id taken over (fenced) stops with an error saying so.
 
 Why confluent-kafka: librdkafka's idempotent and transactional producer,
-including ``send_offsets_to_transaction``, behind a thin Python layer.
+including ``send_offsets_to_transaction``, behind a thin Python layer. Why a local
+spool rather than staging the records in a topic (as before): see ``spool``.
 """
 
 from __future__ import annotations
@@ -54,28 +64,31 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
+import shutil
+import tempfile
 from typing import Annotated, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
 from connectors.kafka.consumer import reach
 from connectors.kafka.encode import RecordEncoder
+from connectors.kafka.spool import Spool
 from connectors.kafka.staging import (
     EPOCH_HEADER,
     MAX_MESSAGE,
     Staging,
     aborted_visible,
+    committed_offset,
+    end_offsets,
     ensure_topic,
     landed,
 )
 from connectors.options import Options
 from engine import faults, log
-from engine.errors import ConfigError, ConnectorError, TransientError
-
-MEMORY_BYTES = 256 * 1024 * 1024  # an epoch's records kept for its commit; past it, read back
+from engine.errors import ConfigError, ConnectorError, DataError, TransientError
 
 
 class KafkaSinkOptions(Options, frozen=True):
@@ -120,12 +133,13 @@ class KafkaSink(Sink):
             raise ConfigError(f"{where}: the sink needs the stream's schema")
         self.encoder = RecordEncoder(config.schema, o, self.partitions, where)
         self.staging = Staging(self.settings, staging, where)
+        self.temp_spool = "" if config.durable_dir else tempfile.mkdtemp(prefix="rs-kafka-spool-")
+        self.spool = Spool(config.durable_dir or self.temp_spool, f"{where} (spool)")
         self.producer: Any = None  # the transactional one, started at the first commit
         self._marker_c: Any = None  # reads the marker; its group's metadata goes in each commit
         self.tagged: bool | None = None  # records carry their epoch (``_aborted_visible``)
         self.epoch, self.row = 0, 0
-        self.kept: dict[int, list[pa.RecordBatch] | None] = {}  # epoch -> records, if in memory
-        self.kept_bytes = 0
+        self.staged: set[int] = set()  # epochs this process spooled (no transaction began yet)
         self.committables: dict[int, dict[str, Any]] = {}
         self.tried: set[int] = set()  # epochs whose transaction this process began
         self.rows = self.bytes = self.committed_rows = 0
@@ -136,28 +150,26 @@ class KafkaSink(Sink):
     # -- epochs -----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
         self.epoch, self.row = epoch, 0
-        self.kept[epoch] = []
 
     def write_batch(self, batch: pa.RecordBatch) -> WriteResult:
         records = self.encoder.encode(batch, self.row)
+        _fits(records, self.row, self.where)
+        if self.row == 0:
+            self.staging.announce(self.epoch)
         self.row += batch.num_rows
-        self.staging.write(self.epoch, records)
-        kept = self.kept.get(self.epoch)
-        if kept is not None:
-            if self.kept_bytes + records.nbytes > MEMORY_BYTES:
-                self.kept[self.epoch] = None  # read back from the staging topic at commit
-            else:
-                kept.append(records)
-                self.kept_bytes += records.nbytes
+        self.spool.write(self.epoch, records)
         self.rows += batch.num_rows
         self.bytes += records.nbytes
         return WriteResult(batch.num_rows, records.nbytes)
 
     def pre_commit(self, epoch: int) -> dict[str, Any] | None:
-        staged = self.staging.flush()
+        spooled = self.spool.seal(epoch)
         c: dict[str, Any] = {"epoch": epoch, "id": self.id, "rows": self.row}
-        if staged is not None:
-            c["staging"] = [self.staging.topic, 0, staged[0], staged[1]]
+        if spooled is not None:
+            start, end = self.staging.marked(epoch)
+            c["staging"] = [self.staging.topic, 0, start, end]
+            c["spool"] = spooled
+            self.staged.add(epoch)
             if self.tagged is not False:  # only a tagged resend reads from them
                 c["starts"] = self._ends()
         self.committables[epoch] = c
@@ -171,23 +183,23 @@ class KafkaSink(Sink):
             self._commit(epoch, c)
 
     def rollback_epoch(self, epoch: int) -> None:
-        for n in [e for e in self.kept if e >= epoch]:
+        for n in [e for e in self.committables if e >= epoch]:
             self._forget(n)
+        self.spool.drop(since=epoch)
 
     # -- the copy -----------------------------------------------------------------------------
     def _commit(self, epoch: int, c: dict[str, Any]) -> None:
         if "staging" not in c:  # nothing was written in this epoch
-            self._forget(epoch)
+            self._forget(epoch, committed=True)
             return
         topic, part, start, end = c["staging"]
         producer = self._producer()  # fences a dead predecessor, settles its transaction
         if self._marker(topic, part) >= end:
-            self._forget(epoch)
+            self._forget(epoch, committed=True)
             return
         tag = f"{c.get('id', self.id)}:{epoch}".encode()
-        kept = self.kept.get(epoch)
         skip: dict[int, int] = {}
-        if self.tagged and (kept is None or epoch in self.tried):
+        if self.tagged and (epoch not in self.staged or epoch in self.tried):
             starts = {int(p): int(o) for p, o in c["starts"].items()}
             skip = landed(self.settings, self.options.topic, starts, tag)
             if any(skip.values()):
@@ -199,7 +211,10 @@ class KafkaSink(Sink):
                     logging.WARNING,
                     sink=self.config.name,
                 )
-        batches = kept if kept is not None else self.staging.read(epoch, start, end)
+        if "spool" in c:
+            batches = self.spool.read(c["spool"], epoch)
+        else:  # a committable from before the spool: its records are in the staging topic
+            batches = self.staging.read(epoch, start, end)
         self.tried.add(epoch)
         try:
             producer.begin_transaction()
@@ -213,7 +228,7 @@ class KafkaSink(Sink):
         except Exception as exc:
             self._failed(producer, epoch, exc)
         self.committed_rows += sent
-        self._forget(epoch)
+        self._forget(epoch, committed=True)
 
     def _send(
         self, producer: Any, batches: Any, tag: bytes, skip: dict[int, int], epoch: int, rows: int
@@ -278,11 +293,12 @@ class KafkaSink(Sink):
             self.producer = None  # unknown state: a fresh producer settles it
         raise TransientError(f"{self.where}: epoch {epoch} not committed yet: {exc}") from exc
 
-    def _forget(self, epoch: int) -> None:
-        for records in self.kept.pop(epoch, None) or ():
-            self.kept_bytes -= records.nbytes
+    def _forget(self, epoch: int, committed: bool = False) -> None:
         self.committables.pop(epoch, None)
         self.tried.discard(epoch)
+        self.staged.discard(epoch)
+        if committed:  # its records (and older epochs') are in the target: the files go
+            self.spool.drop(upto=epoch)
 
     # -- Kafka helpers ------------------------------------------------------------------------
     def _producer(self) -> Any:
@@ -329,44 +345,16 @@ class KafkaSink(Sink):
         return self._marker_c
 
     def _marker(self, topic: str, part: int) -> int:
-        from confluent_kafka import TopicPartition
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                [tp] = self._marker_consumer().committed([TopicPartition(topic, part)], 10)
-                return tp.offset if tp.error is None else -1
-            except Exception as exc:  # an unstable offset: a transaction still settling
-                if time.monotonic() > deadline:
-                    raise TransientError(
-                        f"{self.where}: cannot read the commit marker of "
-                        f"{self.marker_group!r}: {exc}"
-                    ) from exc
-                time.sleep(0.2)
+        return committed_offset(self._marker_consumer(), topic, part, self.marker_group, self.where)
 
     def _ends(self) -> dict[str, int]:
-        from confluent_kafka import TopicPartition
-
-        c = self._marker_consumer()
-        out = {}
-        for p in range(self.partitions):
-            try:
-                _, high = c.get_watermark_offsets(
-                    TopicPartition(self.options.topic, p), 10, cached=False
-                )
-            except Exception as exc:
-                raise TransientError(
-                    f"{self.where}: cannot read the end of {self.options.topic!r} [{p}]: {exc}"
-                ) from exc
-            out[str(p)] = int(high)
-        return out
+        return end_offsets(self._marker_consumer(), self.options.topic, self.partitions, self.where)
 
     def metrics(self) -> dict[str, float]:
         return {
             "rows_staged": self.rows,
             "bytes_staged": self.bytes,
             "rows_committed": self.committed_rows,
-            "staging_chunks": self.staging.chunks,
         }
 
     def health_check(self) -> bool:
@@ -374,6 +362,9 @@ class KafkaSink(Sink):
         return True
 
     def close(self) -> None:
+        self.spool.close()
+        if self.temp_spool:
+            shutil.rmtree(self.temp_spool, ignore_errors=True)
         self.staging.close()
         if self._marker_c is not None:
             self._marker_c.close()
@@ -390,3 +381,16 @@ def _retry(producer: Any, topic: str, value: Any, key: Any, p: int, ts: int, h: 
             return
         except BufferError:
             continue
+
+
+def _fits(records: pa.RecordBatch, first_row: int, where: str) -> None:
+    """Raise ``DataError`` naming the first row whose record the producer would refuse."""
+    size = pc.add(pc.binary_length(records.column(0)).fill_null(0),
+                  pc.binary_length(records.column(1)).fill_null(0)).to_numpy()  # fmt: skip
+    if len(size) and size.max() > MAX_MESSAGE - 4096:  # (headers and framing)
+        i = int(size.argmax())
+        raise DataError(
+            f"{where}: row {first_row + i} of the epoch encodes to a record of {size[i]:,} "
+            f"bytes; the sink's producer takes records up to {MAX_MESSAGE - 4096:,} bytes "
+            "(a broker may refuse smaller ones: its message.max.bytes)"
+        )

@@ -1,15 +1,20 @@
-"""The Kafka sink's durable side: its staging topic, and what already reached the target.
+"""The Kafka sink's markers: its staging topic, and what already reached the target.
 
-``Staging(settings, topic, where)``: a topic of one partition that holds, for each
-epoch, the epoch's encoded records (``encode.RECORDS``) as Arrow IPC chunks of at
-most ``CHUNK_BYTES``, written by an idempotent producer with ``acks=all``.
-``write(epoch, records)`` queues chunks; ``flush()`` waits until every chunk is
-acknowledged and returns the staging offsets ``[start, end)`` written since the last
-flush (raising for any that failed); ``read(start, end)`` yields the records back.
+``Staging(settings, topic, where)``: a topic of one partition, written by an
+idempotent producer with ``acks=all``. ``announce(epoch)`` sends one small record for
+the epoch; ``marked(epoch)`` returns its offsets ``[start, end)`` once acknowledged:
+the epoch's place in a sequence that only grows (the sink's marker group commits
+``end``).
+``read(epoch, start, end)`` yields the records that a sink from before the spool
+staged there (Arrow IPC chunks keyed by the epoch), for a committable it left.
 
 ``landed(settings, topic, starts, tag, timeout_s)``: for each target partition, how
 many records carrying the header ``ringstream.epoch = tag`` are at or after offset
 ``starts[p]``, read as a ``read_committed`` consumer reads them.
+
+``committed_offset(consumer, topic, part, group, where)``: the group's committed
+offset (the sink's marker; -1 for none), waiting while a transaction settles.
+``end_offsets(consumer, topic, partitions, where)``: each partition's end offset.
 
 ``ensure_topic(admin, topic, partitions, where)`` creates a topic (or finds it) and
 returns its partition count. ``aborted_visible(producer, settings, topic, group)``
@@ -25,16 +30,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.kafka.encode import RECORDS
-from engine.errors import ConfigError, DataError, TransientError
+from engine.errors import ConfigError, TransientError
 
-CHUNK_BYTES = 512 * 1024  # a staging record; brokers take 1 MB by default
 MAX_MESSAGE = 8 * 1024 * 1024  # the producers' message.max.bytes (one large row)
 EPOCH_HEADER = "ringstream.epoch"
-# Staged chunks are LZ4-compressed (JSON values shrink 4-6x): the broker stores and
-# replicates a fraction of the bytes, at about 1 GB/s of one core to compress. Readers
-# decompress whatever the writer chose (Arrow IPC says so in each message).
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4_frame") else None)
 
 
 def ensure_topic(admin: Any, topic: str, partitions: int | None, where: str) -> int:
@@ -86,54 +85,43 @@ class Staging:
                 "message.max.bytes": MAX_MESSAGE,
             }
         )
-        self.offsets: list[int] = []
-        self.errors: list[str] = []
-        self.chunks = 0
+        self.marks: dict[int, int | str] = {}  # epoch -> its marker's offset, or why not
+        self.last = -1  # the offset of the last marker handed out
 
-    def write(self, epoch: int, records: pa.RecordBatch) -> None:
-        for chunk in _chunks(records):
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, RECORDS, options=_IPC) as w:
-                w.write_batch(chunk)
-            self._produce(sink.getvalue().to_pybytes(), str(epoch).encode())
-            self.chunks += 1
+    def announce(self, epoch: int) -> None:
+        """Send the epoch's marker record now (at its first row), so that ``marked`` at
+        ``pre_commit`` finds it acknowledged instead of waiting a broker round trip."""
+        def delivered(err: Any, msg: Any) -> None:
+            self.marks[epoch] = str(err) if err is not None else msg.offset()
 
-    def _produce(self, value: bytes, epoch: bytes) -> None:
+        self.marks.pop(epoch, None)
         while True:
             try:
-                self.producer.produce(
-                    self.topic, value, epoch, partition=0, on_delivery=self._delivered
-                )
-                return
+                self.producer.produce(self.topic, str(epoch).encode(), b"marker", partition=0,
+                                      on_delivery=delivered)  # fmt: skip
+                break
             except BufferError:
                 self.producer.poll(0.05)
+        self.producer.poll(0)
 
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(str(err))
-        else:
-            self.offsets.append(msg.offset())
-
-    def flush(self, timeout_s: float = 60) -> tuple[int, int] | None:
-        """``[start, end)`` of what was staged since the last flush, once all of it is
-        acknowledged; None if nothing was."""
-        left = self.producer.flush(timeout_s)
-        errors, offsets, self.errors, self.offsets = self.errors, self.offsets, [], []
-        if left:
-            raise TransientError(
-                f"{self.where}: {left} staging records of {self.topic!r} "
-                f"not acknowledged within {timeout_s:.0f} s"
-            )
-        if errors:
-            if any("MSG_SIZE_TOO_LARGE" in e or "too large" in e.lower() for e in errors):
-                raise DataError(
-                    f"{self.where}: a record is larger than the broker takes "
-                    f"({errors[0]}); raise message.max.bytes"
-                )
-            raise TransientError(f"{self.where}: staging {self.topic!r} failed: {errors[0]}")
-        if not offsets:
-            return None
-        return min(offsets), max(offsets) + 1
+    def marked(self, epoch: int, timeout_s: float = 60) -> tuple[int, int]:
+        """The epoch's marker ``[start, end)`` once acknowledged; always after every marker
+        handed out before (a marker sent before the last one acknowledged is sent again)."""
+        for _ in range(2):
+            if epoch not in self.marks:
+                self.announce(epoch)
+            self.producer.flush(timeout_s)
+            got = self.marks.get(epoch)
+            if not isinstance(got, int):
+                why = got or f"not acknowledged within {timeout_s:.0f} s"
+                raise TransientError(f"{self.where}: epoch {epoch}'s marker: {why}")
+            if got > self.last:
+                self.last = got
+                for e in [e for e in self.marks if e <= epoch]:
+                    del self.marks[e]
+                return got, got + 1
+            del self.marks[epoch]
+        raise TransientError(f"{self.where}: epoch {epoch}'s marker came before an earlier one")
 
     def read(
         self, epoch: int, start: int, end: int, timeout_s: float = 60
@@ -176,17 +164,33 @@ class Staging:
         self.producer.flush(10)
 
 
-def _chunks(records: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    n = records.num_rows
-    if n == 0:
-        return
-    size = records.nbytes  # of the slice (the total buffer size is of the whole)
-    if size <= CHUNK_BYTES or n == 1:
-        yield records
-        return
-    half = n // 2
-    yield from _chunks(records.slice(0, half))
-    yield from _chunks(records.slice(half))
+def committed_offset(consumer: Any, topic: str, part: int, group: str, where: str) -> int:
+    from confluent_kafka import TopicPartition
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            [tp] = consumer.committed([TopicPartition(topic, part)], 10)
+            return tp.offset if tp.error is None else -1
+        except Exception as exc:  # an unstable offset: a transaction still settling
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"{where}: cannot read the commit marker of {group!r}: {exc}"
+                ) from exc
+            time.sleep(0.2)
+
+
+def end_offsets(consumer: Any, topic: str, partitions: int, where: str) -> dict[str, int]:
+    from confluent_kafka import TopicPartition
+
+    out = {}
+    for p in range(partitions):
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), 10, cached=False)
+        except Exception as exc:
+            raise TransientError(f"{where}: cannot read the end of {topic!r} [{p}]: {exc}") from exc
+        out[str(p)] = int(high)
+    return out
 
 
 def landed(
