@@ -104,11 +104,13 @@ class NotifyCommitted(msgspec.Struct, tag=True):
 
 
 class SinkRestore(msgspec.Struct):
-    """What a sink starts from after a restart: manifest N's epoch, committable, state."""
+    """What a sink starts from after a restart: manifest N's epoch, committable, state;
+    ``committed`` when every sink confirmed epoch N before (nothing to re-drive)."""
 
     epoch: int
     committable: dict | None = None
     state: StateFileRef | None = None
+    committed: bool = False
 
 
 Message = (

@@ -108,7 +108,8 @@ class Wiring:
             restore = None
             if manifest is not None:
                 committable = (manifest.sink_committables.get(k.name) or [None])[0]
-                restore = SinkRestore(manifest.epoch, committable, _state(manifest, "sink", n))
+                restore = SinkRestore(manifest.epoch, committable, _state(manifest, "sink", n),
+                                      committed=manifest.sink_status == "committed")
             add("sink", n, k.name, next(cpus), restore, in_rings=w.to_sink[k.name], out_rings=[])
         for i in range(len(t.workers)):
             ins, ports, idle = [], [], []

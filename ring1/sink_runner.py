@@ -5,7 +5,8 @@ output, one per source instance for a dead-letter output. ``SinkRunner`` is an
 ``engine.stream.Consumer``; ``run()``:
 
 1. ``recover()``: if the last manifest recorded an epoch N, re-drive
-   ``commit_epoch(N, committable)`` (epoch step 6 again; idempotent) and
+   ``commit_epoch(N, committable)`` (epoch step 6 again; idempotent; skipped when
+   the manifest is marked committed: every sink confirmed it) and
    ``rollback_epoch(N + 1)`` (discard anything staged later), and confirm
    ``Committed(N)``; on a fresh start ``rollback_epoch(1)``. Then restore the
    final stage's state and ``begin_epoch``.
@@ -90,7 +91,11 @@ class SinkRunner(Consumer):
         """Re-drive the last manifest's commit and drop what is newer, restore the final stage."""
         r = self.restore
         if r is not None:
-            self._commit(r.epoch, r.committable)
+            if r.committed:  # every sink confirmed it: a re-drive could only find it done, or
+                # (a Kafka sink whose marker offsets expired) fail on a spool file deleted then
+                control.send(self.conn, control.Committed(r.epoch, "sink", self.spec.index))
+            else:
+                self._commit(r.epoch, r.committable)
             self.guard.call("rollback_epoch", lambda: self.sink.rollback_epoch(r.epoch + 1))
             if self.final is not None and r.state is not None:
                 self.marks.emitted = snapshot.load(self.store, r.state, self.final)

@@ -232,3 +232,17 @@ def _json_text(col: pa.Array, enc: msgspec.json.Encoder) -> pa.Array:
     else:  # decimals (numbers), binary (base64), lists, structs, maps
         text = pa.array([enc.encode(v).decode() for v in col.to_pylist()], pa.string())
     return pc.fill_null(text, "null")
+
+
+def check_sizes(records: pa.RecordBatch, first_row: int, limit: int, where: str) -> None:
+    """Raise ``DataError`` naming the first row whose record (value and key) is over
+    ``limit`` bytes: the producer would refuse it at commit, when it can only fail."""
+    size = pc.add(pc.binary_length(records.column(0)).fill_null(0),
+                  pc.binary_length(records.column(1)).fill_null(0)).to_numpy()  # fmt: skip
+    if len(size) and size.max() > limit:
+        i = int(size.argmax())
+        raise DataError(
+            f"{where}: row {first_row + i} of the epoch encodes to a record of {size[i]:,} "
+            f"bytes; the sink's producer takes records up to {limit:,} bytes "
+            "(a broker may refuse smaller ones: its message.max.bytes)"
+        )

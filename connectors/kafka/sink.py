@@ -69,12 +69,11 @@ import tempfile
 from typing import Annotated, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from msgspec import Meta
 
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
 from connectors.kafka.consumer import reach
-from connectors.kafka.encode import RecordEncoder
+from connectors.kafka.encode import RecordEncoder, check_sizes
 from connectors.kafka.spool import Spool
 from connectors.kafka.staging import (
     EPOCH_HEADER,
@@ -88,7 +87,7 @@ from connectors.kafka.staging import (
 )
 from connectors.options import Options
 from engine import faults, log
-from engine.errors import ConfigError, ConnectorError, DataError, TransientError
+from engine.errors import ConfigError, ConnectorError, TransientError
 
 
 class KafkaSinkOptions(Options, frozen=True):
@@ -153,7 +152,7 @@ class KafkaSink(Sink):
 
     def write_batch(self, batch: pa.RecordBatch) -> WriteResult:
         records = self.encoder.encode(batch, self.row)
-        _fits(records, self.row, self.where)
+        check_sizes(records, self.row, MAX_MESSAGE - 4096, self.where)
         if self.row == 0:
             self.staging.announce(self.epoch)
         self.row += batch.num_rows
@@ -165,6 +164,13 @@ class KafkaSink(Sink):
     def pre_commit(self, epoch: int) -> dict[str, Any] | None:
         spooled = self.spool.seal(epoch)
         c: dict[str, Any] = {"epoch": epoch, "id": self.id, "rows": self.row}
+        if spooled is None and self.row:
+            raise ConnectorError(f"{self.where}: epoch {epoch} wrote {self.row} rows but "
+                                 "its spool file is not open (pre_commit out of turn?)")
+        earlier = [{k: v for k, v in e.items() if k != "earlier"}
+                   for n, e in sorted(self.committables.items()) if n < epoch]  # fmt: skip
+        if earlier:  # not committed yet: a restart from this manifest commits them first
+            c["earlier"] = earlier
         if spooled is not None:
             start, end = self.staging.marked(epoch)
             c["staging"] = [self.staging.topic, 0, start, end]
@@ -189,6 +195,9 @@ class KafkaSink(Sink):
 
     # -- the copy -----------------------------------------------------------------------------
     def _commit(self, epoch: int, c: dict[str, Any]) -> None:
+        for e in c.get("earlier", ()):  # in order; each one's marker makes it idempotent
+            if e["epoch"] < epoch:
+                self._commit(e["epoch"], e)
         if "staging" not in c:  # nothing was written in this epoch
             self._forget(epoch, committed=True)
             return
@@ -211,8 +220,8 @@ class KafkaSink(Sink):
                     logging.WARNING,
                     sink=self.config.name,
                 )
-        if "spool" in c:
-            batches = self.spool.read(c["spool"], epoch)
+        if "spool" in c:  # read whole (memory-mapped) first: a damaged file is not transient
+            batches: Any = list(self.spool.read(c["spool"], epoch))
         else:  # a committable from before the spool: its records are in the staging topic
             batches = self.staging.read(epoch, start, end)
         self.tried.add(epoch)
@@ -382,15 +391,3 @@ def _retry(producer: Any, topic: str, value: Any, key: Any, p: int, ts: int, h: 
         except BufferError:
             continue
 
-
-def _fits(records: pa.RecordBatch, first_row: int, where: str) -> None:
-    """Raise ``DataError`` naming the first row whose record the producer would refuse."""
-    size = pc.add(pc.binary_length(records.column(0)).fill_null(0),
-                  pc.binary_length(records.column(1)).fill_null(0)).to_numpy()  # fmt: skip
-    if len(size) and size.max() > MAX_MESSAGE - 4096:  # (headers and framing)
-        i = int(size.argmax())
-        raise DataError(
-            f"{where}: row {first_row + i} of the epoch encodes to a record of {size[i]:,} "
-            f"bytes; the sink's producer takes records up to {MAX_MESSAGE - 4096:,} bytes "
-            "(a broker may refuse smaller ones: its message.max.bytes)"
-        )

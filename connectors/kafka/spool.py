@@ -1,8 +1,9 @@
 """The Kafka sink's spool: each epoch's encoded records in a local file until they are committed.
 
 ``Spool(directory, where)`` keeps one Arrow IPC stream file per epoch in
-``directory`` (created 0700; the sink's own under the run's checkpoint directory,
-so it lives exactly as long as the manifests that name its files):
+``directory`` (created 0700; the sink's own under the run's checkpoint directory:
+a file is durable before the manifest naming it is written, and deleted once its
+epoch is committed):
 
 * ``write(epoch, records)`` appends records (``encode.RECORDS``) to the epoch's
   temporary file ``epoch-<N>.arrow.tmp-<pid>``, opened at the epoch's first write
@@ -50,6 +51,8 @@ class Spool:
     def __init__(self, directory: Path | str, where: str) -> None:
         self.dir, self.where = Path(directory), where
         private_dir(self.dir, where)
+        for d in (self.dir.parent, self.dir):  # its entry, and ours, survive a power loss
+            fsync_dir(d)
         self.epoch = -1  # the epoch of the open file
         self._file: Any = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
@@ -93,8 +96,8 @@ class Spool:
 
     def read(self, spooled: dict[str, Any], epoch: int) -> Iterator[pa.RecordBatch]:
         path, want = Path(spooled["path"]), int(spooled["records"])
-        mine = self.dir / path.name  # the checkpoint directory moved: look in ours
-        if not path.exists() and mine.exists():
+        mine = self.dir / path.name  # ours first (a copied checkpoint directory reads its own)
+        if mine.exists():
             path = mine
         got = 0
         try:

@@ -94,7 +94,7 @@ class Staging:
         def delivered(err: Any, msg: Any) -> None:
             self.marks[epoch] = str(err) if err is not None else msg.offset()
 
-        self.marks.pop(epoch, None)
+        self.marks[epoch] = ""  # sent; its callback runs at a poll or flush
         while True:
             try:
                 self.producer.produce(self.topic, str(epoch).encode(), b"marker", partition=0,
@@ -112,7 +112,7 @@ class Staging:
                 self.announce(epoch)
             self.producer.flush(timeout_s)
             got = self.marks.get(epoch)
-            if not isinstance(got, int):
+            if not isinstance(got, int):  # "" (no answer yet) or the error
                 why = got or f"not acknowledged within {timeout_s:.0f} s"
                 raise TransientError(f"{self.where}: epoch {epoch}'s marker: {why}")
             if got > self.last:

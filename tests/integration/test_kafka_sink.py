@@ -29,7 +29,7 @@ import pytest
 from connectors.base import ConnectorConfig
 from connectors.kafka.sink import KafkaSink
 from connectors.testing.conformance import check_sink
-from engine.errors import ConfigError, ConnectorError, DataError
+from engine.errors import ConfigError, ConnectorError, CorruptCheckpointError, DataError
 from tests.fault.test_exactly_once import TOPOLOGY, EngineRun, Job, fault_seed, wait_gone
 from tests.kafka import (
     committed_offsets,
@@ -342,6 +342,47 @@ def test_a_committable_from_before_the_spool_is_read_back_from_the_staging_topic
         s.commit_epoch(7, old)
     s.close()
     assert sorted(v["id"] for v in values(broker, t)) == list(range(500))
+
+
+def test_an_epoch_pre_committed_before_the_last_commit_carries_it(broker: str) -> None:
+    """Epoch 2 is pre-committed before ``Commit(1)`` reached the sink (the coordinator
+    opens epoch 2 once manifest 1 is written). A crash then a restart from manifest 2
+    commits epoch 1 first, from epoch 2's committable alone: every row once."""
+    t = create_topic(broker, "two_pending", 2)
+    s = sink(broker, t, pipeline="pending")
+    s.begin_epoch(1)
+    s.write_batch(rows(0, 300))
+    first = s.pre_commit(1)
+    s.begin_epoch(2)
+    s.write_batch(rows(300, 200))
+    second = s.pre_commit(2)
+    assert second is not None and [e["epoch"] for e in second["earlier"]] == [1]
+    assert first is not None and "earlier" not in first
+    for _ in range(2):  # the restarted process, twice: the markers make it idempotent
+        fresh = sink(broker, t, pipeline="pending")
+        fresh.commit_epoch(2, second)
+        fresh.close()
+    assert sorted(v["id"] for v in values(broker, t)) == list(range(500))
+    s.close()
+
+
+def test_a_damaged_spool_file_stops_the_commit_naming_it(broker: str) -> None:
+    """A spool file a manifest names, cut short: the re-commit refuses it as a damaged
+    checkpoint (permanent, not retried) before a record is sent."""
+    t = create_topic(broker, "damaged_spool", 1)
+    s = sink(broker, t, pipeline="damaged")
+    s.begin_epoch(1)
+    s.write_batch(rows(0, 2000))
+    c = s.pre_commit(1)
+    assert c is not None
+    path = Path(c["spool"]["path"])
+    os.truncate(path, path.stat().st_size // 2)
+    fresh = sink(broker, t, pipeline="damaged")
+    with pytest.raises(CorruptCheckpointError, match=f"epoch 1's staged records {path}"):
+        fresh.commit_epoch(1, c)
+    fresh.close()
+    s.close()
+    assert read_topic(broker, t) == []
 
 
 def test_a_restarted_sink_fences_its_zombie(broker: str) -> None:
