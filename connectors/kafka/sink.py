@@ -65,7 +65,6 @@ import hashlib
 import logging
 import re
 import shutil
-import tempfile
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -74,7 +73,7 @@ from msgspec import Meta
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
 from connectors.kafka.consumer import reach
 from connectors.kafka.encode import RecordEncoder, check_sizes
-from connectors.kafka.spool import Spool
+from connectors.kafka.spool import Spool, temporary_dir
 from connectors.kafka.staging import (
     EPOCH_HEADER,
     MAX_MESSAGE,
@@ -132,7 +131,7 @@ class KafkaSink(Sink):
             raise ConfigError(f"{where}: the sink needs the stream's schema")
         self.encoder = RecordEncoder(config.schema, o, self.partitions, where)
         self.staging = Staging(self.settings, staging, where)
-        self.temp_spool = "" if config.durable_dir else tempfile.mkdtemp(prefix="rs-kafka-spool-")
+        self.temp_spool = "" if config.durable_dir else temporary_dir()
         self.spool = Spool(config.durable_dir or self.temp_spool, f"{where} (spool)")
         self.producer: Any = None  # the transactional one, started at the first commit
         self._marker_c: Any = None  # reads the marker; its group's metadata goes in each commit

@@ -32,8 +32,11 @@ Not guaranteed: a spool on a disk that loses fsynced data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,19 @@ from engine.durable import create_exclusive, fsync_dir, private_dir, publish
 from engine.errors import CorruptCheckpointError
 
 _NAME = re.compile(r"^epoch-(\d{20})\.arrow(\.tmp-\d+)?$")
+
+
+def temporary_dir() -> str:
+    """A spool directory for a run without a checkpoint directory (removed at ``close``),
+    named by this process; those of processes that died (kill -9) are removed first."""
+    root = Path(tempfile.gettempdir())
+    for d in root.glob("rs-kafka-spool-*-*"):
+        pid = d.name.split("-")[3]
+        with contextlib.suppress(OSError):  # (another process removed it first)
+            dead = pid.isdigit() and not Path(f"/proc/{pid}").exists()
+            if dead and d.stat().st_uid == os.getuid():
+                shutil.rmtree(d, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"rs-kafka-spool-{os.getpid()}-")
 
 
 class Spool:

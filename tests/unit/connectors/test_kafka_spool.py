@@ -107,3 +107,30 @@ def test_an_epoch_restarted_in_a_new_process_replaces_the_old_temp_file(tmp_path
     assert ids(s.read(s.seal(2), 2)) == [100, 101, 102]  # type: ignore[arg-type]
     assert s.seal(1) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"epoch-{2:020d}.arrow"]
+
+
+def test_a_dead_processs_temporary_spool_is_removed_by_the_next(tmp_path: Path) -> None:
+    """Without a checkpoint directory the spool is temporary; kill -9 leaves it behind,
+    and the next sink process's start removes it (not a live process's)."""
+    import subprocess
+    import sys
+
+    from connectors.kafka.spool import temporary_dir
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    code = "from connectors.kafka.spool import temporary_dir; print(temporary_dir())"
+    root = str(Path(__file__).resolve().parents[3])
+    dead = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert Path(dead).is_dir() and Path(dead).parent == tmp_path
+    live = tmp_path / f"rs-kafka-spool-{os.getppid()}-x"  # a live process's: kept
+    live.mkdir()
+    import tempfile
+
+    old = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path)
+    try:
+        mine = temporary_dir()
+    finally:
+        tempfile.tempdir = old
+    assert not Path(dead).exists() and live.is_dir() and Path(mine).is_dir()
