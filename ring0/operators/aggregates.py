@@ -345,7 +345,8 @@ class Plan:
                     total = pc.if_else(empty, pa.scalar(None, total.type), total)
                 if a.fn == "avg":
                     n = pc.cast(table.column(parts[1].name), pa.float64())
-                    total = pc.divide(pc.cast(total, pa.float64()), n)
+                    total = pc.cast(total, pa.float64(), safe=False)  # (rounds past 2**53)
+                    total = pc.divide(total, n)
                 out[a.name] = total
             elif a.fn == "count_distinct":
                 n = pc.list_value_length(table.column(parts[0].name))

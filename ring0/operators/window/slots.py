@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from engine.timeunits import to_ms
 from ring0.operators.changelog import fold
+from ring0.operators.window.dense_panes import DensePanes
 from ring0.operators.window.tables import COMPACT_AFTER, END, NONE, Owner, checked, runs, split_by
 
 
@@ -34,9 +35,16 @@ class Slots:
         self.group = self.cols + op.keys
         self.slots: dict[tuple[int, ...], list[pa.Table]] = {}
         self.schema = op.partial_schema([pa.field(c, pa.int64()) for c in self.cols])
+        self.dense = DensePanes.for_slots(op, self.schema, self._spill)
+        self.pane: int | None = None  # the one pane of the batch ``assign`` saw, if one
 
     def open_count(self) -> int:
-        return len(self.slots)
+        return len(set(self.slots) | {(p,) for p in (self.dense.panes if self.dense else ())})
+
+    def _spill(self, pane: int, part: pa.Table | None) -> None:
+        """A dense pane's arrays handed over as a partial table of the slot."""
+        if part is not None and part.num_rows:
+            self.slots.setdefault((pane,), []).append(part)
 
     def assign(
         self, table: pa.Table, batch: pa.RecordBatch, t: np.ndarray
@@ -46,8 +54,9 @@ class Slots:
                 table = table.append_column(c, pc.cast(batch.column(name), pa.int64()))
             return table, t
         first, last = int(t.min()), int(t.max())
+        self.pane = None
         if first // self.slide == last // self.slide:  # one pane (most batches): no division
-            start = first - first % self.slide
+            start = self.pane = first - first % self.slide
             pane = np.full(len(t), start, np.int64)
             return table.append_column("__w", pa.array(pane)), np.full(len(t), start + self.size)
         pane = t - t % self.slide  # numpy % floors: negative times land right too
@@ -60,6 +69,8 @@ class Slots:
         return int(to_ms(pa.array([slot[1]], t))[0][0])
 
     def process(self, table: pa.Table) -> tuple[list[pa.RecordBatch], None]:
+        if self.dense is not None and self.pane is not None and self.dense.add(self.pane, table):
+            return [], None  # counted in the pane's arrays (close mode, one pane)
         part = self.op.plan.partial(table, self.group)
         if self.op.emit == "close":
             for slot, piece in split_by(part, self.cols):
@@ -117,6 +128,8 @@ class Slots:
                 if self.op.emit == "close":
                     results.append(self._results(self._merge(parts, self.group)))
             return self.op.closed([r for r in results if r is not None])
+        for p in [p for p in (self.dense.panes if self.dense else ()) if p + self.slide <= high]:
+            self._spill(p, self.dense.take(p))  # in a window that closes now
         panes = sorted(s[0] for s in self.slots)
         results = []
         for start in self._window_starts(panes, low, high):
@@ -156,8 +169,11 @@ class Slots:
 
     def snapshot(self) -> dict[str, pa.Table]:
         tables = []
-        for slot in sorted(self.slots):
-            for i, part in enumerate(self.slots[slot]):
+        slots = {k: list(v) for k, v in self.slots.items()}
+        for part in self.dense.peek() if self.dense else ():  # kept as arrays; saved as tables
+            slots.setdefault((part.column("__w")[0].as_py(),), []).append(part)
+        for slot in sorted(slots):
+            for i, part in enumerate(slots[slot]):
                 index = pa.array(np.full(part.num_rows, i, dtype=np.int32))
                 tables.append(part.append_column("__part", index))
         schema = self.schema.append(pa.field("__part", pa.int32()))
@@ -167,6 +183,8 @@ class Slots:
         schema = self.schema.append(pa.field("__part", pa.int32()))
         table = checked(state["slots"], schema, "slots")
         self.slots = {}
+        if self.dense is not None:
+            self.dense.panes = {}
         if table.num_rows == 0:
             return
         cols = [*self.cols, "__part"]
