@@ -81,20 +81,22 @@ def dense_group(
         cell = np.zeros(n, np.int64)
     values: dict[str, np.ndarray] = {}
     for col_name, fn in aggs:
-        if fn == "count_all" or col_name in values:
+        if fn == "count_all":
             continue
-        col = table.column(col_name)
-        t = col.type
-        if col.null_count or not (pa.types.is_integer(t) or pa.types.is_floating(t)):
-            return None
-        v = col.to_numpy()
-        if pa.types.is_floating(t) and np.isnan(v).any():
-            return None
-        if fn == "sum" and pa.types.is_integer(t):
+        if col_name not in values:
+            col = table.column(col_name)
+            t = col.type
+            if col.null_count or not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+                return None
+            v = col.to_numpy()
+            if pa.types.is_floating(t) and np.isnan(v).any():
+                return None
+            values[col_name] = v
+        v = values[col_name]
+        if fn == "sum" and v.dtype.kind != "f":  # (each sum, also of a column a min read)
             big = max(abs(int(v.min())), abs(int(v.max())))
             if big * n >= _EXACT:
                 return None
-        values[col_name] = v
     counts = np.bincount(cell, minlength=stride)
     present = np.flatnonzero(counts)
     out: dict[str, pa.Array] = {}

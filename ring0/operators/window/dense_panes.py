@@ -1,32 +1,35 @@
 """Dense pane accumulators: a tumbling or hopping window's panes counted in arrays.
 
-``DensePanes.for_slots(op)`` returns None unless the window can take this path: close
-mode, panes (tumbling or hopping, not input windows), one key column, aggregates
-that are counts, sums, averages, mins and maxes of non-decimal columns (no changelog
-input). Then, per pane, one array per partial column indexed by ``key - low``:
+``DensePanes.for_slots(op, schema)`` returns None unless the window can take this
+path: close mode, panes (tumbling or hopping, not input windows), one key column,
+aggregates that are counts, sums, averages, mins and maxes of non-decimal columns
+(no changelog input). Then, per pane, one array per partial column indexed by
+``key - low``:
 
-* ``add(pane, table)`` adds a batch whose rows all belong to ``pane`` (``np.bincount``
-  for counts and sums, ``np.minimum.at``/``np.maximum.at`` for mins and maxes) and
-  returns True; it returns False, adding nothing, when the batch cannot be counted
-  exactly (a key that is not an integer without nulls, a value null or NaN, a key
-  range past ``MAX_CELLS``, an integer sum that float64 might round): the caller
-  then takes the table path for that batch.
+* ``add(pane, table, seed)`` adds the rows of a batch that belong to ``pane``
+  (``np.bincount`` for counts and sums, ``np.minimum.at``/``np.maximum.at`` for
+  mins and maxes) and returns True; it returns False, changing nothing, when the
+  rows cannot be counted exactly (a key that is not an integer without nulls, a
+  null value, a NaN where a min or max reads it, keys too sparse for arrays, an
+  integer sum that float64 might round), and the caller takes the table path.
+  A pane whose slot already holds partial tables is first loaded from ``seed()``
+  (the slot's tables merged; the caller then drops them): a pane's sums are always
+  added in the order its batches arrived, as the table path adds them, so float
+  sums come out bit for bit the same.
 * ``take(pane)`` removes the pane's arrays and returns them as one partial table,
-  the rows and columns ``Plan.partial`` would give for the same rows (the caller
-  merges it with the pane's other partials); ``peek()`` gives every pane's table
-  without removing it (for a snapshot).
+  the rows and columns ``Plan.partial`` gives (the caller puts it after the
+  slot's tables: when the window closes, and before a batch of the pane takes the
+  table path); ``peek()`` gives every pane's table without removing it (a snapshot).
 
-The arrays grow when a later batch of the pane brings keys outside its range.
-An integer sum is kept in float64 while ``sum(max|v| * rows)`` stays below 2**53,
-so it is exact; past that the pane's arrays are handed over as a table first (its
-sums are exact int64 from then on, merged by the table path). Float sums add batch
-by batch in row order, as the table path's merges do. The W1 window step went from
-13 ns to about 6 ns an event with it (``bench.w1``). ``RS_DENSE_PATH=0`` turns it off
-together with ``ring0.operators.dense``.
+Limits: a pane's key range is at most ``4 * rows + 1024`` cells (the rows it
+counted) and all open panes together at most ``MAX_CELLS``. An integer sum stays
+in float64 while ``max|seed| + sum(max|v| * rows)`` is below 2**53, so it is exact.
+``RS_DENSE_PATH=0`` turns the path off together with ``ring0.operators.dense``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,7 +37,7 @@ import pyarrow as pa
 
 from ring0.operators import dense
 
-MAX_CELLS = 1 << 20  # keys of one pane: 8 MB an array at most (and 4 cells a row seen)
+MAX_CELLS = 1 << 22  # all open panes together: 32 MB an array kind at most
 _EXACT = float(2**53)
 
 
@@ -45,7 +48,7 @@ class _Pane:
         self.low, self.span, self.plan = low, span, plan
         self.count = np.zeros(span, np.int64)
         self.acc = {name: _empty(kind, dtype, span) for name, kind, dtype in plan}
-        self.bound = 0.0  # sum over batches of max|v| * rows, of the integer sums
+        self.bound = 0.0  # a bound on the magnitude of every integer sum
         self.rows = 0
 
     def grow(self, low: int, high: int) -> None:
@@ -70,27 +73,39 @@ def _empty(kind: str, dtype: Any, span: int) -> np.ndarray:
     return np.full(span, top if kind == "min" else bottom, dtype)
 
 
+def _fits(low: int, high: int, rows: int) -> bool:
+    return high - low + 1 <= 4 * rows + 1024
+
+
 class DensePanes:
-    def __init__(self, key: str, parts: list[Any], schema: pa.Schema, spill: Any) -> None:
+    def __init__(self, key: str, parts: list[Any], schema: pa.Schema) -> None:
         self.key, self.parts, self.schema = key, parts, schema
-        self.spill = spill  # (pane, partial table): a pane handed over before it is full
         self.panes: dict[int, _Pane] = {}
+        self.unseedable: set[int] = set()  # panes whose tables do not fit arrays
         self.added = 0  # batches counted in arrays (tests, profiles)
+        self.plan = [(p.name, p.kind, np.dtype(_numpy_type(p, schema))) for p in parts
+                     if p.kind in ("sum", "min", "max")]  # fmt: skip
 
     @classmethod
-    def for_slots(cls, op: Any, schema: pa.Schema, spill: Any) -> DensePanes | None:
+    def for_slots(cls, op: Any, schema: pa.Schema) -> DensePanes | None:
         plan = op.plan
         if op.emit != "close" or op.window.type == "input" or plan.weight is not None:
             return None
         if len(op.keys) != 1 or any(p.kind not in ("sum", "nn", "min", "max") for p in plan.parts):
             return None
-        if any(p.kind == "sum" and not (pa.types.is_integer(p.type) or pa.types.is_floating(p.type))
-               for p in plan.parts):  # fmt: skip
-            return None  # decimal sums stay exact and overflow-checked in the table path
-        return cls(op.keys[0], list(plan.parts), schema, spill)
+        for p in plan.parts:
+            t = p.type
+            if p.kind != "nn" and not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+                return None  # decimal sums stay exact and overflow-checked in the table path
+            if t == pa.uint64() or pa.types.is_float16(t):
+                return None
+        return cls(op.keys[0], list(plan.parts), schema)
 
-    def add(self, pane: int, table: pa.Table) -> bool:
-        if not dense.ENABLED:
+    def cells(self) -> int:
+        return sum(s.span for s in self.panes.values())
+
+    def add(self, pane: int, table: pa.Table, seed: Callable[[], pa.Table] | None) -> bool:
+        if not dense.ENABLED or table.num_rows == 0:
             return False
         col = table.column(self.key)
         if col.null_count or not pa.types.is_integer(col.type) or col.type == pa.uint64():
@@ -99,56 +114,97 @@ class DensePanes:
         n = len(k)
         low, high = int(k.min()), int(k.max())
         values: dict[str, np.ndarray] = {}
-        bound = 0.0
-        extremes = {p.src for p in self.parts if p.kind in ("min", "max")}
         for p in self.parts:
             c = table.column(p.src)
             if c.null_count:
                 return False  # a count of non-null values, a sum skipping nulls: the table path
-            if p.kind == "nn" or p.src in values:
+            if p.kind != "nn" and p.src not in values:
+                values[p.src] = c.to_numpy()
+        bound = 0.0
+        for p in self.parts:
+            v = values.get(p.src)
+            if v is None:
                 continue
-            t = c.type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t)) or t == pa.uint64():
-                return False
-            v = c.to_numpy()
-            if v.dtype.kind == "f" and p.src in extremes and np.isnan(v).any():
+            if v.dtype.kind == "f" and p.kind in ("min", "max") and np.isnan(v).any():
                 return False  # (numpy's min/max and Arrow's differ on NaN; a sum is NaN in both)
             if p.kind == "sum" and v.dtype.kind != "f":
                 bound += max(abs(int(v.min())), abs(int(v.max()))) * n
-            values[p.src] = v
-        if bound >= _EXACT:
-            return False
         s = self.panes.get(pane)
-        seen = n + (s.rows if s is not None else 0)
+        fresh = s is None
+        if fresh and seed is not None:
+            if pane in self.unseedable:
+                return False
+            s = self._seeded(seed(), low, high, n)
+            if s is None:
+                self.unseedable.add(pane)  # (not merged again for every batch)
+                return False
         if s is not None:
             low, high = min(low, s.low), max(high, s.low + s.span - 1)
-        if high - low + 1 > min(MAX_CELLS, max(1 << 16, 4 * seen)):
-            return False  # sparse keys: the hash table is smaller
-        if s is not None and s.bound + bound >= _EXACT:  # hand it over, start the pane anew
-            self.spill(pane, self.take(pane))
-            s = None
+        old = 0 if fresh or s is None else s.span
+        rows = n + (s.rows if s is not None else 0)
+        if not _fits(low, high, rows) or self.cells() - old + high - low + 1 > MAX_CELLS:
+            return False
+        if (s.bound if s is not None else 0.0) + bound >= _EXACT:
+            return False
         if s is None:
-            s = self.panes[pane] = _Pane(low, high - low + 1, self._plan(values))
+            s = _Pane(low, high - low + 1, self.plan)
         elif low < s.low or high >= s.low + s.span:
             s.grow(low, high)
+        if fresh:
+            self.panes[pane] = s
         s.bound += bound
         s.rows += n
         idx = k - s.low if s.low else k
         s.count += np.bincount(idx, minlength=s.span)
-        for p in self.parts:
-            if p.kind == "sum":
-                s.acc[p.name] += np.bincount(idx, weights=values[p.src], minlength=s.span)
-            elif p.kind in ("min", "max"):
-                (np.minimum if p.kind == "min" else np.maximum).at(s.acc[p.name], idx,
-                                                                   values[p.src])  # fmt: skip
+        with np.errstate(all="ignore"):  # (a float sum may reach inf, as Arrow's does)
+            for p in self.parts:
+                if p.kind == "sum":
+                    s.acc[p.name] += np.bincount(idx, weights=values[p.src], minlength=s.span)
+                elif p.kind in ("min", "max"):
+                    fn = np.minimum if p.kind == "min" else np.maximum
+                    fn.at(s.acc[p.name], idx, values[p.src])
         self.added += 1
         return True
 
-    def _plan(self, values: dict[str, np.ndarray]) -> list[tuple[str, str, Any]]:
-        return [(p.name, p.kind, values[p.src].dtype) for p in self.parts
-                if p.kind in ("sum", "min", "max")]  # fmt: skip
+    def _seeded(self, merged: pa.Table, low: int, high: int, n: int) -> _Pane | None:
+        """A pane (not registered) loaded from the slot's partial tables merged (one row a
+        key), or None when they do not fit arrays exactly."""
+        k = merged.column(self.key)
+        if k.null_count or merged.num_rows == 0:
+            return None
+        keys = k.to_numpy().astype(np.int64, copy=False)
+        count = merged.column("__n").to_numpy()
+        lo, hi = int(keys.min()), int(keys.max())
+        if not _fits(min(low, lo), max(high, hi), int(count.sum()) + n):
+            return None
+        if self.cells() + max(high, hi) - min(low, lo) + 1 > MAX_CELLS:
+            return None
+        s = _Pane(lo, hi - lo + 1, self.plan)
+        idx = keys - s.low
+        s.count[idx] = count
+        s.rows = int(count.sum())
+        for p in self.parts:
+            col = merged.column(p.name)
+            if col.null_count:
+                return None
+            v = col.to_numpy()
+            if p.kind == "nn":
+                if not np.array_equal(v, count):
+                    return None  # some values were null: counted apart from the rows
+                continue
+            if p.kind == "sum" and v.dtype.kind != "f":
+                big = float(np.abs(v).max())
+                if big >= _EXACT:
+                    return None
+                s.bound = max(s.bound, big)
+            s.acc[p.name][idx] = v
+        return s
+
+    def forget(self) -> None:
+        self.panes, self.unseedable = {}, set()
 
     def take(self, pane: int) -> pa.Table | None:
+        self.unseedable.discard(pane)
         s = self.panes.pop(pane, None)
         return None if s is None else self._table(pane, s)
 
@@ -171,3 +227,7 @@ class DensePanes:
             else:
                 cols[p.name] = pa.array(s.acc[p.name][present]).cast(p.type, safe=False)
         return pa.table(cols).cast(self.schema)
+
+
+def _numpy_type(p: Any, schema: pa.Schema) -> Any:
+    return np.float64 if p.kind == "sum" else p.type.to_pandas_dtype()

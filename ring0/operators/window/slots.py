@@ -35,16 +35,48 @@ class Slots:
         self.group = self.cols + op.keys
         self.slots: dict[tuple[int, ...], list[pa.Table]] = {}
         self.schema = op.partial_schema([pa.field(c, pa.int64()) for c in self.cols])
-        self.dense = DensePanes.for_slots(op, self.schema, self._spill)
+        self.dense = DensePanes.for_slots(op, self.schema)
         self.pane: int | None = None  # the one pane of the batch ``assign`` saw, if one
 
     def open_count(self) -> int:
         return len(set(self.slots) | {(p,) for p in (self.dense.panes if self.dense else ())})
 
-    def _spill(self, pane: int, part: pa.Table | None) -> None:
-        """A dense pane's arrays handed over as a partial table of the slot."""
+    def _spill(self, pane: int) -> None:
+        """A dense pane's arrays handed over as the slot's last partial table."""
+        part = self.dense.take(pane) if self.dense is not None else None
         if part is not None and part.num_rows:
             self.slots.setdefault((pane,), []).append(part)
+
+    def _dense_add(self, pane: int, table: pa.Table) -> bool:
+        """``table``'s rows (all of ``pane``) into the pane's arrays; a pane whose slot holds
+        tables is loaded from them first (then they go), so sums keep their order."""
+        assert self.dense is not None
+        held = self.slots.get((pane,)) if pane not in self.dense.panes else None
+
+        def seed() -> pa.Table:
+            assert held is not None
+            return self._merge(held, self.group) if len(held) > 1 else held[0]
+
+        if not self.dense.add(pane, table, seed if held else None):
+            return False
+        if held:
+            del self.slots[(pane,)]
+        return True
+
+    def _dense(self, table: pa.Table) -> pa.Table | None:
+        """What of ``table`` the arrays did not take (None: all of it was taken)."""
+        if self.pane is not None:
+            return None if self._dense_add(self.pane, table) else table
+        panes = table.column("__w").to_numpy()
+        starts = np.unique(panes)
+        if len(starts) > 4:  # (a batch over many panes: the table path)
+            return table
+        rest = []
+        for p in starts.tolist():
+            part = table.filter(pa.array(panes == p))  # rows keep their order
+            if not self._dense_add(p, part):
+                rest.append(part)
+        return pa.concat_tables(rest) if rest else None
 
     def assign(
         self, table: pa.Table, batch: pa.RecordBatch, t: np.ndarray
@@ -69,11 +101,15 @@ class Slots:
         return int(to_ms(pa.array([slot[1]], t))[0][0])
 
     def process(self, table: pa.Table) -> tuple[list[pa.RecordBatch], None]:
-        if self.dense is not None and self.pane is not None and self.dense.add(self.pane, table):
-            return [], None  # counted in the pane's arrays (close mode, one pane)
+        if self.dense is not None:
+            left = self._dense(table)  # close mode: the rows of panes counted in arrays
+            if left is None:
+                return [], None
+            table = left
         part = self.op.plan.partial(table, self.group)
         if self.op.emit == "close":
             for slot, piece in split_by(part, self.cols):
+                self._spill(slot[0])  # (the arrays hold this pane's earlier rows)
                 parts = self.slots.setdefault(slot, [])
                 parts.append(piece)
                 if len(parts) >= COMPACT_AFTER:
@@ -129,7 +165,7 @@ class Slots:
                     results.append(self._results(self._merge(parts, self.group)))
             return self.op.closed([r for r in results if r is not None])
         for p in [p for p in (self.dense.panes if self.dense else ()) if p + self.slide <= high]:
-            self._spill(p, self.dense.take(p))  # in a window that closes now
+            self._spill(p)  # in a window that closes now
         panes = sorted(s[0] for s in self.slots)
         results = []
         for start in self._window_starts(panes, low, high):
@@ -147,6 +183,8 @@ class Slots:
         for p in panes:
             if p + self.size <= high:
                 del self.slots[(p,)]
+                if self.dense is not None:
+                    self.dense.unseedable.discard(p)
         return self.op.closed(results)
 
     def _window_starts(self, panes: list[int], low: int, high: int) -> list[int]:
@@ -184,7 +222,7 @@ class Slots:
         table = checked(state["slots"], schema, "slots")
         self.slots = {}
         if self.dense is not None:
-            self.dense.panes = {}
+            self.dense.forget()
         if table.num_rows == 0:
             return
         cols = [*self.cols, "__part"]
