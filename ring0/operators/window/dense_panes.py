@@ -192,8 +192,10 @@ class DensePanes:
                 if not np.array_equal(v, count):
                     return None  # some values were null: counted apart from the rows
                 continue
+            if p.kind in ("min", "max") and v.dtype.kind == "f" and np.isnan(v).any():
+                return None  # (a group of NaN only: numpy would keep it, Arrow skip it)
             if p.kind == "sum" and v.dtype.kind != "f":
-                big = float(np.abs(v).max())
+                big = float(max(abs(int(v.min())), abs(int(v.max()))))  # (np.abs wraps -2**63)
                 if big >= _EXACT:
                     return None
                 s.bound = max(s.bound, big)

@@ -158,6 +158,9 @@ def test_batches_the_arrays_cannot_count_exactly_take_the_table_path(values, why
          ["sum(v)"]),  # fmt: skip
         (FLOATS, [([11], [0], [1e16]), ([12, 13], [0, 0], [1.0, None]), ([13], [0], [1.0]),
                   ([14], [0], [1.0])], ["sum(v)", "count(v)", "avg(v)"]),  # fmt: skip
+        (FLOATS, [([1], [0], [float("nan")]), ([2], [0], [1.0])], ["min(v)", "max(v)"]),
+        (SCHEMA, [([1], [0], [-(2**63)]), ([2], [0], [1])], ["sum(v)"]),
+        (SCHEMA, [([1], [0], [-(2**63)]), ([2], [0], [-1])], ["sum(v)"]),
     ],
 )
 def test_sums_equal_the_hash_path_bit_for_bit(schema, batches, aggregates) -> None:  # type: ignore[no-untyped-def]
