@@ -39,6 +39,11 @@ ENABLED = os.environ.get("RS_DENSE_PATH", "1") != "0"
 _EXACT = float(2**53)
 
 
+def magnitude(v: np.ndarray) -> int:
+    """The largest absolute value of integer array ``v``, exact (``np.abs`` wraps -2**63)."""
+    return max(abs(int(v.min())), abs(int(v.max())))
+
+
 def dense_group(
     table: pa.Table, group: list[str], aggs: dict[tuple[str, str], str]
 ) -> pa.Table | None:
@@ -93,10 +98,8 @@ def dense_group(
                 return None
             values[col_name] = v
         v = values[col_name]
-        if fn == "sum" and v.dtype.kind != "f":  # (each sum, also of a column a min read)
-            big = max(abs(int(v.min())), abs(int(v.max())))
-            if big * n >= _EXACT:
-                return None
+        if fn == "sum" and v.dtype.kind != "f" and magnitude(v) * n >= _EXACT:
+            return None  # (each sum, also of a column a min or max read first)
     counts = np.bincount(cell, minlength=stride)
     present = np.flatnonzero(counts)
     out: dict[str, pa.Array] = {}

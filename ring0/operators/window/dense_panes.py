@@ -19,7 +19,7 @@ aggregates that are counts, sums, averages, mins and maxes of non-decimal column
 * ``take(pane)`` removes the pane's arrays and returns them as one partial table,
   the rows and columns ``Plan.partial`` gives (the caller puts it after the
   slot's tables: when the window closes, and before a batch of the pane takes the
-  table path); ``peek()`` gives every pane's table without removing it (a snapshot).
+  table path); ``peek()`` gives every ``(pane, table)`` without removing it (a snapshot).
 
 Limits: a pane's key range is at most ``4 * rows + 1024`` cells (the rows it
 counted) and all open panes together at most ``MAX_CELLS``. An integer sum stays
@@ -128,7 +128,7 @@ class DensePanes:
             if v.dtype.kind == "f" and p.kind in ("min", "max") and np.isnan(v).any():
                 return False  # (numpy's min/max and Arrow's differ on NaN; a sum is NaN in both)
             if p.kind == "sum" and v.dtype.kind != "f":
-                bound += max(abs(int(v.min())), abs(int(v.max()))) * n
+                bound += dense.magnitude(v) * n
         s = self.panes.get(pane)
         fresh = s is None
         if fresh and seed is not None:
@@ -195,7 +195,7 @@ class DensePanes:
             if p.kind in ("min", "max") and v.dtype.kind == "f" and np.isnan(v).any():
                 return None  # (a group of NaN only: numpy would keep it, Arrow skip it)
             if p.kind == "sum" and v.dtype.kind != "f":
-                big = float(max(abs(int(v.min())), abs(int(v.max()))))  # (np.abs wraps -2**63)
+                big = float(dense.magnitude(v))
                 if big >= _EXACT:
                     return None
                 s.bound = max(s.bound, big)
@@ -210,8 +210,8 @@ class DensePanes:
         s = self.panes.pop(pane, None)
         return None if s is None else self._table(pane, s)
 
-    def peek(self) -> list[pa.Table]:
-        return [self._table(pane, s) for pane, s in sorted(self.panes.items())]
+    def peek(self) -> list[tuple[int, pa.Table]]:
+        return [(pane, self._table(pane, s)) for pane, s in sorted(self.panes.items())]
 
     def _table(self, pane: int, s: _Pane) -> pa.Table:
         present = np.flatnonzero(s.count)

@@ -208,8 +208,8 @@ class Slots:
     def snapshot(self) -> dict[str, pa.Table]:
         tables = []
         slots = {k: list(v) for k, v in self.slots.items()}
-        for part in self.dense.peek() if self.dense else ():  # kept as arrays; saved as tables
-            slots.setdefault((part.column("__w")[0].as_py(),), []).append(part)
+        for pane, part in self.dense.peek() if self.dense else ():  # arrays, saved as tables
+            slots.setdefault((pane,), []).append(part)
         for slot in sorted(slots):
             for i, part in enumerate(slots[slot]):
                 index = pa.array(np.full(part.num_rows, i, dtype=np.int32))
