@@ -137,7 +137,6 @@ class KafkaSink(Sink):
         self._marker_c: Any = None  # reads the marker; its group's metadata goes in each commit
         self.tagged: bool | None = None  # records carry their epoch (``_aborted_visible``)
         self.epoch, self.row = 0, 0
-        self.staged: set[int] = set()  # epochs this process spooled (no transaction began yet)
         self.committables: dict[int, dict[str, Any]] = {}
         self.tried: set[int] = set()  # epochs whose transaction this process began
         self.rows = self.bytes = self.committed_rows = 0
@@ -174,7 +173,6 @@ class KafkaSink(Sink):
             start, end = self.staging.marked(epoch)
             c["staging"] = [self.staging.topic, 0, start, end]
             c["spool"] = spooled
-            self.staged.add(epoch)
             if self.tagged is not False:  # only a tagged resend reads from them
                 c["starts"] = self._ends()
         self.committables[epoch] = c
@@ -207,7 +205,8 @@ class KafkaSink(Sink):
             return
         tag = f"{c.get('id', self.id)}:{epoch}".encode()
         skip: dict[int, int] = {}
-        if self.tagged and (epoch not in self.staged or epoch in self.tried):
+        here = epoch in self.committables  # pre-committed here: no transaction began elsewhere
+        if self.tagged and (not here or epoch in self.tried):
             starts = {int(p): int(o) for p, o in c["starts"].items()}
             skip = landed(self.settings, self.options.topic, starts, tag)
             if any(skip.values()):
@@ -304,7 +303,6 @@ class KafkaSink(Sink):
     def _forget(self, epoch: int, committed: bool = False) -> None:
         self.committables.pop(epoch, None)
         self.tried.discard(epoch)
-        self.staged.discard(epoch)
         if committed:  # its records (and older epochs') are in the target: the files go
             self.spool.drop(upto=epoch)
 
