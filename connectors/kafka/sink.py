@@ -10,6 +10,7 @@ Pipeline::
     format = "json"                  # json | text | raw | "package.module:function"
     key = "user"                     # the record key (default: _key when present)
     id = "clickstats.out"            # names its transactions (default: <pipeline>.<sink>)
+    aborted = "probe"                # probe | hidden | shown: see "Sent early" below
 
 Value, key, partition, timestamp and headers: ``connectors.kafka.encode``.
 
@@ -41,8 +42,21 @@ producer left open cannot be finished by another producer: the next one with its
    ``read_committed`` consumer with the epoch's header (found by reading from the
    recorded end offsets): on Kafka an aborted transaction's records are never
    readable, so all are sent again; on a broker that shows them (Tansu, used by
-   the tests, does; ``staging.aborted_visible`` finds out at the first commit) every record
+   the tests, does; see ``aborted`` below) every record
    carries the header ``ringstream.epoch = <id>:<n>``, so none is sent twice.
+
+**Sent early.** On a broker that hides an aborted transaction from
+``read_committed`` readers (Kafka does), ``write_batch`` also sends the records at
+once, into a transaction begun for that epoch alone when every earlier epoch is
+committed (``connectors.kafka.produce.Early``); step 3 then sends only what is
+left and commits, so the broker stores an epoch while the pipeline goes on rather
+than all at the commit. Nothing else changes: a crash loses that transaction like
+any other and step 4 redoes the epoch from the spool; a rollback aborts it. Where
+aborted records are shown (Tansu), a rolled-back epoch's records would stay
+readable, so there records go only at the commit. ``aborted = "probe"`` (the
+default) finds out at the first write (``staging.aborted_visible``); ``"hidden"``
+or ``"shown"`` says it instead: ``"hidden"`` on a broker that shows them breaks
+exactly-once after a crash.
 
 A committable from before the spool (its records in the staging topic, no
 ``spool`` key) is still read back from the topic. Without a checkpoint directory
@@ -65,7 +79,7 @@ import hashlib
 import logging
 import re
 import shutil
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 from msgspec import Meta
@@ -73,6 +87,7 @@ from msgspec import Meta
 from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
 from connectors.kafka.consumer import reach
 from connectors.kafka.encode import RecordEncoder, check_sizes
+from connectors.kafka.produce import Early, after, failed, send, transactional
 from connectors.kafka.spool import Spool, temporary_dir
 from connectors.kafka.staging import (
     EPOCH_HEADER,
@@ -102,6 +117,7 @@ class KafkaSinkOptions(Options, frozen=True):
     create: bool = False
     partitions: Annotated[int, Meta(ge=1)] = 1
     transaction_timeout_ms: Annotated[int, Meta(ge=1000)] = 60_000
+    aborted: Literal["probe", "hidden", "shown"] = "probe"  # to read_committed readers
     config: dict[str, str | int | float | bool] = {}  # librdkafka settings, as they are
 
 
@@ -135,10 +151,11 @@ class KafkaSink(Sink):
         self.spool = Spool(config.durable_dir or self.temp_spool, f"{where} (spool)")
         self.producer: Any = None  # the transactional one, started at the first commit
         self._marker_c: Any = None  # reads the marker; its group's metadata goes in each commit
-        self.tagged: bool | None = None  # records carry their epoch (``_aborted_visible``)
+        self.tagged = {"hidden": False, "shown": True}.get(o.aborted)  # None: probe
         self.epoch, self.row = 0, 0
         self.committables: dict[int, dict[str, Any]] = {}
         self.tried: set[int] = set()  # epochs whose transaction this process began
+        self.early = Early(o.topic, o.transaction_timeout_ms / 1000)  # sent as written
         self.rows = self.bytes = self.committed_rows = 0
 
     def capabilities(self) -> SinkCapabilities:
@@ -155,6 +172,7 @@ class KafkaSink(Sink):
             self.staging.announce(self.epoch)
         self.row += batch.num_rows
         self.spool.write(self.epoch, records)
+        self._early(self.epoch, records)
         self.rows += batch.num_rows
         self.bytes += records.nbytes
         return WriteResult(batch.num_rows, records.nbytes)
@@ -186,6 +204,9 @@ class KafkaSink(Sink):
             self._commit(epoch, c)
 
     def rollback_epoch(self, epoch: int) -> None:
+        if self.early.epoch is not None and self.early.epoch >= epoch:
+            self._abort_early()
+        self.early.forget(since=epoch)
         for n in [e for e in self.committables if e >= epoch]:
             self._forget(n)
         self.spool.drop(since=epoch)
@@ -200,32 +221,38 @@ class KafkaSink(Sink):
             return
         topic, part, start, end = c["staging"]
         producer = self._producer()  # fences a dead predecessor, settles its transaction
-        if self._marker(topic, part) >= end:
+        early = self.early.epoch == epoch and "spool" in c  # begun here: not committed yet
+        if early and self.early.stale():
+            self._abort_early()
+            early = False
+        if not early and self._marker(topic, part) >= end:
             self._forget(epoch, committed=True)
             return
         tag = f"{c.get('id', self.id)}:{epoch}".encode()
-        skip: dict[int, int] = {}
-        here = epoch in self.committables  # pre-committed here: no transaction began elsewhere
-        if self.tagged and (not here or epoch in self.tried):
-            starts = {int(p): int(o) for p, o in c["starts"].items()}
-            skip = landed(self.settings, self.options.topic, starts, tag)
-            if any(skip.values()):
-                log.say(
-                    "kafka_sink_resume",
-                    f"{self.where}: epoch {epoch}: {sum(skip.values())} records are already "
-                    f"readable in {self.options.topic!r} (an aborted transaction the broker "
-                    "shows); the rest are sent",
-                    logging.WARNING,
-                    sink=self.config.name,
-                )
-        if "spool" in c:  # read whole (memory-mapped) first: a damaged file is not transient
-            batches: Any = list(self.spool.read(c["spool"], epoch))
+        skip = {} if early else self._landed(epoch, c, tag)
+        if early and self.early.sent >= c["spool"]["records"]:
+            batches: Any = []  # all sent: the spool file is not read
+        elif "spool" in c:  # read whole (memory-mapped) first: a damaged file is not transient
+            batches = list(self.spool.read(c["spool"], epoch))
         else:  # a committable from before the spool: its records are in the staging topic
             batches = self.staging.read(epoch, start, end)
         self.tried.add(epoch)
+        mine = [(EPOCH_HEADER, tag)] if self.tagged else []
+        fault = faults.armed("kafka_sink.mid_transaction", epoch)
         try:
-            producer.begin_transaction()
-            sent = self._send(producer, batches, tag, skip, epoch, c.get("rows", 0))
+            if early:  # a prefix is in the open transaction already: the rest, then commit
+                self.early.epoch = None
+                sent = self.early.sent + send(producer, self.options.topic,
+                                              after(batches, self.early.sent), mine, {}, -1)
+                if fault:  # the transaction holds the epoch, uncommitted
+                    producer.flush()
+                    faults.reached("kafka_sink.mid_transaction", epoch)
+            else:
+                if self.early.epoch is not None:  # (another epoch's: it cannot come first)
+                    self._abort_early()
+                producer.begin_transaction()
+                half = c.get("rows", 0) // 2 if fault else -1
+                sent = send(producer, self.options.topic, batches, mine, skip, half, epoch)
             producer.flush()
             from confluent_kafka import TopicPartition
 
@@ -233,103 +260,81 @@ class KafkaSink(Sink):
             producer.send_offsets_to_transaction([TopicPartition(topic, part, end)], meta, 30)
             producer.commit_transaction(60)
         except Exception as exc:
-            self._failed(producer, epoch, exc)
+            self.early.stop(epoch)
+            if failed(producer, exc, f"{self.where}: epoch {epoch}", self.txid):
+                self.producer = None  # unknown state: a fresh producer settles it
+            raise TransientError(f"{self.where}: epoch {epoch} not committed yet: {exc}") from exc
         self.committed_rows += sent
         self._forget(epoch, committed=True)
+        self._next_early()
 
-    def _send(
-        self, producer: Any, batches: Any, tag: bytes, skip: dict[int, int], epoch: int, rows: int
-    ) -> int:
-        topic, sent = self.options.topic, 0
-        mine = [(EPOCH_HEADER, tag)] if self.tagged else []
-        fault = rows // 2 if faults.armed("kafka_sink.mid_transaction", epoch) else -1
-        produce = producer.produce
-        seen = dict.fromkeys(skip, 0)
-        for records in batches:
-            cols = [records.column(i).to_pylist() for i in range(3)]
-            simple = (
-                not skip
-                and fault < 0
-                and not any(records.column(i).null_count < records.num_rows for i in (3, 4))
+    def _landed(self, epoch: int, c: dict[str, Any], tag: bytes) -> dict[int, int]:
+        """Per partition, how many of the epoch's records are readable already: where a
+        transaction of it may have begun (elsewhere, or here and aborted) on a broker that
+        shows aborted records."""
+        here = epoch in self.committables  # pre-committed here: no transaction began elsewhere
+        if not self.tagged or (here and epoch not in self.tried):
+            return {}
+        starts = {int(p): int(o) for p, o in c["starts"].items()}
+        skip = landed(self.settings, self.options.topic, starts, tag)
+        if any(skip.values()):
+            log.say(
+                "kafka_sink_resume",
+                f"{self.where}: epoch {epoch}: {sum(skip.values())} records are already "
+                f"readable in {self.options.topic!r} (an aborted transaction the broker "
+                "shows); the rest are sent",
+                logging.WARNING,
+                sink=self.config.name,
             )
-            if simple:  # no timestamps or headers of its own, nothing to skip: the fast loop
-                h = mine or None
-                for value, key, p in zip(*cols, strict=True):
-                    try:
-                        produce(topic, value, key, p, headers=h)
-                    except BufferError:
-                        _retry(producer, topic, value, key, p, 0, h)
-                sent += records.num_rows
-                continue
-            cols += [records.column(i).to_pylist() for i in (3, 4)]
-            for value, key, p, ts, headers in zip(*cols, strict=True):
-                if skip:
-                    seen[p] = seen.get(p, 0) + 1
-                    if seen[p] <= skip.get(p, 0):
-                        continue
-                h = (mine or None) if headers is None else [
-                    (x["key"], x["value"]) for x in headers] + mine  # fmt: skip
-                try:
-                    produce(topic, value, key, p, timestamp=ts or 0, headers=h)
-                except BufferError:
-                    _retry(producer, topic, value, key, p, ts or 0, h)
-                sent += 1
-                if sent == fault:
-                    producer.flush()
-                    faults.reached("kafka_sink.mid_transaction", epoch)
-        return sent
-
-    def _failed(self, producer: Any, epoch: int, exc: Exception) -> None:
-        from confluent_kafka import KafkaException
-
-        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-        if err is not None and err.fatal():
-            self.producer = None
-            raise ConnectorError(
-                f"{self.where}: epoch {epoch}: the transactional producer "
-                f"{self.txid!r} failed for good ({err.name()}: {err.str()}); "
-                "if it was fenced, another process uses this id (a second "
-                "instance of this pipeline? give each its own id)"
-            ) from exc
-        if err is not None and err.txn_requires_abort():
-            try:
-                producer.abort_transaction(30)
-            except Exception:  # the retry starts a new producer
-                self.producer = None
-        else:
-            self.producer = None  # unknown state: a fresh producer settles it
-        raise TransientError(f"{self.where}: epoch {epoch} not committed yet: {exc}") from exc
+        return skip
 
     def _forget(self, epoch: int, committed: bool = False) -> None:
         self.committables.pop(epoch, None)
         self.tried.discard(epoch)
+        if self.early.epoch == epoch:  # (committed already: found by its marker)
+            self._abort_early()
+        self.early.forget(epoch=epoch)
         if committed:  # its records (and older epochs') are in the target: the files go
             self.spool.drop(upto=epoch)
+
+    # -- sending early (``connectors.kafka.produce.Early``) -------------------------------------
+    def _early(self, epoch: int, records: pa.RecordBatch) -> None:
+        if epoch in self.early.stopped:
+            return
+        try:
+            self._producer()  # (at the first write: the probe runs with the producer's start)
+        except (TransientError, ConnectorError):  # the commit tries again, and reports
+            self.early.stop(epoch)
+            return
+        if self.tagged is not False:  # a reader would see an aborted epoch: sent at commit
+            self.early.stop(epoch)
+            return
+        blocked = any(n < epoch for n in self.committables)  # its transaction comes first
+        if not self.early.write(self.producer, epoch, records, blocked):
+            self.producer = None  # its state is unknown: a fresh one settles it
+
+    def _abort_early(self) -> None:
+        if not self.early.abort(self.producer):
+            self.producer = None
+
+    def _next_early(self) -> None:
+        """After a commit: begin the next epoch whose records wait, if none is pending before it."""
+        n = min(self.early.backlog, default=None)
+        if n is None or self.early.epoch is not None or self.producer is None:
+            return
+        if any(e < n for e in self.committables):
+            return
+        if not self.early.begin(self.producer, n, self.early.take(n)):
+            self.producer = None
 
     # -- Kafka helpers ------------------------------------------------------------------------
     def _producer(self) -> Any:
         if self.producer is None:
-            from confluent_kafka import KafkaException, Producer
-
-            p = Producer(
-                {
-                    **self.settings,
-                    "transactional.id": self.txid,
-                    "acks": "all",
-                    "enable.idempotence": True,
-                    "linger.ms": 5,
-                    "queue.buffering.max.messages": 1_000_000,
-                    "message.max.bytes": MAX_MESSAGE,
-                    "transaction.timeout.ms": self.options.transaction_timeout_ms,
-                }
-            )
-            try:
-                p.init_transactions(60)
-            except KafkaException as exc:
-                raise TransientError(
-                    f"{self.where}: cannot start the transactional producer {self.txid!r}: {exc}"
-                ) from exc
+            p = transactional(self.settings, self.txid, self.options.transaction_timeout_ms,
+                              self.where)  # fmt: skip
             self.producer = p
+            if self.early.epoch is not None:  # its transaction went with the old producer
+                self.early.stop(self.early.epoch)
             if self.tagged is None:
                 self.tagged = aborted_visible(
                     p, self.settings, self.staging.topic, self.marker_group
@@ -376,15 +381,3 @@ class KafkaSink(Sink):
             self._marker_c.close()
         if self.producer is not None:
             self.producer.flush(10)
-
-
-def _retry(producer: Any, topic: str, value: Any, key: Any, p: int, ts: int, h: Any) -> None:
-    """``produce`` again once the client's queue has room."""
-    while True:
-        producer.poll(0.05)
-        try:
-            producer.produce(topic, value, key, p, timestamp=ts, headers=h)
-            return
-        except BufferError:
-            continue
-

@@ -1,0 +1,56 @@
+"""``connectors.kafka.produce``: the state of epochs sent early, and the rest of an epoch
+after what was sent (pure; the broker-side behaviour is in
+``tests/integration/test_kafka_sink_early.py``)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from connectors.kafka.produce import Early, after
+
+
+def batch(start: int, n: int) -> pa.RecordBatch:
+    return pa.record_batch([pa.array(range(start, start + n))], names=["v"])
+
+
+def test_after_skips_a_prefix_across_batch_boundaries() -> None:
+    batches = [batch(0, 3), batch(3, 4), batch(7, 2)]
+    for k in range(10):
+        rest = [v for b in after(batches, k) for v in b.column(0).to_pylist()]
+        assert rest == list(range(k, 9))
+
+
+def test_the_backlog_is_capped_and_an_epoch_over_it_is_stopped() -> None:
+    one = batch(0, 1000)
+    e = Early("t", timeout_s=60, cap=one.nbytes * 2)
+    e.hold(2, one)
+    e.hold(2, one)
+    assert e.held == 2 * one.nbytes and len(e.backlog[2]) == 2
+    e.hold(3, one)  # over the cap: epoch 3 goes from the spool at its commit
+    assert 3 in e.stopped and 3 not in e.backlog
+    e.hold(3, one)  # and stays stopped
+    assert 3 not in e.backlog
+    assert e.take(2) == [one, one] and e.held == 0
+
+
+def test_forget_drops_one_epoch_or_every_one_since() -> None:
+    e = Early("t", timeout_s=60)
+    e.open(4)
+    e.hold(5, batch(0, 10))
+    e.hold(6, batch(0, 10))
+    e.stop(7)
+    e.forget(epoch=5)
+    assert sorted(e.backlog) == [6] and e.epoch == 4
+    e.forget(since=5)
+    assert e.backlog == {} and e.stopped == set() and e.epoch == 4 and e.held == 0
+    e.forget(since=4)
+    assert e.epoch is None
+
+
+def test_a_transaction_is_stale_past_half_the_timeout() -> None:
+    e = Early("t", timeout_s=0.0)
+    e.open(1)
+    assert e.stale()
+    f = Early("t", timeout_s=60)
+    f.open(1)
+    assert not f.stale()
