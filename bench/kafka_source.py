@@ -114,7 +114,9 @@ def engine(broker: str, topic: str, n: int, group: str, d: Path) -> tuple[float,
     pipeline.write_text(PIPELINE.format(dir=d, broker=broker, topic=topic, group=group))
     cpus = machine.available_cpus()
     topo = d / "topology.toml"
-    topo.write_text(f"[topology]\ncoordinator = {cpus[0]}\nconnectors = [{cpus[0]}]\n"
+    # the source alone on the first CPU (with its consumer's threads); the sink (the
+    # first connector), the coordinator and the worker on the last
+    topo.write_text(f"[topology]\ncoordinator = {cpus[-1]}\nconnectors = [{cpus[-1]}, {cpus[0]}]\n"
                     f"workers = [{cpus[-1]}]\n")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "engine", "run", str(pipeline), "--topology",
                              str(topo)], cwd=ROOT, stdout=subprocess.DEVNULL,

@@ -109,6 +109,9 @@ class ConnectorConfig:
     ``durable_dir``: a directory of this connector's own under the run's checkpoint
     directory (not yet created), for files that must outlive its process as long as
     the manifests that name them (a sink's staged records); empty without one.
+    ``cpus``: the CPUs the Ring 1 processes share (the topology's ``connectors``),
+    for the threads a client library starts of its own (``engine.affinity``);
+    empty where not known.
     """
 
     name: str
@@ -119,6 +122,7 @@ class ConnectorConfig:
     on_error: str = "fail"  # a source's records it cannot read: "fail" or "dead_letter"
     pipeline: str = ""
     durable_dir: str = ""
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

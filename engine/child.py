@@ -54,6 +54,7 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     restore_marks: bytes = b"null"  # source: its watermark's state in the last manifest
     log_format: str = "human"  # the coordinator's --log-format (engine.log)
     engine_dir: str = ""  # where the coordinator's engine package is (the same code here)
+    ring1_cpus: list[int] = []  # the topology's connectors: for a client library's threads
 
     def plan(self, pipeline):  # type: ignore[no-untyped-def]
         """The query plan, from the schemas the coordinator already read (no source re-open).

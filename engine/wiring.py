@@ -96,6 +96,7 @@ class Wiring:
             "pipeline": msgspec.json.encode(p),
             "workers": len(t.workers),
             "schemas": {k: v.serialize().to_pybytes() for k, v in plan.source_schemas.items()},
+            "ring1_cpus": list(t.connectors),
         }
         cpus = iter(t.connectors * (len(p.sinks) + sum(s.parallelism for s in p.sources)))
         specs: list[ChildSpec] = []

@@ -74,6 +74,7 @@ class SinkRunner(Consumer):
             cfg.name, dict(cfg.options), spec.index, 1, plan.sink_schema(cfg.input),
             pipeline=pipeline.pipeline.name,
             durable_dir=str(Path(spec.checkpoint_dir) / own) if spec.checkpoint_dir else "",
+            cpus=tuple(spec.ring1_cpus),
         )  # fmt: skip
         self.guard.call("open", lambda: self.sink.open(config))
         self.store = spec.store()

@@ -68,8 +68,9 @@ class SourceRunner:
         self.guard = ConnectorGuard.from_config(self.label, cfg, self._report_health)
         self.source = registry.resolve_source(cfg.type)()
         config = ConnectorConfig(
-            cfg.name, dict(cfg.options), spec.index, cfg.parallelism, on_error=cfg.on_error
-        )
+            cfg.name, dict(cfg.options), spec.index, cfg.parallelism, on_error=cfg.on_error,
+            cpus=tuple(spec.ring1_cpus),
+        )  # fmt: skip
         self.guard.call("open", lambda: self.source.open(config))
         restore = msgspec.json.decode(spec.restore)
         if restore is not None:

@@ -91,7 +91,7 @@ class Early:
         if self.epoch == epoch:
             return self._send(producer, records)
         if self.epoch is None and not blocked:
-            return self.begin(producer, epoch, [records])
+            return self.begin(producer, epoch, [*self.take(epoch), records])  # in order
         self.hold(epoch, records)
         return True
 

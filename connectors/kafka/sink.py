@@ -101,6 +101,7 @@ from connectors.kafka.staging import (
 )
 from connectors.options import Options
 from engine import faults, log
+from engine.affinity import spawning_on
 from engine.errors import ConfigError, ConnectorError, TransientError
 
 
@@ -202,6 +203,7 @@ class KafkaSink(Sink):
         c = committable if committable is not None else self.committables.get(epoch)
         if c is not None:
             self._commit(epoch, c)
+        self._next_early()  # (whichever way the commit went: the next epoch's records wait)
 
     def rollback_epoch(self, epoch: int) -> None:
         if self.early.epoch is not None and self.early.epoch >= epoch:
@@ -224,7 +226,7 @@ class KafkaSink(Sink):
         early = self.early.epoch == epoch and "spool" in c  # begun here: not committed yet
         if early and self.early.stale():
             self._abort_early()
-            early = False
+            early, producer = False, self._producer()  # (a new one, where the abort failed)
         if not early and self._marker(topic, part) >= end:
             self._forget(epoch, committed=True)
             return
@@ -250,6 +252,7 @@ class KafkaSink(Sink):
             else:
                 if self.early.epoch is not None:  # (another epoch's: it cannot come first)
                     self._abort_early()
+                    producer = self._producer()
                 producer.begin_transaction()
                 half = c.get("rows", 0) // 2 if fault else -1
                 sent = send(producer, self.options.topic, batches, mine, skip, half, epoch)
@@ -266,7 +269,6 @@ class KafkaSink(Sink):
             raise TransientError(f"{self.where}: epoch {epoch} not committed yet: {exc}") from exc
         self.committed_rows += sent
         self._forget(epoch, committed=True)
-        self._next_early()
 
     def _landed(self, epoch: int, c: dict[str, Any], tag: bytes) -> dict[int, int]:
         """Per partition, how many of the epoch's records are readable already: where a
@@ -274,6 +276,11 @@ class KafkaSink(Sink):
         shows aborted records."""
         here = epoch in self.committables  # pre-committed here: no transaction began elsewhere
         if not self.tagged or (here and epoch not in self.tried):
+            return {}
+        if "starts" not in c:  # written with aborted = "hidden": nothing to look from
+            log.say("kafka_sink_no_starts", f"{self.where}: epoch {epoch} was pre-committed "
+                    'with aborted = "hidden"; records an aborted transaction left readable '
+                    "are not looked for (all are sent)", logging.WARNING, sink=self.config.name)
             return {}
         starts = {int(p): int(o) for p, o in c["starts"].items()}
         skip = landed(self.settings, self.options.topic, starts, tag)
@@ -330,15 +337,21 @@ class KafkaSink(Sink):
     # -- Kafka helpers ------------------------------------------------------------------------
     def _producer(self) -> Any:
         if self.producer is None:
-            p = transactional(self.settings, self.txid, self.options.transaction_timeout_ms,
-                              self.where)  # fmt: skip
-            self.producer = p
+            with spawning_on(self.config.cpus):  # librdkafka's threads: every Ring 1 CPU
+                p = transactional(self.settings, self.txid, self.options.transaction_timeout_ms,
+                                  self.where)  # fmt: skip
             if self.early.epoch is not None:  # its transaction went with the old producer
                 self.early.stop(self.early.epoch)
             if self.tagged is None:
-                self.tagged = aborted_visible(
-                    p, self.settings, self.staging.topic, self.marker_group
-                )
+                from confluent_kafka import KafkaException
+
+                try:
+                    self.tagged = aborted_visible(
+                        p, self.settings, self.staging.topic, self.marker_group
+                    )
+                except KafkaException as exc:  # tried again with the next producer
+                    raise TransientError(f"{self.where}: the broker probe failed: {exc}") from exc
+            self.producer = p
         return self.producer
 
     def _marker_consumer(self) -> Any:

@@ -83,6 +83,7 @@ from connectors.kafka.consumer import (
 from connectors.kafka.decode import Decoder
 from connectors.options import Options
 from engine import log
+from engine.affinity import spawning_on
 from engine.errors import CheckpointError, ConfigError, ConnectorError, TransientError
 from engine.typenames import parse_schema
 
@@ -129,7 +130,8 @@ class KafkaSource(Source):
         self.group = o.group or f"ringstream_{config.name}"
         given = parse_schema(o.schema, f"{where}.schema") if o.schema else None
         self.decoder = Decoder(o.format, given, where)
-        self.consumer = make_consumer(o, self.group, where)
+        with spawning_on(config.cpus):  # librdkafka's threads: on every Ring 1 CPU
+            self.consumer = make_consumer(o, self.group, where)
         try:
             parts = topic_partitions(self.consumer, o, where) if o.topics else []  # they exist
             if self.decoder.schema is None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from engine.errors import TransientError
 from tests.integration.test_kafka_sink import rows, sink, values
 from tests.kafka import create_topic, start_broker, stop_broker
 
@@ -123,7 +124,9 @@ def test_a_rollback_aborts_the_early_transaction_and_the_next_epoch_starts_clean
     assert set(range(1000, 1050)) <= set(ids(broker, t))  # (Tansu also shows the aborted 100)
 
 
-def test_a_stale_early_transaction_is_given_up_and_the_epoch_sent_from_the_spool(broker: str) -> None:
+def test_a_stale_early_transaction_is_given_up_and_the_epoch_sent_from_the_spool(
+    broker: str,
+) -> None:
     t = create_topic(broker, "early_stale", 1)
     s = sink(broker, t, pipeline="early_stale", aborted="hidden", transaction_timeout_ms=1000)
     s.begin_epoch(1)
@@ -151,3 +154,89 @@ def test_the_probe_keeps_early_sending_off_where_aborted_records_show(broker: st
     s.close()
     got = ids(broker, t)
     assert set(got) == set(range(100)) and max(got.values()) == 1
+
+
+def test_records_held_behind_an_empty_epoch_go_first(broker: str) -> None:
+    """Epoch 1 writes nothing; epoch 2's first rows wait behind its committable, then
+    more come after its commit: the transaction holds epoch 2's rows in their order
+    (found by review: the held rows were skipped, the later ones sent twice)."""
+    t = create_topic(broker, "early_empty", 1)
+    s = sink(broker, t, pipeline="early_empty", aborted="hidden")
+    s.begin_epoch(1)
+    c1 = s.pre_commit(1)
+    s.begin_epoch(2)
+    s.write_batch(rows(0, 100))  # held: epoch 1 is not committed
+    s.commit_epoch(1, c1)  # nothing to send: epoch 2 begins with what it held
+    assert (s.early.epoch, s.early.sent, s.early.backlog) == (2, 100, {})
+    s.write_batch(rows(100, 100))
+    s.commit_epoch(2, s.pre_commit(2))
+    s.close()
+    got = ids(broker, t)
+    assert set(got) == set(range(200)) and max(got.values()) == 1
+
+
+def test_a_commit_retried_after_a_lost_answer_lets_the_next_epoch_begin(broker: str) -> None:
+    """``commit_transaction`` commits but its answer is lost; the guard's retry finds the
+    marker and sends nothing; epoch 2's held rows still go first."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    t = create_topic(broker, "early_retry", 1)
+    s = sink(broker, t, pipeline="early_retry", aborted="hidden")
+    s.begin_epoch(1)
+    s.write_batch(rows(0, 100))
+    c1 = s.pre_commit(1)
+    s.begin_epoch(2)
+    s.write_batch(rows(100, 100))  # held
+    real = s.producer
+
+    class LostAnswer:  # the broker commits; the client hears a timeout
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(real, name)
+
+        def commit_transaction(self, *a):  # type: ignore[no-untyped-def]
+            real.commit_transaction(*a)
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    s.producer = LostAnswer()
+    with pytest.raises(TransientError):
+        s.commit_epoch(1, c1)
+    s.commit_epoch(1, c1)  # the retry: the marker says it is in
+    s.write_batch(rows(200, 100))
+    s.commit_epoch(2, s.pre_commit(2))
+    s.close()
+    got = ids(broker, t)
+    assert set(got) == set(range(300)) and max(got.values()) == 1
+
+
+def test_a_stale_transaction_whose_abort_fails_is_committed_by_a_fresh_producer(
+    broker: str,
+) -> None:
+    """An early transaction the broker aborted under the producer (past its timeout: the
+    producer is fenced, every call fails for good): the commit starts a fresh producer
+    instead of failing the run (found by review)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    t = create_topic(broker, "early_dead", 1)
+    s = sink(broker, t, pipeline="early_dead", aborted="hidden")
+    s.begin_epoch(1)
+    s.write_batch(rows(0, 100))
+    c1 = s.pre_commit(1)
+    s.early.began -= 3600  # older than half the transaction timeout
+    real = s.producer
+    fenced = KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+
+    class Dead:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(real, name)
+
+        def abort_transaction(self, *a):  # type: ignore[no-untyped-def]
+            raise fenced
+
+        def begin_transaction(self, *a):  # type: ignore[no-untyped-def]
+            raise fenced
+
+    s.producer = Dead()
+    s.commit_epoch(1, c1)
+    assert s.metrics()["rows_committed"] == 100 and not isinstance(s.producer, Dead)
+    s.close()
+    assert set(range(100)) <= set(ids(broker, t))  # (Tansu also shows the aborted ones)

@@ -54,3 +54,39 @@ def test_a_transaction_is_stale_past_half_the_timeout() -> None:
     f = Early("t", timeout_s=60)
     f.open(1)
     assert not f.stale()
+
+
+class Recorder:
+    """Stands in for the producer: what ``begin`` and ``produce`` were called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def begin_transaction(self) -> None:
+        self.calls.append(("begin", None))
+
+    def produce(self, topic: str, value: bytes, key: object, p: int, headers: object) -> None:
+        self.calls.append(("produce", value))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+def records(values: list[bytes]) -> pa.RecordBatch:
+    from connectors.kafka.encode import RECORDS
+
+    n = len(values)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(values, pa.binary()), pa.nulls(n, pa.binary()), pa.array([0] * n, pa.int32()),
+         pa.nulls(n, pa.int64()), pa.nulls(n, RECORDS.field("headers").type)],  # fmt: skip
+        schema=RECORDS,
+    )
+
+
+def test_a_transaction_begun_by_a_write_sends_what_the_epoch_held_first() -> None:
+    e, p = Early("t", timeout_s=60), Recorder()
+    assert e.write(p, 2, records([b"a", b"b"]), blocked=True)  # epoch 1 not committed
+    assert p.calls == [] and 2 in e.backlog
+    assert e.write(p, 2, records([b"c"]), blocked=False)  # (its commit sent nothing)
+    assert p.calls == [("begin", None), ("produce", b"a"), ("produce", b"b"), ("produce", b"c")]
+    assert (e.epoch, e.sent, e.backlog, e.held) == (2, 3, {}, 0)
