@@ -19,7 +19,10 @@ instance's event time only grows. Generation is vectorised (numpy uint64).
 ``GeneratorSource`` is a ``connectors.base.Source`` (built-in type
 ``"generator"``). Options (``GeneratorOptions``), all optional: ``events``
 (default 20_000_000; 0 = unbounded), ``keys`` (10_000), ``batch_rows``
-(65_536), ``seed`` (1), ``events_per_second`` (1_000_000), ``key_prefix`` (none).
+(65_536), ``seed`` (1), ``events_per_second`` (1_000_000), ``key_prefix`` (none),
+``max_rate`` (0: as fast as it can; else at most that many events per wall-clock
+second, all instances together, counted from each one's first poll: a stream that lasts as long on
+any machine, for demos and for tests that must act while a run is going on).
 ``poll_batch(n)`` returns at most ``n`` rows: a batch index larger than ``n``
 comes out in several slices. Position: ``{"batch": b, "row": r}`` — the next
 row is row ``r`` of batch index ``b`` (``row`` is 0 except when a poll cut a
@@ -30,6 +33,7 @@ Construct directly (tests, benchmarks) with ``GeneratorSource.create(**options)`
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -53,6 +57,7 @@ class GeneratorOptions(Options, frozen=True):
     seed: int = 1
     events_per_second: Annotated[int, Meta(ge=1)] = 1_000_000
     key_prefix: str | None = None  # string keys: prefix + the number, zero-padded to 6
+    max_rate: Annotated[int, Meta(ge=0)] = 0  # events per wall-clock second at most; 0: no limit
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -117,6 +122,23 @@ class GeneratorSource(Source):
         self.instances = config.instances
         self.offset = config.instance  # the batch index of the next row
         self.row = 0  # the next row within that batch
+        self.max_rate = opts.max_rate / config.instances  # (the source's, shared out)
+        self._paced_from: float | None = None  # (the clock at the first poll, events then)
+        self._paced = 0
+
+    def _due(self) -> float:
+        """Seconds until the next rows may go (``max_rate``); 0 when they may go now."""
+        if not self.max_rate:
+            return 0.0
+        now = time.monotonic()
+        if self._paced_from is None:
+            self._paced_from = now
+        return max(0.0, self._paced_from + self._paced / self.max_rate - now)
+
+    def data_ready(self, timeout_s: float) -> bool:
+        wait = self._due()
+        time.sleep(min(timeout_s, wait if wait else 0.001))
+        return wait <= timeout_s
 
     def schema(self) -> pa.Schema:
         return SCHEMA if self.key_names is None else STRING_SCHEMA
@@ -132,9 +154,10 @@ class GeneratorSource(Source):
     def poll_batch(self, max_records: int) -> SourceBatch | None:
         """Up to ``max_records`` events of the current batch index; None once exhausted."""
         start, stop = self._bounds()
-        if start >= stop:
+        if start >= stop or self._due() > 0:
             return None
         stop = min(stop, start + max(1, max_records))
+        self._paced += stop - start
         batch = generate(self.seed, start, stop, self.keys, self.events_per_second)
         if self.key_names is not None:
             batch = with_string_keys(batch, self.key_names)

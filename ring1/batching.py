@@ -4,7 +4,11 @@
 
 * ``add(batch)`` appends rows and returns the batches that are now full:
   each exactly ``max_rows`` rows (a large input is cut into several; the rest
-  stays pending). Pending rows keep their arrival order.
+  stays pending). Pending rows keep their arrival order. A batch of at least
+  half ``max_rows`` that arrives while nothing is pending is not gathered with
+  others: it goes on as it is (cut into ``max_rows`` pieces where larger, a last
+  piece under half ``max_rows`` then pending), so a source whose batches do not
+  divide ``max_rows`` evenly is not copied again here.
 * ``due()`` is true once the oldest pending row has waited ``max_wait_s``
   (measured with ``clock``, from the ``add`` that brought it); the runtime then
   calls ``take()``, which returns every pending row as one batch (or None).
@@ -13,7 +17,7 @@
   pending rows (for a watermark that must not pass them).
 
 Invariants: every row added comes out exactly once, in order; an output batch
-has at most ``max_rows`` rows; all batches have the schema of the first one
+has at most ``max_rows`` rows (and, but for ``take``, at least half of it); all batches have the schema of the first one
 (a different schema raises ``SchemaMismatchError``). Zero-row batches are
 ignored. Concatenation copies the buffers once (``pa.concat_batches``);
 a batch that arrives alone and full is passed through without copying.
@@ -65,6 +69,14 @@ class Batcher:
             )
         if batch.num_rows == 0:
             return []
+        if not self._pending and 2 * batch.num_rows >= self.max_rows:  # large: as it is
+            n = self.max_rows
+            ready = [batch] if batch.num_rows <= n else [
+                batch.slice(i, n) for i in range(0, batch.num_rows, n)]  # fmt: skip
+            if 2 * ready[-1].num_rows < n:  # a small last piece waits for more
+                tail = ready.pop()
+                self._pending, self._rows, self._since = [tail], tail.num_rows, self.clock()
+            return ready
         if not self._pending:
             self._since = self.clock()
         self._pending.append(batch)

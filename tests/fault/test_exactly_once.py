@@ -42,6 +42,7 @@ EVENTS = 2_000_000
 KEYS = 2_000
 SEED = 11
 EVENTS_PER_SECOND = 200_000  # 10 s of event time: 10 one-second windows per key
+MAX_RATE = 2_500_000  # events per wall-clock second: a run of about 0.8 s
 COLUMNS = ["window_start", "window_end", "key", "count", "sum_key", "min_ts", "max_ts"]
 TOPOLOGY = (
     "[topology]\ncoordinator = 0\nconnectors = [0]\nworkers = [0, 1]\n[rings]\ncapacity = 4194304\n"
@@ -95,6 +96,9 @@ def make_job(
         sink_options = f'path = "{out}"' + ('\nformat = "parquet"' if sink == "files" else "")
     strings = "" if key_prefix is None else f'key_prefix = "{key_prefix}"'
     sums = "" if key_prefix else '"sum(key)", '  # no sum of strings
+    # the generator at MAX_RATE: a run that lasts about as long on any machine, so that
+    # kills and fault points land mid-run (unpaced, the whole run took 0.2 s here)
+    pace = f"max_rate = {MAX_RATE}" if source_type == "generator" else ""
     aggregates = f'"count", {sums}"min(ts)", "max(ts)"'
     pipeline = dir / "pipeline.toml"
     pipeline.write_text(f"""
@@ -119,6 +123,7 @@ batch_rows = 4096
 batch_max_rows = 4096
 seed = {SEED}
 events_per_second = {EVENTS_PER_SECOND}
+{pace}
 {strings}
 
 {steps or WINDOW_STEP.format(aggregates=aggregates)}
@@ -452,7 +457,7 @@ def test_exactly_once_drained_by_sigterm_then_rerun_output_equals_reference(
     job = make_job(tmp_path)
     with EngineRun(job) as run:
         assert run.wait_attempt(1) is not None, run.stderr
-        time.sleep(0.2)
+        time.sleep(0.25 * _REFERENCE["files"][2])  # a quarter of the way (the whole run: 0.2 s)
         run.proc.send_signal(signal.SIGTERM)
         assert run.wait() == 0, run.stderr
         assert "stopped by SIGTERM, drained" in run.stdout, run.stdout + run.stderr

@@ -31,7 +31,7 @@ from tests.fault.test_exactly_once import (
 # point -> (dies, the epochs a recovery may start from)
 MID_RUN = {
     "source.after_checkpoint": ("source", {1}),  # its barrier 2 never left: no manifest 2
-    "worker.after_snapshot": ("worker", {1}),
+    "worker.after_snapshot": ("worker", {1, 2}),  # it reported epoch 2 before it died
     "sink.after_pre_commit": ("sink", {1, 2}),  # manifest 2 may be written before it is missed
     "coordinator.before_manifest": ("coordinator", {1}),
     "coordinator.after_manifest": ("coordinator", {2}),

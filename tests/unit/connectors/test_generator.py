@@ -136,3 +136,27 @@ def test_generator_passes_source_conformance(instance: int, instances: int) -> N
 def test_generator_unbounded_passes_source_conformance() -> None:
     config = ConnectorConfig("gen", {"events": 0, "keys": 9, "batch_rows": 700})
     check_source(GeneratorSource, config, max_records=500, max_rows=6_000)
+
+
+def test_max_rate_paces_the_stream_in_wall_clock_time_and_keeps_its_events() -> None:
+    """``max_rate``: the same events, no faster than the rate (a lower bound on time, never
+    an upper one); a poll ahead of the rate returns nothing and ``data_ready`` waits."""
+    import time
+
+    paced = GeneratorSource.create(events=30_000, batch_rows=5_000, max_rate=100_000)
+    plain = GeneratorSource.create(events=30_000, batch_rows=5_000)
+    started, got = time.monotonic(), []
+    while not paced.finished():
+        b = paced.poll_batch(65_536)
+        if b is None:
+            paced.data_ready(0.05)
+            continue
+        got.append(b.batch)
+    took = time.monotonic() - started
+    assert took >= 0.25  # the 6th batch of 5,000 may go at 0.25 s
+    assert pa.Table.from_batches(got).equals(
+        pa.Table.from_batches([plain.poll_batch(65_536).batch for _ in range(6)])  # type: ignore[union-attr]
+    )
+    two = GeneratorSource.create(events=30_000, batch_rows=5_000, max_rate=100_000, instances=2)
+    assert two.max_rate == 50_000  # the source's rate, shared out between its instances
+    assert two.poll_batch(65_536) is not None and two.poll_batch(65_536) is None  # ahead: waits

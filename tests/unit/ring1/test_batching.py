@@ -38,10 +38,25 @@ def test_batching_small_batches_concatenated_up_to_max_rows() -> None:
 
 def test_batching_large_batch_cut_into_max_rows_pieces_in_order() -> None:
     b = Batcher(max_rows=4, max_wait_s=1.0, clock=FakeClock())
-    b.add(rows(0, 3))
-    ready = b.add(rows(3, 10))
+    b.add(rows(0, 1))
+    ready = b.add(rows(1, 12))
     assert [r.num_rows for r in ready] == [4, 4, 4]
     assert values(ready) == list(range(12)) and b.pending_rows == 1
+
+
+def test_batching_a_large_batch_with_nothing_pending_goes_on_as_it_is() -> None:
+    """At least half ``max_rows``: not gathered (no copy); cut where larger, a small last
+    piece kept for the next rows."""
+    b = Batcher(max_rows=10, max_wait_s=1.0, clock=FakeClock())
+    half = rows(0, 5)
+    assert b.add(half) == [half] and b.pending_rows == 0
+    ready = b.add(rows(5, 27))  # 10 + 10 + 7: the 7 go on too (at least half)
+    assert [r.num_rows for r in ready] == [10, 10, 7] and values(ready) == list(range(5, 32))
+    ready = b.add(rows(32, 23))  # 10 + 10 + 3: the 3 wait
+    assert [r.num_rows for r in ready] == [10, 10] and b.pending_rows == 3
+    ready = b.add(rows(55, 9))  # something is pending: gathered as before
+    assert [r.num_rows for r in ready] == [10] and values(ready) == list(range(52, 62))
+    assert b.pending_rows == 2
 
 
 def test_batching_full_batch_alone_passes_through_without_copy() -> None:
@@ -70,9 +85,9 @@ def test_batching_due_after_max_wait_from_the_oldest_pending_row() -> None:
 def test_batching_leftover_after_full_batch_waits_from_its_arrival() -> None:
     clock = FakeClock()
     b = Batcher(max_rows=4, max_wait_s=1.0, clock=clock)
-    b.add(rows(0, 2))
+    b.add(rows(0, 1))
     clock.now = 100.9
-    assert len(b.add(rows(2, 3))) == 1
+    assert len(b.add(rows(1, 4))) == 1
     clock.now = 101.5
     assert not b.due()  # the leftover row arrived at 100.9
     clock.now = 101.9
