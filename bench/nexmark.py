@@ -66,9 +66,23 @@ def run_variant(
     env = overrides(query, events)
     if variant == BASELINE:
         return engine_runs.run_local(pipeline_path(query), env)
+    if connectors is None and variant == "1" and len(machine.available_cpus()) == 2:
+        connectors = beside_worker(query, topo[1][0])
     return engine_runs.run_engine(
         pipeline_path(query), topo[int(variant)], env, connectors=connectors
     )
+
+
+def beside_worker(query: str, worker: int) -> list[int]:
+    """Connector CPUs (sinks, then each source instance) for the 1-worker run on 2 CPUs:
+    the sinks on the worker's CPU, every source alone on the other, so the worker's core
+    is not shared with a source's (the issue's condition) and the source's is not shared
+    with the sink's."""
+    from engine import pipeline as pipeline_mod
+
+    p = pipeline_mod.load(pipeline_path(query), {})
+    first = machine.available_cpus()[0]
+    return [worker] * len(p.sinks) + [first] * sum(s.parallelism for s in p.sources)
 
 
 def median(runs: list[Figure], model_events: int) -> dict[str, Any]:
@@ -150,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--connectors", default="",
         help="CPUs of the connector processes, sinks first, then each source instance "
-        "(default: the first CPU for all), e.g. 1,0: the sink beside the 1-worker run's worker",
+        "(default: the first CPU for all; on 2 CPUs the 1-worker run puts its sinks beside "
+        "its worker and its sources alone on the other CPU)",
     )  # fmt: skip
     args = ap.parse_args(argv)
     connectors = [int(c) for c in args.connectors.split(",") if c.strip()] or None
@@ -163,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     topo = topologies()
     pinning: dict[str, Any] = {f"{n} worker(s)": w for n, w in topo.items()}
     pinning["single process"] = machine.available_cpus()[-1]
-    pinning["connectors (sinks, then sources)"] = connectors or [machine.available_cpus()[0]]
+    pinning["connectors (sinks, then sources)"] = connectors or (
+        "the 1-worker run: sinks beside the worker, sources on the other CPU; else the first CPU"
+        if len(machine.available_cpus()) == 2 else [machine.available_cpus()[0]]
+    )
     load_before = os.getloadavg()
     result: dict[str, Any] = {
         "cpus": machine.describe(pinning),
