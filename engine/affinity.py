@@ -29,10 +29,11 @@ def spawning_on(cpus: Iterable[int]) -> Iterator[None]:
         try:
             os.sched_setaffinity(0, wanted)
             widened = True
-        except OSError:  # a CPU this process may not use: the threads start where it runs
+        except OSError:  # none of them may be used (the kernel drops the ones that may not)
             pass
     try:
         yield
     finally:
         if widened:
-            os.sched_setaffinity(0, mine)
+            with contextlib.suppress(OSError):  # (a CPU of ``mine`` went offline meanwhile)
+                os.sched_setaffinity(0, mine)

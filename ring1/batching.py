@@ -3,8 +3,8 @@
 ``Batcher(max_rows, max_wait_s)``:
 
 * ``add(batch)`` appends rows and returns the batches that are now full:
-  each exactly ``max_rows`` rows (a large input is cut into several; the rest
-  stays pending). Pending rows keep their arrival order. A batch of at least
+  ``max_rows`` rows each when gathered (a large input is cut into several; the
+  rest stays pending). Pending rows keep their arrival order. A batch of at least
   half ``max_rows`` that arrives while nothing is pending is not gathered with
   others: it goes on as it is (cut into ``max_rows`` pieces where larger, a last
   piece under half ``max_rows`` then pending), so a source whose batches do not
@@ -17,8 +17,9 @@
   pending rows (for a watermark that must not pass them).
 
 Invariants: every row added comes out exactly once, in order; an output batch
-has at most ``max_rows`` rows (and, but for ``take``, at least half of it); all batches have the schema of the first one
-(a different schema raises ``SchemaMismatchError``). Zero-row batches are
+has at most ``max_rows`` rows (from ``add``, at least half of it); all batches
+have the schema of the first one (a different schema raises
+``SchemaMismatchError``). Zero-row batches are
 ignored. Concatenation copies the buffers once (``pa.concat_batches``);
 a batch that arrives alone and full is passed through without copying.
 
@@ -60,7 +61,8 @@ class Batcher:
         return self._rows
 
     def add(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        """Append ``batch``; return the batches of exactly ``max_rows`` rows now complete."""
+        """Append ``batch``; return the batches now complete: ``max_rows`` rows each when
+        gathered, from half of it up to ``max_rows`` when passed on as they came."""
         if self.schema is None:
             self.schema = batch.schema
         elif not batch.schema.equals(self.schema):

@@ -41,6 +41,7 @@ def pipeline_file(
     keys: int = 1000,
     interval_ms: int = 1000,
     name: str = "pipeline.toml",
+    max_rate: int = 0,
 ) -> Path:
     """generator -> 1 s tumbling windows per key -> files at ``out`` (checkpoints beside it)."""
     path = tmp_path / name
@@ -59,6 +60,7 @@ event_time = "ts"
 events = {events}
 keys = {keys}
 batch_rows = 16384
+max_rate = {max_rate}
 seed = 7
 events_per_second = 100000
 

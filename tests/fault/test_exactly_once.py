@@ -315,9 +315,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[pa.Table, Job]:
 def kill_delay(rng: random.Random) -> float:
     """A random time to wait after a start before a kill: early enough to land mid-run.
 
-    Scaled by how long the reference run processed (fast machine, short waits): at most
-    0.3 of it. Runs of 2 sources and 2 workers (the PostgreSQL sink's kill test) process
-    in about 0.7 of the reference's time here, so half of it let a run end unkilled.
+    Scaled by how long the reference run processed: at most 0.3 of it. The generator is
+    paced (``MAX_RATE``), so a run lasts about 0.8 s on any machine that can keep up; an
+    unpaced run of 2 sources and 2 workers once ended before a kill at half of it.
     """
     assert _REFERENCE, "reference() runs first"
     return rng.uniform(0.02, max(0.1, 0.3 * _REFERENCE["files"][2]))
@@ -457,7 +457,7 @@ def test_exactly_once_drained_by_sigterm_then_rerun_output_equals_reference(
     job = make_job(tmp_path)
     with EngineRun(job) as run:
         assert run.wait_attempt(1) is not None, run.stderr
-        time.sleep(0.25 * _REFERENCE["files"][2])  # a quarter of the way (the whole run: 0.2 s)
+        time.sleep(0.25 * _REFERENCE["files"][2])  # a quarter of the way (paced: about 0.8 s)
         run.proc.send_signal(signal.SIGTERM)
         assert run.wait() == 0, run.stderr
         assert "stopped by SIGTERM, drained" in run.stdout, run.stdout + run.stderr

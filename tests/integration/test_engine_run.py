@@ -133,7 +133,8 @@ def test_run_worker_killed_with_checkpoints_recovers_to_reference_output(tmp_pat
     events, out = 5_000_000, tmp_path / "out"
     proc = start_engine(
         "run",
-        str(pipeline_file(tmp_path, events, out, interval_ms=100)),
+        # paced (about 2 s): the worker is still running when the first manifest is written
+        str(pipeline_file(tmp_path, events, out, interval_ms=100, max_rate=2_500_000)),
         "--topology",
         str(topology_file(tmp_path, [0, 1])),
     )
