@@ -48,6 +48,7 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     in_idle_s: list[float] = []  # worker: idle timeout of each input ring (0 = never)
     out_streams: list[str] = []  # worker: the stream ("main" or a late output) of each out ring
     dead_letter_rings: list[str] = []  # source: one ring per sink of its dead-letter output
+    direct_rings: list[str] = []  # source: one ring per "main" sink (engine.wiring: direct)
     checkpoint_dir: str = ""
     first_epoch: int = 1
     restore: bytes = b"null"  # role-specific JSON: what the last manifest recorded for it

@@ -205,7 +205,7 @@ class Coordinator:
         """L3-L5, once."""
         p, t, plan = self.pipeline, self.topology, self.plan
         workers = len(t.workers)
-        self.wiring = Wiring.create(p, plan.inputs, workers, t.ring_capacity)  # L3
+        self.wiring = Wiring.create(p, plan.inputs, workers, t.ring_capacity, plan.direct)  # L3
         nsources = sum(s.parallelism for s in p.sources)
         self.counters = Counters.create(nsources + workers + len(p.sinks))
         first_epoch = manifest.epoch + 1 if manifest is not None else 1

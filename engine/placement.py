@@ -136,6 +136,8 @@ def placement(plan: Plan) -> list[str]:
                                  else "") + " in the workers")  # fmt: skip
     if q.final:
         out.append(f"query.final[0..{len(q.final) - 1}] in the sinks")
+    if plan.direct:
+        out.append("rows from the sources straight to the sinks (no Ring 0 work)")
     return out
 
 

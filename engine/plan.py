@@ -75,6 +75,7 @@ class Plan:
     replayable: dict[str, bool] = field(default_factory=dict)
     source_steps: dict[str, int] = field(default_factory=dict)  # leading steps run in a source
     ring_schemas: dict[str, pa.Schema] = field(default_factory=dict)  # source -> its rings
+    direct: bool = False  # no Ring 0 work: sources write rows straight into "main" sinks' rings
 
     @classmethod
     def build(
@@ -129,6 +130,11 @@ class Plan:
         plan.late_schemas = graph.late_schemas()
         plan.final_schema = plan.final_chain().output_schema
         plan.partition_keys = partitioning(plan, graph)
+        q = pipeline.query
+        plan.direct = (  # every step runs in the source; nothing for a worker to do with rows
+            q.join is None and not q.final and not plan.late_schemas
+            and plan.source_steps[inputs[0]] == len(q.steps)
+        )  # fmt: skip
         if replay:  # first: a guarantee that cannot hold matters more than an option
             plan._check_delivery()
         plan._check_sinks(servers=not in_child)

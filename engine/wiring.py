@@ -7,7 +7,14 @@ For ``W`` workers:
 * worker → sink: one ring per (worker, sink) for each sink reading ``"main"``
   or a late output (the workers make both);
 * source instance → sink: one ring per (source instance, sink) for each sink
-  reading a source's dead-letter output.
+  reading a source's dead-letter output;
+* source instance → sink, **direct**: when the plan has no Ring 0 work
+  (``Plan.direct``: every step runs in the sources, no join, no final stage), one
+  ring per (source instance, "main" sink) carrying the rows, their barriers and
+  watermarks, instead of the workers' rings: a row crosses one ring instead of
+  two. The workers still get each source's barriers and watermarks (and no
+  rows) and report each epoch, so the epoch protocol is unchanged; they write
+  to no sink.
 
 Every ring has ``topology.ring_capacity`` bytes. ``specs()`` pairs the rings
 with the children that use them (``engine.child.ChildSpec``, with the CPU each
@@ -36,10 +43,15 @@ class Wiring:
     to_worker: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # per worker
     to_sink: dict[str, list[str]] = field(default_factory=dict)  # sink -> its input rings
     dead_letter: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # source inst
+    direct: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # source inst
+    direct_mode: bool = False
 
     @classmethod
-    def create(cls, pipeline: Pipeline, inputs: list[str], workers: int, capacity: int) -> Wiring:
-        w = cls(capacity)
+    def create(
+        cls, pipeline: Pipeline, inputs: list[str], workers: int, capacity: int,
+        direct: bool = False,
+    ) -> Wiring:  # fmt: skip
+        w = cls(capacity, direct_mode=direct)
         for s in pipeline.sources:
             for i in range(s.parallelism):
                 w.dead_letter[(s.name, i)] = []
@@ -57,6 +69,13 @@ class Wiring:
                             w.dead_letter[(s.name, i)].append(name)
                             rings.append(name)
                 w.to_sink[k.name] = rings
+            elif direct and k.input == "main":
+                w.to_sink[k.name] = []
+                for s in pipeline.sources:
+                    for i in range(s.parallelism):
+                        name = w._ring(f"source {s.name} {i}", f"sink {k.name}")
+                        w.direct.setdefault((s.name, i), []).append(name)
+                        w.to_sink[k.name].append(name)
             else:
                 w.to_sink[k.name] = [
                     w._ring(f"worker {n}", f"sink {k.name}") for n in range(workers)
@@ -73,7 +92,9 @@ class Wiring:
         """The rings worker ``worker`` writes, and the stream each carries."""
         rings, streams = [], []
         for k in pipeline.sinks:
-            if not self.from_sources(pipeline, k.input):
+            if not self.from_sources(pipeline, k.input) and not (
+                self.direct_mode and k.input == "main"
+            ):
                 rings.append(self.to_sink[k.name][worker])
                 streams.append(k.input)
         return rings, streams
@@ -131,6 +152,7 @@ class Wiring:
                 add("source", j, s.name, next(cpus), pos, in_rings=[],
                     restore_marks=msgspec.json.encode(marks),
                     out_rings=w.to_worker.get((s.name, j), []),
+                    direct_rings=w.direct.get((s.name, j), []),
                     dead_letter_rings=w.dead_letter[(s.name, j)])  # fmt: skip
         return specs
 

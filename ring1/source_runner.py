@@ -83,6 +83,12 @@ class SourceRunner:
             w.write_schema(plan.ring_schema(cfg.name))
         self.dl_rings = [Ring.attach(name) for name in spec.dead_letter_rings]
         self.dl_writers = [r.writer() for r in self.dl_rings]
+        # a plan with no Ring 0 work: rows straight to the sinks (the workers' rings then
+        # carry only barriers and watermarks; engine.wiring)
+        self.direct_rings = [Ring.attach(name) for name in spec.direct_rings]
+        self.direct = [r.writer() for r in self.direct_rings]
+        for w in self.direct:
+            w.write_schema(plan.ring_schema(cfg.name))
         self.key = plan.partition_keys.get(cfg.name)
         self.batcher = Batcher(cfg.batch_max_rows, cfg.batch_max_wait_ms / 1000)
         self.watermark = SourceWatermark(cfg.event_time, cfg.max_out_of_orderness_ms,
@@ -135,7 +141,7 @@ class SourceRunner:
     def on_barrier(self, epoch: int) -> None:
         """Epoch step 2: report the position after every row written so far, then BARRIER(N)."""
         self._report_position(epoch, finished=False)
-        for w in (*self.writers, *self.dl_writers):
+        for w in (*self.writers, *self.direct, *self.dl_writers):
             w.write_barrier(epoch)
         self.last_epoch = epoch
 
@@ -198,7 +204,10 @@ class SourceRunner:
         c.add(slot, "batches_in", 1)
         c.add(slot, "bytes_in", size)
         for out in self.steps.process(batch) if self.steps is not None else [batch]:
-            if not self.key:  # round-robin by batch; [] (a changelog, no key): one worker
+            if self.direct:  # every "main" sink gets every row
+                for w in self.direct:
+                    w.write_batches(out)
+            elif not self.key:  # round-robin by batch; [] (a changelog, no key): one worker
                 self.writers[self.rr % len(self.writers)].write_batches(out)
                 self.rr += self.key is None
             else:
@@ -210,7 +219,7 @@ class SourceRunner:
             c.add(slot, "bytes_out", size if out is batch else out.nbytes)
         pending = self._pending() if self.watermark.split else None
         self._send_watermark(self.watermark.advance(batch, pending))  # every row read counts
-        c.set(slot, "blocked_ns", sum(w.blocked_ns for w in self.writers))
+        c.set(slot, "blocked_ns", sum(w.blocked_ns for w in (*self.writers, *self.direct)))
 
     def _pending(self) -> set[tuple[object, ...]]:
         """The partitions with rows not handed on yet: unread, or waiting in the batcher."""
@@ -225,7 +234,7 @@ class SourceRunner:
 
     def _send_watermark(self, wm: int | None) -> None:
         if wm is not None:
-            for w in self.writers:
+            for w in (*self.writers, *self.direct):
                 w.write_watermark(wm)
             self.counters.set(self.slot, "watermark", wm)
 
@@ -233,10 +242,10 @@ class SourceRunner:
         """The final position (nothing after it), then EOS: ``EOS_STOPPED`` after a drain."""
         self._report_position(self.last_epoch + 1, finished=True)
         stopped = self.stopping and not self.source.finished() and bool(self.spec.checkpoint_dir)
-        for w in (*self.writers, *self.dl_writers):
+        for w in (*self.writers, *self.direct, *self.dl_writers):
             w.put(_EOS, b"", EOS_STOPPED if stopped else EOS_END)
             w.close()
-        for r in (*self.rings, *self.dl_rings):
+        for r in (*self.rings, *self.direct_rings, *self.dl_rings):
             r.close()
         self._send_metrics()
         self.guard.call("close", self.source.close, retry=False)

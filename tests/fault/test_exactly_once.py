@@ -401,6 +401,28 @@ def run_with_random_kills(job: Job, kills: int) -> str:
 
 
 @pytest.mark.slow
+def test_exactly_once_stateless_pipeline_random_child_kills_every_row_once(
+    tmp_path: Path, ref: pa.Table
+) -> None:
+    """A filter only: the sources write rows straight into the sink's rings (``engine.wiring``:
+    direct) while the workers pass barriers on and report epochs; kill -9 children at random
+    (workers among them): every selected event exactly once."""
+    assert ref.num_rows  # the windowed run: its duration scales kill_delay
+    job = make_job(tmp_path, parallelism=2, steps='[[query.steps]]\nop = "filter"\n'
+                   'where = "key % 7 = 0"')  # fmt: skip
+    why = run_with_random_kills(job, kills=3)
+    events = pa.table(generate(SEED, 0, EVENTS, KEYS, EVENTS_PER_SECOND))
+    want = events.filter(pa.array(events["key"].to_numpy() % 7 == 0))
+    got = read_committed(job.out).select(want.column_names)
+    have = Counter(zip(*(got[c].to_pylist() for c in want.column_names), strict=True))
+    need = Counter(zip(*(want[c].to_pylist() for c in want.column_names), strict=True))
+    assert have == need, (
+        f"{why}: {sum((need - have).values())} rows lost, "
+        f"{sum((have - need).values())} extra or duplicated"
+    )
+
+
+@pytest.mark.slow
 def test_exactly_once_string_keys_random_child_kills_output_equals_pyarrow(
     tmp_path: Path, ref: pa.Table
 ) -> None:

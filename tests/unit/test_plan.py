@@ -530,3 +530,33 @@ def test_sink_server_checked_by_the_coordinator_only_not_in_each_child() -> None
     schemas = {"events": pa.schema([("ts", TS), ("key", pa.int64()), ("value", pa.float64())])}
     plan = Plan.build(p, 1, schemas=schemas)  # as engine/child.py builds it
     assert AwaySink.checks == 1 and plan.pipeline.sinks[0].name == "out"
+
+
+def test_plan_with_no_ring0_work_sends_rows_from_the_sources_straight_to_the_sinks() -> None:
+    """Every step stateless (they run in the source), no join, no final stage: ``direct``;
+    the wiring then gives each "main" sink one ring per source instance and the workers
+    none; a stateful step or a final stage keeps the workers on the rows' path."""
+    from engine.wiring import Wiring
+
+    def only(*steps_: dict[str, Any]) -> Callable[[dict[str, Any]], object]:
+        return lambda r: r["query"].update(steps=list(steps_))
+
+    filt = {"op": "filter", "where": "key > 2"}
+    proj = {"op": "project", "columns": ["ts", "key"]}
+    for edit in (only(), only(filt), only(filt, proj)):
+        plan = build(raw_with(edit), workers=2)
+        assert plan.direct and "straight to the sinks" in plan.describe()
+    assert not build(raw_with(only(filt, WINDOW)), workers=2).direct
+    final = {"op": "filter", "where": "key > 3"}
+    assert not build(raw_with(lambda r: r["query"].update(steps=[filt], final=[final]))).direct
+
+    raw = raw_with(only(filt))
+    raw["sources"][0]["parallelism"] = 2
+    plan = build(raw, workers=2)
+    p = pipeline.parse(raw, "p.toml")
+    w = Wiring.create(p, plan.inputs, 2, 1 << 20, plan.direct)
+    try:
+        assert w.to_sink["out"] == [w.direct[("events", 0)][0], w.direct[("events", 1)][0]]
+        assert w.worker_outputs(p, 0) == ([], []) and len(w.to_worker[("events", 0)]) == 2
+    finally:
+        w.close()
