@@ -45,7 +45,7 @@ class ChildSpec(msgspec.Struct, kw_only=True):
     schemas: dict[str, bytes] = {}  # source name -> Arrow IPC schema (no re-open in children)
     name: str = ""  # the source or sink this child runs
     in_ports: list[int] = []  # worker: the port (0 left / 1 right) of each input ring
-    in_idle_s: list[float] = []  # worker: idle timeout of each input ring (0 = never)
+    in_idle_s: list[float] = []  # worker, direct sink: idle timeout of each input (0 = never)
     out_streams: list[str] = []  # worker: the stream ("main" or a late output) of each out ring
     dead_letter_rings: list[str] = []  # source: one ring per sink of its dead-letter output
     direct_rings: list[str] = []  # source: one ring per "main" sink (engine.wiring: direct)

@@ -134,6 +134,7 @@ class Plan:
         plan.direct = (  # every step runs in the source; nothing for a worker to do with rows
             q.join is None and not q.final and not plan.late_schemas
             and plan.source_steps[inputs[0]] == len(q.steps)
+            and any(k.input == "main" for k in pipeline.sinks)
         )  # fmt: skip
         if replay:  # first: a guarantee that cannot hold matters more than an option
             plan._check_delivery()
@@ -316,6 +317,8 @@ class Plan:
     def describe(self) -> str:
         p = self.pipeline
         def routed(name: str) -> str:
+            if self.direct:  # (partition_by has nothing to spread: no worker sees the rows)
+                return "in order, to the sinks"
             key = self.partition_keys.get(name)
             return "one worker, in order" if key == [] else f"partitioned by {key or 'batch'}"
 
@@ -330,6 +333,7 @@ class Plan:
         placed = "; ".join(placement(self))
         return (
             f"pipeline {p.pipeline.name!r} ({p.pipeline.delivery}, {ckpt}): sources {srcs} -> "
-            f"{self.workers} worker(s) -> output {self.final_schema.names} -> sinks {sinks}"
+            + ("" if self.direct else f"{self.workers} worker(s) -> ")
+            + f"output {self.final_schema.names} -> sinks {sinks}"
             + (f"; steps: {placed}" if placed else "")
         )

@@ -132,15 +132,18 @@ class Wiring:
                 committable = (manifest.sink_committables.get(k.name) or [None])[0]
                 restore = SinkRestore(manifest.epoch, committable, _state(manifest, "sink", n),
                                       committed=manifest.sink_status == "committed")
-            add("sink", n, k.name, next(cpus), restore, in_rings=w.to_sink[k.name], out_rings=[])
+            idle = [s.idle_timeout_ms / 1000 for s in p.sources for _ in range(s.parallelism)]
+            direct = self.direct_mode and k.input == "main"  # its inputs: the source instances
+            add("sink", n, k.name, next(cpus), restore, in_rings=w.to_sink[k.name], out_rings=[],
+                in_idle_s=idle if direct else [])  # fmt: skip
         for i in range(len(t.workers)):
             ins, ports, idle = [], [], []
             for port, src in enumerate(plan.inputs):
                 cfg = p.source_named(src)
                 for j in range(cfg.parallelism):
                     ins.append(w.to_worker[(src, j)][i])
-                    ports.append(port)
-                    idle.append(cfg.idle_timeout_ms / 1000)
+                    ports.append(port)  # (direct: no rows come to tell busy from idle)
+                    idle.append(0.0 if w.direct_mode else cfg.idle_timeout_ms / 1000)
             outs, streams = w.worker_outputs(p, i)
             add("worker", i, "", t.workers[i], _state(manifest, "worker", i), in_rings=ins,
                 in_ports=ports, in_idle_s=idle, out_rings=outs, out_streams=streams)  # fmt: skip

@@ -79,7 +79,8 @@ class SinkRunner(Consumer):
         self.guard.call("open", lambda: self.sink.open(config))
         self.store = spec.store()
         self.restore = msgspec.json.decode(spec.restore, type=control.SinkRestore | None)
-        super().__init__(InputSet(spec.in_rings), Watermarks([0.0] * len(spec.in_rings)))
+        idle = spec.in_idle_s or [0.0] * len(spec.in_rings)  # (direct: the sources' timeouts)
+        super().__init__(InputSet(spec.in_rings), Watermarks(idle))
         self.epoch = spec.first_epoch  # the open epoch
         self._control_at = self._metrics_at = time.monotonic()
 

@@ -514,7 +514,9 @@ def test_plan_rows_without_a_keyed_step_go_by_partition_by_a_changelog_to_one_wo
     keyed = query([{"op": "group_by", "key": "key", "aggregates": ["count"]}],
                   partition_by=["value"])  # fmt: skip
     assert "already partitions the rows by ['key']" in build_error(raw_with(keyed), 2)
-    assert "one worker, in order" in build(raw_with(query([change])), 2).describe()
+    # only stateless steps: no worker sees the rows; each source instance's go in order
+    described = build(raw_with(query([change])), 2).describe()
+    assert "(generator x1, in order, to the sinks)" in described
 
 
 def test_sink_server_checked_by_the_coordinator_only_not_in_each_child() -> None:
