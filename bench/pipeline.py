@@ -65,7 +65,7 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["source_ns_per_event"] = round(statistics.median(
             1e9 * r["cpu_s"].get("source", 0.0) / r["events"] for r in runs), 1)  # fmt: skip
         rows = [r["worker_rows"] for r in runs if len(r["worker_rows"]) > 1]
-        if rows:
+        if rows and any(sum(w) for w in rows):  # (a direct plan: no row crosses a worker)
             out["skew_max_over_mean"] = round(statistics.median(
                 max(w) / (sum(w) / len(w)) for w in rows if sum(w)), 3)  # fmt: skip
     return out

@@ -2,7 +2,10 @@
 
 Inputs: one ring per source instance for each input of the query (port 0, or
 ports 0/1 for a join), each carrying this worker's key partition. Outputs: one
-ring per sink reading a stream the worker makes ("main" or a late output).
+ring per sink reading a stream the worker makes ("main" or a late output). A
+plan with no Ring 0 work (``engine.wiring``: direct) sends the rows straight to
+the sinks: the worker's inputs then carry only barriers, watermarks and the end,
+it has no output ring, and it takes part in every epoch as usual.
 ``Worker`` is an ``engine.stream.Consumer``; per event:
 
 * ``on_data`` → the graph; its output goes to the "main" rings, late rows of

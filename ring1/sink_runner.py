@@ -1,7 +1,9 @@
 """The Ring 1 sink process: drain every producer's ring into one sink, with two-phase commit.
 
 Its inputs are the rings of its stream: one per worker for ``"main"`` or a late
-output, one per source instance for a dead-letter output. ``SinkRunner`` is an
+output, one per source instance for a dead-letter output, and for ``"main"`` of
+a plan with no Ring 0 work one per source instance (``engine.wiring``: direct;
+the watermark then applies the sources' idle timeouts). ``SinkRunner`` is an
 ``engine.stream.Consumer``; ``run()``:
 
 1. ``recover()``: if the last manifest recorded an epoch N, re-drive

@@ -15,7 +15,9 @@
   (``ring1.partition``; round-robin by batch for a global query; all to the
   instance's own worker for a changelog with no key: ``engine.placement``), each part
   written to its worker's ring (cut to fit by ``write_batches``; a full ring
-  waits: backpressure), then a WATERMARK (``engine.stream.SourceWatermark``)
+  waits: backpressure) — or, for a plan with no Ring 0 work, the whole batch to
+  each "main" sink's ring (``engine.wiring``: direct) — then a WATERMARK
+  (``engine.stream.SourceWatermark``)
   into every ring (a partitioned source's rows still in the batcher keep their
   partitions pending; while it waits for data, the watermark is refreshed every
   ``REFRESH_WATERMARK_S``, as a partition found at its end may let it move);
@@ -191,7 +193,7 @@ class SourceRunner:
         )
 
     def on_data(self, batch: pa.RecordBatch) -> None:
-        """Partition, write to the workers' rings, then the watermark."""
+        """Partition, write to the workers' rings (direct: the sinks'), then the watermark."""
         if batch.schema is not self.schema and batch.schema != self.schema:
             if not batch.schema.equals(self.schema, check_metadata=False):
                 raise SchemaMismatchError(
