@@ -13,8 +13,8 @@ For ``W`` workers:
   ring per (source instance, "main" sink) carrying the rows, their barriers and
   watermarks, instead of the workers' rings: a row crosses one ring instead of
   two. The workers still get each source's barriers and watermarks (and no
-  rows) and report each epoch, so the epoch protocol is unchanged; they write
-  to no sink.
+  rows: their rings are ``CONTROL_CAPACITY`` bytes) and report each epoch, so
+  the epoch protocol is unchanged; they write to no sink.
 
 Every ring has ``topology.ring_capacity`` bytes. ``specs()`` pairs the rings
 with the children that use them (``engine.child.ChildSpec``, with the CPU each
@@ -34,6 +34,8 @@ from engine.control import SinkRestore
 from engine.pipeline import Pipeline
 from engine.shm import Ring
 
+CONTROL_CAPACITY = 1 << 16  # a direct plan's source -> worker ring: a schema, barriers, marks
+
 
 @dataclass
 class Wiring:
@@ -44,20 +46,21 @@ class Wiring:
     to_sink: dict[str, list[str]] = field(default_factory=dict)  # sink -> its input rings
     dead_letter: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # source inst
     direct: dict[tuple[str, int], list[str]] = field(default_factory=dict)  # source inst
-    direct_mode: bool = False
 
     @classmethod
     def create(
         cls, pipeline: Pipeline, inputs: list[str], workers: int, capacity: int,
         direct: bool = False,
     ) -> Wiring:  # fmt: skip
-        w = cls(capacity, direct_mode=direct)
+        w = cls(capacity)
         for s in pipeline.sources:
             for i in range(s.parallelism):
                 w.dead_letter[(s.name, i)] = []
                 if s.name in inputs:
+                    control = min(capacity, CONTROL_CAPACITY) if direct else None  # no rows
                     w.to_worker[(s.name, i)] = [
-                        w._ring(f"source {s.name} {i}", f"worker {k}") for k in range(workers)
+                        w._ring(f"source {s.name} {i}", f"worker {k}", control)
+                        for k in range(workers)
                     ]
         for k in pipeline.sinks:
             if w.from_sources(pipeline, k.input):
@@ -82,8 +85,8 @@ class Wiring:
                 ]
         return w
 
-    def _ring(self, source: str, target: str) -> str:
-        ring = Ring.create(self.capacity)
+    def _ring(self, source: str, target: str, capacity: int | None = None) -> str:
+        ring = Ring.create(capacity or self.capacity)
         self.rings.append(ring)
         self.labelled.append((source, target, ring))
         return ring.name
@@ -93,7 +96,7 @@ class Wiring:
         rings, streams = [], []
         for k in pipeline.sinks:
             if not self.from_sources(pipeline, k.input) and not (
-                self.direct_mode and k.input == "main"
+                self.direct and k.input == "main"
             ):
                 rings.append(self.to_sink[k.name][worker])
                 streams.append(k.input)
@@ -133,7 +136,7 @@ class Wiring:
                 restore = SinkRestore(manifest.epoch, committable, _state(manifest, "sink", n),
                                       committed=manifest.sink_status == "committed")
             idle = [s.idle_timeout_ms / 1000 for s in p.sources for _ in range(s.parallelism)]
-            direct = self.direct_mode and k.input == "main"  # its inputs: the source instances
+            direct = bool(self.direct) and k.input == "main"  # its inputs: the source instances
             add("sink", n, k.name, next(cpus), restore, in_rings=w.to_sink[k.name], out_rings=[],
                 in_idle_s=idle if direct else [])  # fmt: skip
         for i in range(len(t.workers)):
@@ -143,7 +146,7 @@ class Wiring:
                 for j in range(cfg.parallelism):
                     ins.append(w.to_worker[(src, j)][i])
                     ports.append(port)  # (direct: no rows come to tell busy from idle)
-                    idle.append(0.0 if w.direct_mode else cfg.idle_timeout_ms / 1000)
+                    idle.append(0.0 if w.direct else cfg.idle_timeout_ms / 1000)
             outs, streams = w.worker_outputs(p, i)
             add("worker", i, "", t.workers[i], _state(manifest, "worker", i), in_rings=ins,
                 in_ports=ports, in_idle_s=idle, out_rings=outs, out_streams=streams)  # fmt: skip
