@@ -242,6 +242,27 @@ class EngineRun:
         self.wait(30)
 
 
+def kill_child(run: EngineRun, kind: str, delay: float, attempt: int) -> tuple[str, int]:
+    """``delay`` s after attempt ``attempt`` started, SIGKILL its child of ``kind``.
+
+    An attempt can end on its own before the kill (a transient error: the runtime
+    restarts it); its stderr is printed and the kill goes to the next attempt.
+    Returns the label killed and the attempt it belonged to.
+    """
+    while True:
+        children = run.wait_attempt(attempt)
+        assert children is not None, f"the run ended before attempt {attempt}\n{run.stderr[-3000:]}"
+        time.sleep(delay)
+        label = next(label for label in children if label.startswith(kind))
+        try:
+            os.kill(children[label], signal.SIGKILL)
+        except ProcessLookupError:
+            print(f"attempt {attempt} ended before {label} was killed:\n{run.stderr[-3000:]}")
+            attempt, delay = attempt + 1, min(delay, 0.5)
+            continue
+        return label, attempt
+
+
 def survivors(pids: set[int]) -> list[int]:
     """The pids that still run (a zombie has exited)."""
     alive = []

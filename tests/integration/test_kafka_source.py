@@ -29,7 +29,14 @@ from connectors.kafka.source import KafkaSource
 from connectors.testing.conformance import check_source
 from engine.errors import ConfigError
 from engine.shm.segment import sweep_stale
-from tests.fault.test_exactly_once import TOPOLOGY, EngineRun, Job, fault_seed, wait_gone
+from tests.fault.test_exactly_once import (
+    TOPOLOGY,
+    EngineRun,
+    Job,
+    fault_seed,
+    kill_child,
+    wait_gone,
+)
 from tests.kafka import committed_offsets, create_topic, produce, start_broker, stop_broker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,14 +168,6 @@ format = "parquet"
     return Job(dir, pipeline, topology, dir / "out", dir / "checkpoints")
 
 
-def kill_child(run: EngineRun, attempt: int, kind: str, delay: float) -> None:
-    children = run.wait_attempt(attempt)
-    assert children is not None, run.stderr[-3000:]
-    time.sleep(delay)
-    label = next(label for label in children if label.startswith(kind))
-    os.kill(children[label], signal.SIGKILL)
-
-
 @pytest.mark.slow
 def test_kafka_exactly_once_under_kills(tmp_path: Path, broker: str) -> None:
     """60,000 records in 4 partitions, read by 2 source instances; each process kind killed
@@ -184,9 +183,10 @@ def test_kafka_exactly_once_under_kills(tmp_path: Path, broker: str) -> None:
     kinds = ["source", "worker", "sink"]
     rng.shuffle(kinds)
     with EngineRun(job) as run:
-        for attempt, kind in enumerate(kinds, 1):
-            kill_child(run, attempt, kind, rng.uniform(0.2, 1.5))
-        run.wait_attempt(len(kinds) + 1)
+        attempt = 1
+        for kind in kinds:
+            attempt = kill_child(run, kind, rng.uniform(0.2, 1.5), attempt)[1] + 1
+        run.wait_attempt(attempt)
         _drain_when_caught_up(run, broker, name, "ringstream_events", n)
     ids = Counter(read_committed(job.out).column("id").to_pylist())
     assert set(ids) == set(range(n)), f"seed {seed}, killed {kinds}: records lost"

@@ -36,6 +36,7 @@ from tests.fault.test_exactly_once import (
     EngineRun,
     Job,
     fault_seed,
+    kill_child,
     wait_gone,
 )
 from tests.postgres import clean, cluster, query, restart
@@ -386,16 +387,6 @@ def test_cdc_to_postgres_equals_the_source_while_a_writer_changes_it(
     assert query(dsn, "SELECT count(*) FROM pg_prepared_xacts") == [(0,)]
 
 
-def kill_child(run: EngineRun, attempt: int, kind: str, delay: float) -> str:
-    """``delay`` s after attempt ``attempt`` started, SIGKILL its child of ``kind``."""
-    children = run.wait_attempt(attempt)
-    assert children is not None, f"the run ended before attempt {attempt}\n{run.stderr[-3000:]}"
-    time.sleep(delay)
-    label = next(label for label in children if label.startswith(kind))
-    os.kill(children[label], signal.SIGKILL)
-    return label
-
-
 def _kill_coordinator(run: EngineRun) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(run.proc.pid, signal.SIGKILL)
@@ -425,9 +416,12 @@ def test_cdc_exactly_once_under_kills_and_a_server_restart(
         with EngineRun(job) as run:
             kinds = ["source", "worker", "sink"]
             rng.shuffle(kinds)
-            for attempt, kind in enumerate(kinds, 1):  # each kind once, at a random time
-                killed.append(kill_child(run, attempt, kind, rng.uniform(0.3, 2.5)))
-            run.wait_attempt(len(kinds) + 1)
+            attempt = 1
+            for kind in kinds:  # each kind once, at a random time
+                label, attempt = kill_child(run, kind, rng.uniform(0.3, 2.5), attempt)
+                killed.append(label)
+                attempt += 1
+            run.wait_attempt(attempt)
             time.sleep(rng.uniform(0.2, 1.0))
             _kill_coordinator(run)
         killed.append("coordinator")
