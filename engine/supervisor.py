@@ -226,13 +226,12 @@ class Supervisor:
                 self.send(c, msg)
 
     def wait(self, timeout: float) -> None:
-        """Sleep until a child that is not done sends a message or exits, or ``timeout`` s."""
+        """Sleep until a child that is not done sends a message or exits, or ``timeout`` s;
+        return at once when every child is done (nothing is left to wait for: sleeping
+        would only add to the run's time)."""
         live = [c for c in self.children if not c.done]
-        handles = [c.conn for c in live] + [c.process.sentinel for c in live]
-        if handles:
-            mp_connection.wait(handles, timeout)
-        else:
-            time.sleep(timeout)
+        if live:
+            mp_connection.wait([c.conn for c in live] + [c.process.sentinel for c in live], timeout)
 
     def join(self, timeout: float) -> None:
         for c in self.children:
