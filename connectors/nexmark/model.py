@@ -47,6 +47,9 @@ either.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import pyarrow as pa
 
@@ -189,73 +192,100 @@ def _credit_cards(h: np.ndarray) -> pa.StringArray:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars))
 
 
-def _persons(i: np.ndarray, u: np.ndarray, key: np.uint64, ms: np.ndarray) -> list[pa.Array]:
+Columns = dict[str, Callable[[], pa.Array]]  # a kind's columns, each built only when asked
+
+
+class _Draws:
+    """The per-field draws of a chunk's events, each computed at most once, when first read."""
+
+    def __init__(self, u: np.ndarray, key: np.uint64) -> None:
+        self.u, self.key = u, key
+        self.done: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, field: int) -> np.ndarray:
+        if field not in self.done:
+            self.done[field] = _draw(self.u, self.key, field)
+        return self.done[field]
+
+
+def _persons(i: np.ndarray, h: _Draws, ms: np.ndarray, eps: int) -> Columns:
     group = i // GROUP
-    h0, h1, h2 = (_draw(u, key, f) for f in range(3))
-    return [
-        pa.array(FIRST_PERSON_ID + group, pa.int64()),
-        _pick(vocab.names(), h0),
-        _pick(vocab.emails(), h1),
-        _credit_cards(h2),
-        vocab.cities().take(below_lo(h0, len(vocab.US_CITIES)).astype(np.int64)),
-        vocab.states().take(below_lo(h1, len(vocab.US_STATES)).astype(np.int64)),
-        _timestamps(ms),
-        _pick(vocab.extras("person"), _draw(u, key, 3)),
-    ]
+    return {
+        "id": lambda: pa.array(FIRST_PERSON_ID + group, pa.int64()),
+        "name": lambda: _pick(vocab.names(), h[0]),
+        "email_address": lambda: _pick(vocab.emails(), h[1]),
+        "credit_card": lambda: _credit_cards(h[2]),
+        "city": lambda: vocab.cities().take(below_lo(h[0], len(vocab.US_CITIES)).astype(np.int64)),
+        "state": lambda: vocab.states().take(below_lo(h[1], len(vocab.US_STATES)).astype(np.int64)),
+        "date_time": lambda: _timestamps(ms),
+        "extra": lambda: _pick(vocab.extras("person"), h[3]),
+    }
 
 
-def _auctions(
-    i: np.ndarray, u: np.ndarray, key: np.uint64, ms: np.ndarray, eps: int
-) -> list[pa.Array]:
+def _auctions(i: np.ndarray, h: _Draws, ms: np.ndarray, eps: int) -> Columns:
     group = i // GROUP
-    h = [_draw(u, key, f) for f in range(7)]
-    hot = below_lo(h[0], 4) > 0
-    seller = np.where(hot, (group // HOT_RATIO) * HOT_RATIO, _recent(h[0], group, ACTIVE_PERSONS))
-    initial = _price(h[2])
-    horizon_ms = (IN_FLIGHT_AUCTIONS * GROUP // 3) * 1000 // eps
-    length_ms = 1 + below_hi(h[3], max(2 * horizon_ms, 1)).astype(np.int64)
-    return [
-        pa.array(FIRST_AUCTION_ID + group * 3 + (i % GROUP) - 1, pa.int64()),
-        _pick(vocab.item_names(), h[4]),
-        _pick(vocab.descriptions(), h[5]),
-        pa.array(initial, pa.int64()),
-        pa.array(initial + _price(h[1]), pa.int64()),
-        _timestamps(ms),
-        _timestamps(ms + length_ms),
-        pa.array(FIRST_PERSON_ID + seller, pa.int64()),
-        pa.array(FIRST_CATEGORY_ID + below_lo(h[3], CATEGORIES).astype(np.int64), pa.int64()),
-        _pick(vocab.extras("auction"), h[6]),
-    ]
+
+    def seller() -> np.ndarray:
+        hot = below_lo(h[0], 4) > 0
+        return np.where(hot, (group // HOT_RATIO) * HOT_RATIO, _recent(h[0], group, ACTIVE_PERSONS))
+
+    def expires() -> pa.Array:
+        horizon_ms = (IN_FLIGHT_AUCTIONS * GROUP // 3) * 1000 // eps
+        return _timestamps(ms + 1 + below_hi(h[3], max(2 * horizon_ms, 1)).astype(np.int64))
+
+    return {
+        "id": lambda: pa.array(FIRST_AUCTION_ID + group * 3 + (i % GROUP) - 1, pa.int64()),
+        "item_name": lambda: _pick(vocab.item_names(), h[4]),
+        "description": lambda: _pick(vocab.descriptions(), h[5]),
+        "initial_bid": lambda: pa.array(_price(h[2]), pa.int64()),
+        "reserve": lambda: pa.array(_price(h[2]) + _price(h[1]), pa.int64()),
+        "date_time": lambda: _timestamps(ms),
+        "expires": expires,
+        "seller": lambda: pa.array(FIRST_PERSON_ID + seller(), pa.int64()),
+        "category": lambda: pa.array(
+            FIRST_CATEGORY_ID + below_lo(h[3], CATEGORIES).astype(np.int64), pa.int64()
+        ),
+        "extra": lambda: _pick(vocab.extras("auction"), h[6]),
+    }
 
 
-def _bids(i: np.ndarray, u: np.ndarray, key: np.uint64, ms: np.ndarray) -> list[pa.Array]:
+def _bids(i: np.ndarray, h: _Draws, ms: np.ndarray, eps: int) -> Columns:
     group = i // GROUP
-    h0, h1, h2, h3, h4 = (_draw(u, key, f) for f in range(5))
-    last_auction = group * 3 + 2
-    auction = np.where(
-        below_lo(h0, 2) > 0,
-        (last_auction // HOT_RATIO) * HOT_RATIO,
-        _recent(h0, last_auction, IN_FLIGHT_AUCTIONS),
-    )
-    bidder = np.where(
-        below_lo(h1, 4) > 0,
-        np.minimum((group // HOT_RATIO) * HOT_RATIO + 1, group),
-        _recent(h1, group, ACTIVE_PERSONS),
-    )
-    hot = len(vocab.HOT_CHANNELS)
-    channel = np.where(
-        below_lo(h3, 10) > 0, below_hi(h3, hot), hot + below_hi(h3, vocab.CHANNELS)
-    ).astype(np.int64)
-    channels, urls = vocab.channels_and_urls()
-    return [
-        pa.array(FIRST_AUCTION_ID + auction, pa.int64()),
-        pa.array(FIRST_PERSON_ID + bidder, pa.int64()),
-        pa.array(_price(h2), pa.int64()),
-        channels.take(channel),
-        urls.take(channel),
-        _timestamps(ms),
-        _pick(vocab.extras("bid"), h4),
-    ]
+
+    def auction() -> np.ndarray:
+        last_auction = group * 3 + 2
+        return np.where(
+            below_lo(h[0], 2) > 0,
+            (last_auction // HOT_RATIO) * HOT_RATIO,
+            _recent(h[0], last_auction, IN_FLIGHT_AUCTIONS),
+        )
+
+    def bidder() -> np.ndarray:
+        return np.where(
+            below_lo(h[1], 4) > 0,
+            np.minimum((group // HOT_RATIO) * HOT_RATIO + 1, group),
+            _recent(h[1], group, ACTIVE_PERSONS),
+        )
+
+    @functools.cache
+    def channel() -> np.ndarray:  # for the channel and its url
+        hot = len(vocab.HOT_CHANNELS)
+        return np.where(
+            below_lo(h[3], 10) > 0, below_hi(h[3], hot), hot + below_hi(h[3], vocab.CHANNELS)
+        ).astype(np.int64)
+
+    return {
+        "auction": lambda: pa.array(FIRST_AUCTION_ID + auction(), pa.int64()),
+        "bidder": lambda: pa.array(FIRST_PERSON_ID + bidder(), pa.int64()),
+        "price": lambda: pa.array(_price(h[2]), pa.int64()),
+        "channel": lambda: vocab.channels_and_urls()[0].take(channel()),
+        "url": lambda: vocab.channels_and_urls()[1].take(channel()),
+        "date_time": lambda: _timestamps(ms),
+        "extra": lambda: _pick(vocab.extras("bid"), h[4]),
+    }
+
+
+_BUILDERS = {"person": _persons, "auction": _auctions, "bid": _bids}
 
 
 def generate_events(
@@ -266,8 +296,10 @@ def generate_events(
     events_per_second: int,
     start_ms: int = DEFAULT_START_MS,
     ooo_ms: int = 0,
+    columns: Sequence[str] | None = None,
 ) -> pa.RecordBatch:
-    """The rows of ``kind`` among model events ``[start, stop)``, in index order."""
+    """The rows of ``kind`` among model events ``[start, stop)``, in index order: every
+    column, or only ``columns`` (the others are not generated; the values are the same)."""
     if kind not in LAYOUT:
         raise ConfigError(f"nexmark kind={kind!r} must be one of {sorted(LAYOUT)}")
     if not 0 <= start <= stop:
@@ -280,10 +312,21 @@ def generate_events(
     u = i.astype(np.uint64)
     key = _seed_key(seed)
     ms = _event_ms(i, u, key, events_per_second, start_ms, ooo_ms)
-    if kind == "bid":
-        arrays = _bids(i, u, key, ms)
-    elif kind == "auction":
-        arrays = _auctions(i, u, key, ms, events_per_second)
-    else:
-        arrays = _persons(i, u, key, ms)
-    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMAS[kind])
+    built = _BUILDERS[kind](i, _Draws(u, key), ms, events_per_second)
+    schema = SCHEMAS[kind] if columns is None else select(kind, columns)
+    return pa.RecordBatch.from_arrays([built[f.name]() for f in schema], schema=schema)
+
+
+def select(kind: str, columns: Sequence[str]) -> pa.Schema:
+    """The schema of ``kind``'s ``columns``, in the order given; unknown names are refused."""
+    full = SCHEMAS[kind]
+    unknown = [c for c in columns if c not in full.names]
+    if unknown:
+        raise ConfigError(f"nexmark kind={kind!r} has no column {unknown[0]!r}; "
+                          f"its columns are {full.names}")  # fmt: skip
+    twice = sorted({c for c in columns if list(columns).count(c) > 1})
+    if twice:
+        raise ConfigError(f"nexmark columns lists {twice[0]!r} more than once")
+    if not columns:
+        raise ConfigError("nexmark columns is empty; leave it out for every column")
+    return pa.schema([full.field(c) for c in columns])

@@ -14,6 +14,11 @@ Options (the ``[[sources]]`` table; every key optional except ``kind``):
   flat in ``[[sources]]`` it sets the watermark's lag, as for every source;
   inside an explicit ``options = { ... }`` table it is still read as
   ``jitter_ms``.
+* ``columns`` (all): the columns to generate, in this order; the others are
+  never built. Generating a bid's strings (``channel``, ``url``, ``extra``) is
+  about three quarters of the generator's time, so a query that reads
+  ``auction`` and ``date_time`` runs its source about four times faster. The
+  values do not depend on which columns are asked for.
 * ``batch_rows`` (65 536): model events per chunk. Chunk ``c`` covers events
   ``[c * batch_rows, (c + 1) * batch_rows)``; a poll returns the chunk's rows
   of ``kind`` (~92 % of ``batch_rows`` for bids, 6 % auctions, 2 % persons).
@@ -51,9 +56,10 @@ from connectors.nexmark.model import (
     count_before,
     generate_events,
     nth_index,
+    select,
 )
 from connectors.options import Options
-from engine.errors import StateError
+from engine.errors import ConfigError, StateError
 
 _SKIP_LIMIT = 64  # empty chunks one poll may skip before it returns None
 
@@ -66,6 +72,7 @@ class NexmarkOptions(Options, frozen=True):
     batch_rows: Annotated[int, Meta(ge=1)] = 65_536
     start_ms: int = DEFAULT_START_MS
     jitter_ms: Annotated[int, Meta(ge=0, le=MAX_OOO_MS)] = 0
+    columns: list[str] | None = None  # None: every column of the kind
     # Its old name is the runtime's watermark key: only an explicit options table reached it.
     renamed: ClassVar[dict[str, str]] = {"max_out_of_orderness_ms": "jitter_ms"}
 
@@ -93,6 +100,12 @@ class NexmarkSource(Source):
         self.batch_rows = opts.batch_rows
         self.start_ms = opts.start_ms
         self.ooo_ms = opts.jitter_ms
+        self.columns = opts.columns
+        try:
+            self._schema = SCHEMAS[self.kind] if self.columns is None else select(
+                self.kind, self.columns)  # fmt: skip
+        except ConfigError as exc:
+            raise ConfigError(f"sources.{config.name}.columns: {exc}") from None
         self._chunk = config.instance  # the next chunk to generate
         self._pending: pa.RecordBatch | None = None  # a chunk's rows, some not returned yet
         self._pending_chunk = -1  # the chunk _pending holds
@@ -100,7 +113,7 @@ class NexmarkSource(Source):
         self._records = 0
 
     def schema(self) -> pa.Schema:
-        return SCHEMAS[self.kind]
+        return self._schema
 
     def supports_replay(self) -> bool:
         return True
@@ -150,6 +163,7 @@ class NexmarkSource(Source):
             self.events_per_second,
             start_ms=self.start_ms,
             ooo_ms=self.ooo_ms,
+            columns=self.columns,
         )
 
     def checkpoint(self) -> SourceCheckpoint:

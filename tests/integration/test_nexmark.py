@@ -148,7 +148,8 @@ def jittered_copy(query: str, jitter_ms: int, dest: Path) -> Path:
     options = {"events": EVENTS, "events_per_second": EVENTS_PER_SECOND}
     kept = []
     for line in source.splitlines():
-        m = re.match(r"^(kind|events|events_per_second|seed)\s*=\s*([^#]+?)\s*(#.*)?$", line)
+        m = re.match(r"^(kind|columns|events|events_per_second|seed)\s*=\s*([^#]+?)\s*(#.*)?$",
+                     line)  # fmt: skip
         if m:
             options.setdefault(m.group(1), m.group(2))  # type: ignore[arg-type]
         elif line.strip():

@@ -344,3 +344,33 @@ def test_nexmark_jitter_option_is_reachable_and_never_swallowed_by_the_runtime()
     assert a.max_out_of_orderness_ms == 5 and a.options == {"kind": "bid", "jitter_ms": 700}
     assert open_source(**a.options).ooo_ms == 700
     assert open_source(**b.options).ooo_ms == 300  # the old name, inside an options table
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nexmark_columns_generate_only_those_with_the_same_values(kind: str) -> None:
+    """Any subset, in any order, is exactly those columns of the whole rows (with jitter,
+    over several chunks and instances): leaving a column out changes no other column."""
+    events, names = 12_345, SCHEMAS[kind].names
+    whole = pa.table(generate_events(kind, 5, 0, events, 1000, ooo_ms=40))
+    for columns in (names[::-1], names[1::2], [names[-1]], ["date_time", names[0]]):
+        got = [
+            drain(open_source(j, 2, kind=kind, events=events, seed=5, events_per_second=1000,
+                              batch_rows=999, jitter_ms=40, columns=columns))
+            for j in range(2)
+        ]  # fmt: skip
+        chunks = [got[c % 2][c // 2] for c in range(sum(map(len, got)))]
+        schema = pa.schema([SCHEMAS[kind].field(c) for c in columns])
+        assert open_source(kind=kind, columns=columns).schema() == schema
+        assert pa.Table.from_batches(chunks, schema=schema).equals(whole.select(columns))
+
+
+@pytest.mark.parametrize(
+    "columns,says",
+    [(["auction", "seller"], "has no column 'seller'; its columns are ['auction'"),
+     (["price", "price"], "lists 'price' more than once"),
+     ([], "columns is empty")],
+)  # fmt: skip
+def test_nexmark_columns_refused_by_name(columns: list[str], says: str) -> None:
+    with pytest.raises(ConfigError, match="sources.nx.columns: ") as err:
+        open_source(kind="bid", columns=columns)
+    assert says in str(err.value)
