@@ -170,6 +170,7 @@ class TwoInputJoin(Operator):
         self.watermark: int | None = None  # ms; None until the first on_watermark
         self._rows = [left_schema.empty_table(), right_schema.empty_table()]
         self._t = [np.empty(0, np.int64), np.empty(0, np.int64)]
+        self._t_store: list[np.ndarray | None] = [None, None]  # grows ``_t`` (_extend_times)
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -283,7 +284,21 @@ class TwoInputJoin(Operator):
         ):
             chunks[-2:] = [pa.concat_batches(chunks[-2:])]
         self._rows[port] = pa.Table.from_batches(chunks, schema=self._rows[port].schema)
-        self._t[port] = np.concatenate([self._t[port], times])
+        self._extend_times(port, times)
+
+    def _extend_times(self, port: int, more: np.ndarray) -> None:
+        """``_t[port]`` then ``more``, as a view of a buffer of this join's with room to
+        spare, which doubles when full: appending costs the batch, not a copy of every
+        time. Only a view made here grows in place; a filtered or restored ``_t`` (a new
+        array) starts a new buffer."""
+        times, store, n = self._t[port], self._t_store[port], self._t[port].size
+        if (store is None or times.base is not store or store.size < n + more.size
+                or times.ctypes.data != store.ctypes.data):  # fmt: skip
+            store = np.empty(max(2 * (n + more.size), 1024), np.int64)
+            store[:n] = times
+            self._t_store[port] = store
+        store[n : n + more.size] = more
+        self._t[port] = store[: n + more.size]
 
     def _keep(self, port: int, keep: np.ndarray) -> None:
         """Keep only the buffered rows of ``port`` where ``keep`` (order preserved)."""
@@ -359,3 +374,4 @@ class TwoInputJoin(Operator):
         self.late_rows = sum(self.late_by_port)
         self.null_rows = row["null_rows"]
         self.out_of_range_rows = row.get("out_of_range_rows", 0)
+

@@ -19,15 +19,20 @@ interleaving, from one thread):
 
   So the state holds about ``(upper + out-of-orderness)`` of left rows and
   ``(-lower + out-of-orderness)`` of right rows. A lower watermark than before is ignored.
+  Trimming is amortised: a side's buffer is trimmed when the watermark has moved a
+  quarter of the interval (``upper - lower``, at least ``TRIM_MIN_MS``) past its last
+  trim, so a trim (linear in the buffer) runs a few times per interval, not once per
+  batch; until then the rows past their time stay buffered and the time filter rejects
+  them. ``state_rows`` counts only the rows still needed; ``snapshot`` trims first.
 * ``finish()`` — ``[]``: nothing is pending in an inner join.
 
 Matching. With integer key columns (the usual case, and the only one with more than one
-worker) each side keeps a sorted index of its buffered rows: a hash of the key (the key
-itself for one column) sorted, with the row positions in that order. New rows find their
-candidates with two ``np.searchsorted`` calls, compound keys are compared column by column,
-then the time filter. Appending merges the new rows into the index and trimming filters it,
-both linear numpy passes over int64 arrays, so a batch costs about its own rows plus a
-memmove of the index, never a rebuild of the other side. Other key types (strings, ...) use
+worker) each side keeps a ``KeyIndex`` of its buffered rows: a hash of the key (the key
+itself for one column) sorted, with the row positions in that order, in a main part and a
+small tail of recent rows. New rows find their candidates with ``np.searchsorted``,
+compound keys are compared column by column, then the time filter. A batch costs about
+its own rows plus ``2 sqrt(buffered x batch)`` index entries moved, never a rebuild of the
+other side. Other key types (strings, ...) use
 ``Table.join`` of the new rows against the other side's whole buffer, once per batch.
 
 Times are compared in the common unit of both time columns (``common``), so a bound of 1 ms
@@ -42,9 +47,11 @@ import pyarrow as pa
 
 from engine.errors import ConfigError
 from ring0.operators.join.common import TwoInputJoin, clamp
+from ring0.operators.join.key_index import KeyIndex
 from ring0.operators.join.tables import take_rows
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+TRIM_MIN_MS = 100  # the least watermark progress between two trims of a side
 
 
 class IntervalJoin(TwoInputJoin):
@@ -71,13 +78,14 @@ class IntervalJoin(TwoInputJoin):
         self.lower_ms, self.upper_ms = lower_ms, upper_ms
         self._lower = lower_ms * self.per_ms
         self._upper = upper_ms * self.per_ms
+        self._trim_step = max((upper_ms - lower_ms) // 4, TRIM_MIN_MS) * self.per_ms
+        self._trimmed_at: list[int | None] = [None, None]  # watermark (units) of the last trim
         self._key_names = [f"k{i}" for i in range(len(self._keys[0]))]
         self._fast = all(pa.types.is_integer(left_schema.field(k).type) for k in left_key)
-        # per port, with _fast: key columns as int64 (row aligned), the key hashes sorted and
-        # the row positions in that order
+        # per port, with _fast: the buffer's positions by key hash, and (compound keys only,
+        # whose hashes may collide) the key columns as int64, row aligned
         self._kv: list[list[np.ndarray]] = [[], []]
-        self._hs = [np.empty(0, np.uint64), np.empty(0, np.uint64)]
-        self._order = [np.empty(0, np.int64), np.empty(0, np.int64)]
+        self._index_of = [KeyIndex(), KeyIndex()]
         for port in (0, 1):
             self._reindex(port)
         try:  # the hash join supports fewer key types than Arrow has: fail now, not mid-run
@@ -101,9 +109,31 @@ class IntervalJoin(TwoInputJoin):
         if self.watermark is not None and watermark <= self.watermark:
             return []
         self.watermark = watermark
+        wm = self._wm_units()
         for port in (0, 1):
-            self._keep(port, self._t[port] >= self._threshold(port))
+            last = self._trimmed_at[port]
+            if last is None or wm - last >= self._trim_step:
+                self._trim_buffer(port)
         return []
+
+    def _trim_buffer(self, port: int) -> None:
+        """Drop the buffered rows of ``port`` that no future on-time row can match."""
+        if self.watermark is not None:
+            self._keep(port, self._t[port] >= self._threshold(port))
+            self._trimmed_at[port] = self._wm_units()
+
+    @property
+    def state_rows(self) -> tuple[int, int]:
+        """Rows buffered per port that a future on-time row can still match."""
+        if self.watermark is None:
+            return self._rows[0].num_rows, self._rows[1].num_rows
+        live = (np.count_nonzero(self._t[p] >= self._threshold(p)) for p in (0, 1))
+        return tuple(int(n) for n in live)  # type: ignore[return-value]
+
+    def snapshot(self) -> dict[str, pa.Table]:
+        for port in (0, 1):
+            self._trim_buffer(port)
+        return super().snapshot()
 
     def _threshold(self, port: int) -> int:
         """Rows of ``port`` with time below this can match no future on-time row."""
@@ -136,10 +166,9 @@ class IntervalJoin(TwoInputJoin):
     def _reindex(self, port: int) -> None:
         if not self._fast:
             return
-        self._kv[port] = self._key_arrays(self._rows[port], port)
-        h = self._hash(self._kv[port])
-        self._order[port] = np.argsort(h, kind="stable").astype(np.int64)
-        self._hs[port] = h[self._order[port]]
+        keys = self._key_arrays(self._rows[port], port)
+        self._kv[port] = keys if len(keys) > 1 else []
+        self._index_of[port].reset(self._hash(keys))
 
     def _append(self, port: int, rows: pa.Table, times: np.ndarray) -> None:
         base = self._rows[port].num_rows
@@ -147,19 +176,13 @@ class IntervalJoin(TwoInputJoin):
         if not self._fast or rows.num_rows == 0:
             return
         keys = self._key_arrays(rows, port)
-        self._kv[port] = [np.concatenate(p) for p in zip(self._kv[port], keys, strict=True)]
-        h = self._hash(keys)
-        o = np.argsort(h, kind="stable")
-        at = np.searchsorted(self._hs[port], h[o], side="right")
-        self._hs[port] = np.insert(self._hs[port], at, h[o])
-        self._order[port] = np.insert(self._order[port], at, o.astype(np.int64) + base)
+        if len(keys) > 1:
+            self._kv[port] = [np.concatenate(p) for p in zip(self._kv[port], keys, strict=True)]
+        self._index_of[port].add(self._hash(keys), base)
 
     def _keep(self, port: int, keep: np.ndarray) -> None:
         if not keep.all() and self._fast:
-            new_pos = np.cumsum(keep) - 1
-            kept = keep[self._order[port]]
-            self._hs[port] = self._hs[port][kept]
-            self._order[port] = new_pos[self._order[port][kept]]
+            self._index_of[port].keep(keep)
             self._kv[port] = [a[keep] for a in self._kv[port]]
         super()._keep(port, keep)
 
@@ -167,15 +190,9 @@ class IntervalJoin(TwoInputJoin):
         """(new row, buffered row of the other side) pairs with equal keys."""
         other = 1 - port
         keys = self._key_arrays(rows, port)
-        h, hs = self._hash(keys), self._hs[other]
-        lo = np.searchsorted(hs, h, side="left")
-        count = np.searchsorted(hs, h, side="right") - lo
-        total = int(count.sum())
-        new_i = np.repeat(np.arange(len(h), dtype=np.int64), count)
-        first = np.repeat(lo - (np.cumsum(count) - count), count)
-        old_i = self._order[other][first + np.arange(total, dtype=np.int64)]
+        new_i, old_i = self._index_of[other].find(self._hash(keys))
         if len(keys) > 1:  # hashes collide: compare the keys themselves
-            same = np.ones(total, dtype=bool)
+            same = np.ones(new_i.size, dtype=bool)
             for mine, theirs in zip(keys, self._kv[other], strict=True):
                 same &= mine[new_i] == theirs[old_i]
             new_i, old_i = new_i[same], old_i[same]

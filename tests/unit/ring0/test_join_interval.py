@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from engine.errors import ConfigError, SchemaMismatchError, StateError
 from ring0.operators.join import IntervalJoin
+from ring0.operators.join.interval import TRIM_MIN_MS
 
 L = pa.schema([("k", pa.int64()), ("t", pa.int64()), ("lid", pa.int64())])
 R = pa.schema([("k", pa.int64()), ("t", pa.int64()), ("rid", pa.int64())])
@@ -133,16 +134,20 @@ def test_interval_join_right_row_kept_until_watermark_passes_time_minus_lower() 
 
 def test_interval_join_state_shrinks_as_watermark_advances() -> None:
     op = make(lower=-20, upper=20)
-    sizes = []
+    sizes, held = [], []
     for step in range(50):
         t = np.arange(step * 100, step * 100 + 100)
         op.process(left((t % 3).tolist(), t.tolist()), 0)
         op.process(right((t % 3).tolist(), t.tolist()), 1)
         op.on_watermark(int(t[-1]) - 10)  # 10 ms of out-of-orderness
         sizes.append(sum(op.state_rows))
+        held.append(sum(t.num_rows for t in op._rows))
     assert max(sizes) <= 2 * (100 + 20 + 10)  # one batch plus the interval, never all 10,000 rows
+    # trimmed every TRIM_MIN_MS (100 ms here) of watermark: at most that much more is held
+    assert max(held) <= 2 * (100 + 20 + 10 + TRIM_MIN_MS)
     op.on_watermark(10**9)
     assert op.state_rows == (0, 0)
+    assert sum(t.num_rows for t in op._rows) == 0
 
 
 def test_interval_join_rows_behind_watermark_are_late_counted_and_kept_per_port() -> None:
