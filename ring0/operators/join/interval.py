@@ -20,10 +20,11 @@ interleaving, from one thread):
   So the state holds about ``(upper + out-of-orderness)`` of left rows and
   ``(-lower + out-of-orderness)`` of right rows. A lower watermark than before is ignored.
   Trimming is amortised: a side's buffer is trimmed when the watermark has moved a
-  quarter of the interval (``upper - lower``, at least ``TRIM_MIN_MS``) past its last
-  trim, so a trim (linear in the buffer) runs a few times per interval, not once per
-  batch; until then the rows past their time stay buffered and the time filter rejects
-  them. ``state_rows`` counts only the rows still needed; ``snapshot`` trims first.
+  quarter of that side's span (``upper`` for the left, ``-lower`` for the right; at
+  least ``TRIM_MIN_MS``) past its last trim, so a trim (linear in the buffer) runs a
+  few times per span, not once per batch; until then the rows past their time stay
+  buffered, and a match with one of them is rejected (as if it had been trimmed).
+  ``state_rows`` counts only the rows still needed; ``snapshot`` trims first.
 * ``finish()`` — ``[]``: nothing is pending in an inner join.
 
 Matching. With integer key columns (the usual case, and the only one with more than one
@@ -78,7 +79,10 @@ class IntervalJoin(TwoInputJoin):
         self.lower_ms, self.upper_ms = lower_ms, upper_ms
         self._lower = lower_ms * self.per_ms
         self._upper = upper_ms * self.per_ms
-        self._trim_step = max((upper_ms - lower_ms) // 4, TRIM_MIN_MS) * self.per_ms
+        # a left row lives ``upper`` past the watermark, a right row ``-lower``: each side is
+        # trimmed after a quarter of its own span
+        spans = (max(upper_ms, 0), max(-lower_ms, 0))
+        self._trim_step = [max(span // 4, TRIM_MIN_MS) * self.per_ms for span in spans]
         self._trimmed_at: list[int | None] = [None, None]  # watermark (units) of the last trim
         self._key_names = [f"k{i}" for i in range(len(self._keys[0]))]
         self._fast = all(pa.types.is_integer(left_schema.field(k).type) for k in left_key)
@@ -112,7 +116,7 @@ class IntervalJoin(TwoInputJoin):
         wm = self._wm_units()
         for port in (0, 1):
             last = self._trimmed_at[port]
-            if last is None or wm - last >= self._trim_step:
+            if last is None or wm - last >= self._trim_step[port]:
                 self._trim_buffer(port)
         return []
 
@@ -142,6 +146,7 @@ class IntervalJoin(TwoInputJoin):
 
     def restore(self, state: dict[str, pa.Table]) -> None:
         super().restore(state)
+        self._trimmed_at = [None, None]
         for port in (0, 1):
             self._reindex(port)
 
@@ -225,6 +230,8 @@ class IntervalJoin(TwoInputJoin):
             return []
         diff = old_t - new_t if port == 0 else new_t - old_t
         hit = (diff >= self._lower) & (diff <= self._upper)
+        if self.watermark is not None:  # a buffered row past its time, not trimmed yet
+            hit &= old_t >= self._threshold(other)
         if not hit.any():
             return []
         mine = rows.take(pa.array(new_i[hit]))

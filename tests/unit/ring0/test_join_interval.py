@@ -150,6 +150,37 @@ def test_interval_join_state_shrinks_as_watermark_advances() -> None:
     assert sum(t.num_rows for t in op._rows) == 0
 
 
+def test_interval_join_each_side_is_trimmed_after_its_own_span() -> None:
+    """lower = 0, upper = 60 s: a right row is dead as soon as the watermark passes it, so
+    the right side holds about TRIM_MIN_MS of rows, not a quarter of the minute."""
+    op = make(lower=0, upper=60_000)
+    held = []
+    for step in range(300):
+        t = np.arange(step * 100, step * 100 + 100)
+        op.process(left((t + 10**6).tolist(), t.tolist()), 0)  # keys never equal: no output
+        op.process(right(t.tolist(), t.tolist()), 1)
+        op.on_watermark(int(t[-1]) - 10)
+        held.append(op._rows[1].num_rows)
+    assert max(held) <= 100 + 10 + TRIM_MIN_MS
+    assert op.state_rows[1] == 11  # the rows at or after the watermark (t_last - 10 ..)
+
+
+def test_interval_join_a_buffered_row_past_its_time_never_matches() -> None:
+    """A left row whose time + upper is below the watermark, still buffered (the watermark
+    moved less than a trim step), matches no right row, even one whose time difference
+    overflows int64 (times in ns)."""
+    ls = pa.schema([("k", pa.int64()), ("t", pa.int64())])
+    rs = pa.schema([("k", pa.int64()), ("u", pa.timestamp("ns"))])
+    op = IntervalJoin(ls, rs, ["k"], ["k"], "t", "u", -5 * 10**12, 0, "l_", "r_")
+    op.on_watermark(-9 * 10**12 - 10)
+    op.process(pa.record_batch([[1], [-9 * 10**12]], schema=ls), 0)
+    op.on_watermark(-9 * 10**12 + 1)  # the left row is dead, the watermark moved 11 ms
+    late = pa.record_batch([[1], pa.array([4_500_000_000_000_000_000], pa.timestamp("ns"))],
+                           schema=rs)  # fmt: skip
+    assert op.process(late, 1) == []
+    assert op.state_rows == (0, 1)
+
+
 def test_interval_join_rows_behind_watermark_are_late_counted_and_kept_per_port() -> None:
     op = make(lower=-5, upper=5, keep_late=True)
     op.process(right([1], [100], [9]), 1)
