@@ -17,6 +17,7 @@ pinning blindly: it compares the reported affinity with what it asked for.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -28,6 +29,11 @@ import msgspec
 from engine import control
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The cyclic collector's young generation while running. The data path allocates many
+#: short-lived tracked objects (a Kafka source: one message object per record, in lists
+#: of thousands); with Python's 700 the collector scanned them while they were still
+#: alive, 4.4% of the Kafka source's time. At 50,000 most are freed before a scan.
+GC_YOUNG = 50_000
 
 
 class ChildSpec(msgspec.Struct, kw_only=True):
@@ -179,6 +185,8 @@ def main(spec_bytes: bytes, conn) -> None:  # type: ignore[no-untyped-def]
             from ring1.sink_runner import SinkRunner as Runner  # type: ignore[assignment]
         spec.plan(pipeline)  # imports and checks every operator now, not on the clock
         runner = Runner(spec, pipeline, counters, conn)
+        gc.freeze()  # what start-up built lives for the whole run: never scanned again
+        gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
         control.send(conn, control.Ready(spec.role, spec.index, os.getpid(), spec.cpu, affinity))
         cpu = time.process_time_ns()
         runner.run()
