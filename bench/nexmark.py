@@ -1,13 +1,13 @@
 """Nexmark q0 q1 q2 q5 q7 q8 through the engine, and in one process with no IPC, in one run.
 
-    python -m bench.nexmark                          # a table, 10 M model events per query
+    python -m bench.nexmark                          # a table, 50 M model events per query
     python -m bench.nexmark --json --events 1000000 --repeat 5 --queries q0,q5
     python -m bench.nexmark --out bench/results/nexmark-2cpu.json
 
 Each query is its example pipeline, ``examples/nexmark/<q>.toml``, with every
 source's ``events`` set to ``--events`` model events (all kinds: 1 person : 3
-auctions : 46 bids, so the bid stream of 10 M model events is 9.2 M rows and
-q8's person and auction streams together 0.8 M rows) and nothing else changed.
+auctions : 46 bids, so the bid stream of 50 M model events is 46 M rows and
+q8's person and auction streams together 4 M rows) and nothing else changed.
 Engine: ``python -m engine run`` as a subprocess with 1 and 2 Ring 0 workers
 (``bench.pipeline.topologies``; topologies printed with the result); its figure
 is the engine's own (source rows from the children being ready to the last
@@ -66,23 +66,23 @@ def run_variant(
     env = overrides(query, events)
     if variant == BASELINE:
         return engine_runs.run_local(pipeline_path(query), env)
-    if connectors is None and variant == "1" and len(machine.available_cpus()) == 2:
-        connectors = beside_worker(query, topo[1][0])
-    return engine_runs.run_engine(
-        pipeline_path(query), topo[int(variant)], env, connectors=connectors
-    )
+    workers = topo[int(variant)]
+    cpus = machine.available_cpus()
+    if connectors is None and variant == "1" and len(cpus) == 2:
+        connectors = beside_worker(query, workers[0], cpus[-1])
+    return engine_runs.run_engine(pipeline_path(query), workers, env, connectors=connectors)
 
 
-def beside_worker(query: str, worker: int) -> list[int]:
+def beside_worker(query: str, worker: int, sources: int) -> list[int]:
     """Connector CPUs (sinks, then each source instance) for the 1-worker run on 2 CPUs:
-    the sinks on the worker's CPU, every source alone on the other, so the worker's core
+    the sinks on the worker's CPU, every source alone on ``sources``, so the worker's core
     is not shared with a source's (the issue's condition) and the source's is not shared
-    with the sink's."""
+    with the sink's. ``sources`` is the single process's CPU: in a query whose source does
+    nearly all the work (q2), the two then run on the same core."""
     from engine import pipeline as pipeline_mod
 
     p = pipeline_mod.load(pipeline_path(query), {})
-    first = machine.available_cpus()[0]
-    return [worker] * len(p.sinks) + [first] * sum(s.parallelism for s in p.sources)
+    return [worker] * len(p.sinks) + [sources] * sum(s.parallelism for s in p.sources)
 
 
 def median(runs: list[Figure], model_events: int) -> dict[str, Any]:
@@ -157,15 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--json", action="store_true", help="print the JSON object, not the table")
-    ap.add_argument("--events", type=int, default=10_000_000, help="model events per query")
+    ap.add_argument("--events", type=int, default=50_000_000, help="model events per query")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     ap.add_argument("--queries", default=",".join(QUERIES), help="comma-separated, e.g. q0,q5")
     ap.add_argument("--out", help="also write the JSON object to this file")
     ap.add_argument(
         "--connectors", default="",
         help="CPUs of the connector processes, sinks first, then each source instance "
-        "(default: the first CPU for all; on 2 CPUs the 1-worker run puts its sinks beside "
-        "its worker and its sources alone on the other CPU)",
+        "(default: the first CPU for all; on 2 CPUs the 1-worker run puts its worker and "
+        "sinks on the first CPU and its sources alone on the single process's CPU)",
     )  # fmt: skip
     args = ap.parse_args(argv)
     connectors = [int(c) for c in args.connectors.split(",") if c.strip()] or None
@@ -176,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 1 or args.repeat < 1:
         ap.error(f"--events={args.events} and --repeat={args.repeat} must be >= 1")
     topo = topologies()
+    if connectors is None and len(machine.available_cpus()) == 2:
+        topo[1] = machine.available_cpus()[:1]  # the sources get the single process's CPU
     pinning: dict[str, Any] = {f"{n} worker(s)": w for n, w in topo.items()}
     pinning["single process"] = machine.available_cpus()[-1]
     pinning["connectors (sinks, then sources)"] = connectors or (
-        "the 1-worker run: sinks beside the worker, sources on the other CPU; else the first CPU"
+        "the 1-worker run: sinks beside the worker, sources alone on the single process's "
+        "CPU; else the first CPU"
         if len(machine.available_cpus()) == 2 else [machine.available_cpus()[0]]
     )
     load_before = os.getloadavg()
