@@ -427,6 +427,35 @@ def fill(broker: str, name: str, n: int, partitions: int) -> None:
     produce(broker, name, events(n), partitions=partitions)
 
 
+@contextlib.contextmanager
+def fill_paced(broker: str, name: str, n: int, partitions: int, seconds: float) -> Iterator[None]:
+    """The ``n`` events written in 40 parts over ``seconds`` by a thread, while the body
+    runs (and waited for when it ends): every epoch of the run's first seconds has rows.
+    (Written at once, they were all read before the first barrier on a fast machine.)"""
+    import threading
+
+    create_topic(broker, name, partitions)
+    values, parts = events(n), 40
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for i in range(parts):
+                produce(broker, name, values[i * n // parts : (i + 1) * n // parts],
+                        partitions=partitions)  # fmt: skip
+                time.sleep(seconds / parts)
+        except BaseException as exc:  # seen by the test below
+            failed.append(exc)
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        t.join(120)
+    assert not failed and not t.is_alive(), f"the paced writer failed: {failed}"
+
+
 def kafka_to_kafka(dir: Path, broker: str, src: str, out: str, query: str) -> Job:
     dir.mkdir(parents=True, exist_ok=True)
     pipeline = dir / "pipeline.toml"
@@ -603,7 +632,6 @@ def test_kafka_to_kafka_at_every_fault_point(tmp_path: Path, broker: str) -> Non
     """One run killed at each named point of the epoch protocol in turn, the Kafka sink's
     own (half an epoch's transaction sent) among them: the output is exact."""
     src, out = "faults_in", "faults_out"
-    fill(broker, src, INPUT_ROWS, 4)
     job = kafka_to_kafka(tmp_path / "faults", broker, src, out, "")
     points = [
         "kafka_sink.mid_transaction@2",
@@ -615,7 +643,8 @@ def test_kafka_to_kafka_at_every_fault_point(tmp_path: Path, broker: str) -> Non
     ]
     env = {"RINGSTREAM_FAULT": ",".join(points), "RINGSTREAM_FAULT_MARKS": str(tmp_path)}
     fired = lambda: len([p for p in tmp_path.iterdir() if "@" in p.name]) == len(points)  # noqa: E731
-    run_to_end(job, env, [], 0, broker, src, until=fired)
+    with fill_paced(broker, src, INPUT_ROWS, 4, seconds=3.0):  # epoch 2 must have rows
+        run_to_end(job, env, [], 0, broker, src, until=fired)
     fired = sorted(p.name for p in tmp_path.iterdir() if "@" in p.name)
     assert "kafka_sink.mid_transaction@2" in fired and "coordinator.after_manifest@4" in fired
     check_output(broker, out, "pass_through", f"fired {fired}")
