@@ -142,7 +142,9 @@ class GeneratorSource(Source):
 
     def data_ready(self, timeout_s: float) -> bool:
         wait = self._due()
-        time.sleep(min(timeout_s, wait if wait else 0.001))
+        if not wait:
+            return super().data_ready(timeout_s)
+        time.sleep(min(timeout_s, wait))
         return wait <= timeout_s
 
     def schema(self) -> pa.Schema:

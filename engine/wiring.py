@@ -129,16 +129,17 @@ class Wiring:
             specs.append(ChildSpec(role=role, index=index, name=name, cpu=cpu, slot=len(specs),
                                    restore=msgspec.json.encode(restore), **base, **kw))  # fmt: skip
 
+        # a direct sink's inputs, one per source instance (in wiring order), and their timeouts
+        instance_idle = [s.idle_timeout_ms / 1000 for s in p.sources for _ in range(s.parallelism)]
         for n, k in enumerate(p.sinks):
             restore = None
             if manifest is not None:
                 committable = (manifest.sink_committables.get(k.name) or [None])[0]
                 restore = SinkRestore(manifest.epoch, committable, _state(manifest, "sink", n),
                                       committed=manifest.sink_status == "committed")
-            idle = [s.idle_timeout_ms / 1000 for s in p.sources for _ in range(s.parallelism)]
             direct = bool(self.direct) and k.input == "main"  # its inputs: the source instances
             add("sink", n, k.name, next(cpus), restore, in_rings=w.to_sink[k.name], out_rings=[],
-                in_idle_s=idle if direct else [])  # fmt: skip
+                in_idle_s=instance_idle if direct else [])  # fmt: skip
         for i in range(len(t.workers)):
             ins, ports, idle = [], [], []
             for port, src in enumerate(plan.inputs):

@@ -91,6 +91,7 @@ class SourceRunner:
         self.direct = [r.writer() for r in self.direct_rings]
         for w in self.direct:
             w.write_schema(plan.ring_schema(cfg.name))
+        self.marked = [*self.writers, *self.direct]  # every ring a watermark goes into
         self.key = plan.partition_keys.get(cfg.name)
         self.batcher = Batcher(cfg.batch_max_rows, cfg.batch_max_wait_ms / 1000)
         self.watermark = SourceWatermark(cfg.event_time, cfg.max_out_of_orderness_ms,
@@ -143,7 +144,7 @@ class SourceRunner:
     def on_barrier(self, epoch: int) -> None:
         """Epoch step 2: report the position after every row written so far, then BARRIER(N)."""
         self._report_position(epoch, finished=False)
-        for w in (*self.writers, *self.direct, *self.dl_writers):
+        for w in (*self.marked, *self.dl_writers):
             w.write_barrier(epoch)
         self.last_epoch = epoch
 
@@ -221,7 +222,7 @@ class SourceRunner:
             c.add(slot, "bytes_out", size if out is batch else out.nbytes)
         pending = self._pending() if self.watermark.split else None
         self._send_watermark(self.watermark.advance(batch, pending))  # every row read counts
-        c.set(slot, "blocked_ns", sum(w.blocked_ns for w in (*self.writers, *self.direct)))
+        c.set(slot, "blocked_ns", sum(w.blocked_ns for w in self.marked))
 
     def _pending(self) -> set[tuple[object, ...]]:
         """The partitions with rows not handed on yet: unread, or waiting in the batcher."""
@@ -236,7 +237,7 @@ class SourceRunner:
 
     def _send_watermark(self, wm: int | None) -> None:
         if wm is not None:
-            for w in (*self.writers, *self.direct):
+            for w in self.marked:
                 w.write_watermark(wm)
             self.counters.set(self.slot, "watermark", wm)
 
@@ -244,7 +245,7 @@ class SourceRunner:
         """The final position (nothing after it), then EOS: ``EOS_STOPPED`` after a drain."""
         self._report_position(self.last_epoch + 1, finished=True)
         stopped = self.stopping and not self.source.finished() and bool(self.spec.checkpoint_dir)
-        for w in (*self.writers, *self.direct, *self.dl_writers):
+        for w in (*self.marked, *self.dl_writers):
             w.put(_EOS, b"", EOS_STOPPED if stopped else EOS_END)
             w.close()
         for r in (*self.rings, *self.direct_rings, *self.dl_rings):

@@ -130,7 +130,7 @@ class IntervalJoin(TwoInputJoin):
     def state_rows(self) -> tuple[int, int]:
         """Rows buffered per port that a future on-time row can still match."""
         if self.watermark is None:
-            return self._rows[0].num_rows, self._rows[1].num_rows
+            return super().state_rows
         live = (np.count_nonzero(self._t[p] >= self._threshold(p)) for p in (0, 1))
         return tuple(int(n) for n in live)  # type: ignore[return-value]
 
@@ -186,7 +186,9 @@ class IntervalJoin(TwoInputJoin):
         self._index_of[port].add(self._hash(keys), base)
 
     def _keep(self, port: int, keep: np.ndarray) -> None:
-        if not keep.all() and self._fast:
+        if keep.all():
+            return
+        if self._fast:
             self._index_of[port].keep(keep)
             self._kv[port] = [a[keep] for a in self._kv[port]]
         super()._keep(port, keep)
