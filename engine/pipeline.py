@@ -51,8 +51,8 @@
     port = 9464                      # taken (another pipeline): a free port, said at start
     bind = "127.0.0.1"               # anything else is reachable from other machines
 
-A two-input query joins two sources: ``[query.join]`` (``type = "interval"``
-or ``"asof"``, ``left``/``right`` source names, keys, bounds) with optional
+A two-input query joins two sources: ``[query.join]`` (``type = "interval"``,
+``"asof"`` or ``"inner"``, ``left``/``right`` source names, keys, bounds) with optional
 ``[[query.left_steps]]``/``[[query.right_steps]]`` before it; ``[[query.steps]]``
 then run on the joined stream. ``[[query.final]]`` steps run once, in the sink
 process, over the union of every worker's output (for global results such as
@@ -184,11 +184,19 @@ class GroupByStep(_Strict, tag="group_by", tag_field="op", kw_only=True):
     emit: Literal["update", "close"] = "update"
 
 
-Step = FilterStep | ProjectStep | UdfStep | WindowStep | GroupByStep
+class OverStep(_Strict, tag="over", tag_field="op", kw_only=True):
+    key: Keys = msgspec.field(default_factory=list)
+    time: str | None = None  # default: the source's event_time
+    order_by: list[str] = msgspec.field(default_factory=list)  # ties in time, in this order
+    rows: Positive  # the frame: this row and the rows - 1 rows of its key before it
+    aggregates: list[str]
+
+
+Step = FilterStep | ProjectStep | UdfStep | WindowStep | GroupByStep | OverStep
 
 
 class JoinConfig(_Strict, kw_only=True):
-    type: Literal["interval", "asof"]
+    type: Literal["interval", "asof", "inner"]
     left: Name
     right: Name
     left_key: Keys

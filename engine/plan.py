@@ -183,10 +183,23 @@ class Plan:
         if lt is None or rt is None:
             raise ConfigError("query.join: both sides need an event-time column")
         try:
-            if j.type == "interval":
+            if j.type == "inner":
+                from ring0.operators.join import InnerJoin
+
+                if j.lower_ms or j.upper_ms or j.tolerance_ms is not None:
+                    raise ConfigError(
+                        'type = "inner" has no time bounds: leave lower_ms, upper_ms and '
+                        'tolerance_ms out (or use type = "interval")'
+                    )
+                join: Operator = InnerJoin(
+                    left.output_schema, right.output_schema, keys_of(j.left_key),
+                    keys_of(j.right_key), lt, rt,
+                    left_prefix=j.left_prefix, right_prefix=j.right_prefix,
+                )  # fmt: skip
+            elif j.type == "interval":
                 from ring0.operators.join import IntervalJoin
 
-                join: Operator = IntervalJoin(
+                join = IntervalJoin(
                     left.output_schema, right.output_schema, keys_of(j.left_key),
                     keys_of(j.right_key), lt, rt, j.lower_ms, j.upper_ms,
                     left_prefix=j.left_prefix, right_prefix=j.right_prefix,

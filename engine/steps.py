@@ -12,7 +12,15 @@ from __future__ import annotations
 import pyarrow as pa
 
 from engine.errors import ConfigError
-from engine.pipeline import FilterStep, GroupByStep, ProjectStep, Step, UdfStep, WindowStep
+from engine.pipeline import (
+    FilterStep,
+    GroupByStep,
+    OverStep,
+    ProjectStep,
+    Step,
+    UdfStep,
+    WindowStep,
+)
 from engine.typenames import parse_schema
 from ring0.graph import Chain
 from ring0.operators.base import Operator
@@ -49,6 +57,15 @@ def build_step(step: Step, schema: pa.Schema, default_time: str | None, where: s
             from ring0.operators.groupby import GroupByAggregate
 
             return GroupByAggregate(keys_of(step.key), aggs, schema, emit=step.emit)
+        if isinstance(step, OverStep):
+            from ring0.operators.over import RowsOver
+
+            if (step.time or default_time) is None:
+                raise ConfigError(
+                    "time: no event-time column (set time here or event_time on the source)"
+                )
+            return RowsOver(keys_of(step.key), step.time or default_time, step.order_by,
+                            step.rows, aggs, schema)  # fmt: skip
         assert isinstance(step, WindowStep)
         from ring0.operators.window import WindowAggregate, WindowSpec
 

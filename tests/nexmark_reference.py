@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from connectors.base import ConnectorConfig
@@ -76,7 +77,40 @@ FROM person AS p JOIN auction AS a
  AND p.date_time // 10000 = a.date_time // 10000
 """
 
-QUERIES: dict[str, str] = {"q0": Q0, "q1": Q1, "q2": Q2, "q5": Q5, "q7": Q7, "q8": Q8}
+# q3 local item suggestion: auctions of category 10 by sellers in Oregon, Idaho or California
+# (an inner join without time bounds).
+Q3 = """
+SELECT p.name, p.city, p.state, a.id
+FROM auction AS a JOIN person AS p ON a.seller = p.id
+WHERE p.state IN ('OR', 'ID', 'CA') AND a.category = 10
+"""
+
+# The closing price of every auction with a bid made while it was open (bid.date_time between
+# the auction's date_time and expires, inclusive): its highest bid. q4 and q6 build on it.
+_WINNING = """
+WITH winning AS (
+    SELECT a.id AS auction, a.seller, a.category, a.expires, max(b.price) AS final
+    FROM auction AS a JOIN bid AS b
+      ON a.id = b.auction AND b.date_time BETWEEN a.date_time AND a.expires
+    GROUP BY a.id, a.seller, a.category, a.expires
+)
+"""
+
+# q4 average price for a category: the average closing price per category.
+Q4 = _WINNING + "SELECT category, avg(final) AS avg_price FROM winning GROUP BY category"
+
+# q6 average selling price by seller: per closed auction, the average closing price of its
+# seller's last 10 closed auctions (this one included), in order of expiry, then auction id.
+Q6 = _WINNING + """
+SELECT seller, auction, expires, final,
+       avg(final) OVER (PARTITION BY seller ORDER BY expires, auction
+                        ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS avg_price
+FROM winning
+"""
+
+QUERIES: dict[str, str] = {
+    "q0": Q0, "q1": Q1, "q2": Q2, "q3": Q3, "q4": Q4, "q5": Q5, "q6": Q6, "q7": Q7, "q8": Q8,
+}  # fmt: skip
 
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {
     "q0": SCHEMAS["bid"],
@@ -89,6 +123,24 @@ OUTPUT_SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
     "q2": pa.schema([("auction", pa.int64()), ("price", pa.int64())]),
+    "q3": pa.schema(
+        [
+            ("name", pa.string()),
+            ("city", pa.string()),
+            ("state", pa.string()),
+            ("id", pa.int64()),
+        ]
+    ),
+    "q4": pa.schema([("category", pa.int64()), ("avg_price", pa.float64())]),
+    "q6": pa.schema(
+        [
+            ("seller", pa.int64()),
+            ("auction", pa.int64()),
+            ("expires", _TS),
+            ("final", pa.int64()),
+            ("avg_price", pa.float64()),
+        ]
+    ),
     "q5": pa.schema(
         [
             ("window_start", _TS),
@@ -122,7 +174,10 @@ SORT_KEYS: dict[str, list[str]] = {
     "q0": ["date_time", "auction", "bidder", "price", "channel", "url", "extra"],
     "q1": ["date_time", "auction", "bidder", "price_eur"],
     "q2": ["auction", "price"],
+    "q3": ["id", "name", "city", "state"],
+    "q4": ["category", "avg_price"],
     "q5": ["window_start", "window_end", "max_count", "auction"],
+    "q6": ["seller", "expires", "auction", "final", "avg_price"],
     "q7": ["window_start", "window_end", "price", "auction", "bidder"],
     "q8": ["window_start", "p_id", "a_id", "p_name", "a_reserve"],
 }
@@ -141,9 +196,24 @@ def canonical(query: str, table: pa.Table) -> pa.Table:
     if query not in QUERIES:
         raise KeyError(f"unknown Nexmark query {query!r}; known: {sorted(QUERIES)}")
     schema = OUTPUT_SCHEMAS[query]
+    if "_change" in table.column_names:
+        table = folded(table)
     table = table.select(schema.names).cast(schema)
     order = [(name, "ascending") for name in SORT_KEYS[query]]
     return table.sort_by(order).combine_chunks()
+
+
+def folded(changelog: pa.Table) -> pa.Table:
+    """The table a changelog describes: each distinct row (all columns but ``_change``) as
+    many times as its ``_change`` values add up to (a retracted row adds up to 0)."""
+    rest = [c for c in changelog.column_names if c != "_change"]
+    net = changelog.group_by(rest, use_threads=False).aggregate([("_change", "sum")])
+    counts = net.column("_change_sum").to_numpy()
+    if (counts < 0).any():
+        bad = net.filter(pa.array(counts < 0))
+        raise ValueError(f"the changelog retracts rows it never inserted: {bad}")
+    repeat = np.repeat(np.arange(net.num_rows), np.maximum(counts, 0))
+    return net.select(rest).take(pa.array(repeat))
 
 
 def reference(query: str, tables: dict[str, pa.Table]) -> pa.Table:

@@ -12,7 +12,8 @@ join's matching rule:
   milliseconds and the two columns' units (an ``int64`` column counts as ms). Bounds,
   tolerances and watermarks (always ms) are scaled into that unit, so nothing is rounded.
 * **Admission** (``_admit``): every batch is checked against its port's schema. Rows
-  with ``time < watermark`` are late (whatever their key): dropped, counted in ``late_rows``
+  with ``time < watermark`` are late (whatever their key; never in a join whose class sets
+  ``drops_late = False``): dropped, counted in ``late_rows``
   (and per port in ``late_by_port``) and, with ``keep_late``, kept for ``take_late(port)``.
   Other rows whose key or time is null can never match: dropped and counted in
   ``null_rows`` (the left side of the ASOF join keeps them: it is an outer join).
@@ -131,6 +132,7 @@ class TwoInputJoin(Operator):
     """
 
     inputs = 2
+    drops_late = True  # False: no row is ever late (a join without time bounds)
 
     # Both joins take these eight side parameters in this order (their signatures repeat
     # them: the public constructors stay flat, as the plan and the tests call them).
@@ -252,7 +254,7 @@ class TwoInputJoin(Operator):
         if in_range is not None:  # a time the engine cannot compute with: dropped, counted
             self.out_of_range_rows += int(np.count_nonzero(keep & ~in_range))
             keep &= in_range
-        if self.watermark is not None:
+        if self.watermark is not None and self.drops_late:
             late = keep & (times < self._wm_units())
             n_late = int(np.count_nonzero(late))
             if n_late:
