@@ -205,6 +205,7 @@ class JoinConfig(_Strict, kw_only=True):
     right_time: str | None = None
     lower_ms: int = 0  # interval: lower <= right.time - left.time <= upper
     upper_ms: int = 0
+    left_until: str | None = None  # interval: right.time <= this left column, not upper_ms
     tolerance_ms: NonNegative | None = None  # asof
     left_prefix: str = ""
     right_prefix: str = ""

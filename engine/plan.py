@@ -186,10 +186,10 @@ class Plan:
             if j.type == "inner":
                 from ring0.operators.join import InnerJoin
 
-                if j.lower_ms or j.upper_ms or j.tolerance_ms is not None:
+                if j.lower_ms or j.upper_ms or j.tolerance_ms is not None or j.left_until:
                     raise ConfigError(
-                        'type = "inner" has no time bounds: leave lower_ms, upper_ms and '
-                        'tolerance_ms out (or use type = "interval")'
+                        'type = "inner" has no time bounds: leave lower_ms, upper_ms, '
+                        'left_until and tolerance_ms out (or use type = "interval")'
                     )
                 join: Operator = InnerJoin(
                     left.output_schema, right.output_schema, keys_of(j.left_key),
@@ -203,9 +203,13 @@ class Plan:
                     left.output_schema, right.output_schema, keys_of(j.left_key),
                     keys_of(j.right_key), lt, rt, j.lower_ms, j.upper_ms,
                     left_prefix=j.left_prefix, right_prefix=j.right_prefix,
+                    left_until=j.left_until,
                 )  # fmt: skip
             else:
                 from ring0.operators.join import AsofJoin
+
+                if j.left_until is not None:
+                    raise ConfigError('left_until is a bound of type = "interval"')
 
                 join = AsofJoin(
                     left.output_schema, right.output_schema, keys_of(j.left_key),

@@ -67,6 +67,22 @@ def clamp(value: int) -> int:
     return max(INT64_MIN, min(INT64_MAX, value))
 
 
+def grow(
+    values: np.ndarray, store: np.ndarray | None, more: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` then ``more``, as a view of ``store``, a buffer with room to spare that
+    doubles when full: appending costs ``more``, not a copy of ``values``. Returns (the
+    view, its store). Only a view made here grows in place; any other ``values`` (filtered,
+    restored: a new array) starts a new store."""
+    n = values.size
+    if (store is None or values.base is not store or store.size < n + more.size
+            or values.ctypes.data != store.ctypes.data):  # fmt: skip
+        store = np.empty(max(2 * (n + more.size), 1024), values.dtype)
+        store[:n] = values
+    store[n : n + more.size] = more
+    return store[: n + more.size], store
+
+
 def _per_second(schema: pa.Schema, column: str, side: str) -> int:
     if schema.get_field_index(column) < 0:
         raise ConfigError(f"{side} time column {column!r} is not in {side} columns {schema.names}")
@@ -200,15 +216,18 @@ class TwoInputJoin(Operator):
         if port not in (0, 1):
             raise ConfigError(f"port={port!r}: a join has ports 0 (left) and 1 (right)")
 
-    def _times(self, table: pa.Table, port: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The time column as int64 in the common unit (nulls read as 0), and a mask of the
-        rows whose time is in range (None: all are): within ``engine.timeunits``' range and
-        representable in the common unit."""
-        col = pc.cast(table.column(self._time_cols[port]), pa.int64(), safe=False)
+    def _times(
+        self, table: pa.Table, port: int, column: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The time column (or ``column``, of the same type) as int64 in the common unit
+        (nulls read as 0), and a mask of the rows whose time is in range (None: all are):
+        within ``engine.timeunits``' range and representable in the common unit."""
+        column = column or self._time_cols[port]
+        col = pc.cast(table.column(column), pa.int64(), safe=False)
         if col.null_count:
             col = pc.fill_null(col, 0)
         raw = np.asarray(col.to_numpy(), dtype=np.int64)
-        _, ok = to_ms(table.column(self._time_cols[port]).fill_null(0))
+        _, ok = to_ms(table.column(column).fill_null(0))
         factor = self._factor[port]
         if factor != 1:
             fits = np.abs(raw) <= INT64_MAX // factor
@@ -289,18 +308,8 @@ class TwoInputJoin(Operator):
         self._extend_times(port, times)
 
     def _extend_times(self, port: int, more: np.ndarray) -> None:
-        """``_t[port]`` then ``more``, as a view of a buffer of this join's with room to
-        spare, which doubles when full: appending costs the batch, not a copy of every
-        time. Only a view made here grows in place; a filtered or restored ``_t`` (a new
-        array) starts a new buffer."""
-        times, store, n = self._t[port], self._t_store[port], self._t[port].size
-        if (store is None or times.base is not store or store.size < n + more.size
-                or times.ctypes.data != store.ctypes.data):  # fmt: skip
-            store = np.empty(max(2 * (n + more.size), 1024), np.int64)
-            store[:n] = times
-            self._t_store[port] = store
-        store[n : n + more.size] = more
-        self._t[port] = store[: n + more.size]
+        """``_t[port]`` then ``more`` (see ``grow``)."""
+        self._t[port], self._t_store[port] = grow(self._t[port], self._t_store[port], more)
 
     def _keep(self, port: int, keep: np.ndarray) -> None:
         """Keep only the buffered rows of ``port`` where ``keep`` (order preserved)."""

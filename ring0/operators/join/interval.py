@@ -27,6 +27,14 @@ interleaving, from one thread):
   ``state_rows`` counts only the rows still needed; ``snapshot`` trims first.
 * ``finish()`` — ``[]``: nothing is pending in an inner join.
 
+A bound per left row (``left_until``, a left column of the left time column's type)
+replaces ``upper``: a pair matches when ``lower <= r.time - l.time`` and ``r.time <=
+l.until`` (an auction and the bids made while it is open: ``lower = 0``, ``left_until =
+"expires"``). A left row is then kept while ``l.until >= wm``, whatever its span, and its
+buffer is trimmed each time the watermark has moved a quarter of the longest span seen
+(``until - time``, at least ``TRIM_MIN_MS``). A left row with a null bound never matches:
+dropped and counted in ``null_rows``.
+
 Matching. With integer key columns (the usual case, and the only one with more than one
 worker) each side keeps a ``KeyIndex`` of its buffered rows: a hash of the key (the key
 itself for one column) sorted, with the row positions in that order, in a main part and a
@@ -45,9 +53,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.errors import ConfigError
-from ring0.operators.join.common import TwoInputJoin, clamp
+from ring0.operators.join.common import INT64_MAX, TwoInputJoin, clamp, grow
 from ring0.operators.join.key_index import KeyIndex
 from ring0.operators.join.tables import take_rows
 
@@ -71,14 +80,24 @@ class IntervalJoin(TwoInputJoin):
         left_prefix: str = "",
         right_prefix: str = "",
         keep_late: bool = False,
+        left_until: str | None = None,
     ) -> None:
-        if lower_ms > upper_ms:
+        if left_until is not None and upper_ms:
+            raise ConfigError(
+                f"upper_ms={upper_ms} and left_until={left_until!r}: give one (left_until "
+                "is the upper bound of each left row)"
+            )
+        if left_until is None and lower_ms > upper_ms:
             raise ConfigError(f"interval join lower_ms={lower_ms} > upper_ms={upper_ms}")
         sides = (left_schema, right_schema, left_key, right_key, left_time, right_time)
         super().__init__(*sides, left_prefix, right_prefix, keep_late, right_nullable=False)
         self.lower_ms, self.upper_ms = lower_ms, upper_ms
         self._lower = lower_ms * self.per_ms
-        self._upper = upper_ms * self.per_ms
+        self._upper = upper_ms * self.per_ms if left_until is None else INT64_MAX
+        self._until_col = _check_until(left_schema, left_time, left_until)
+        self._u = np.empty(0, np.int64)  # with left_until: each left row's bound (units)
+        self._u_store: np.ndarray | None = None
+        self._span = 0  # with left_until: the longest until - time seen (units)
         # a left row lives ``upper`` past the watermark, a right row ``-lower``: each side is
         # trimmed after a quarter of its own span
         spans = (max(upper_ms, 0), max(-lower_ms, 0))
@@ -101,13 +120,42 @@ class IntervalJoin(TwoInputJoin):
 
     def process(self, batch: pa.RecordBatch, port: int = 0) -> list[pa.RecordBatch]:
         rows, times, _ = self._admit(batch, port)
+        until = None
+        if port == 0 and self._until_col is not None:
+            rows, times, until = self._admit_until(rows, times)
         if rows.num_rows == 0:
             return []
-        out = self._match(rows, times, port)
+        out = self._match(rows, times, port, until)
         if self.watermark is not None:  # a row no future row can match is not kept
-            rows, times = _trim(rows, times, self._threshold(port))
-        self._append(port, rows, times)
+            keep = (times if until is None else until) >= self._threshold(port)
+            if not keep.all():
+                idx = np.flatnonzero(keep)
+                rows, times = rows.take(pa.array(idx)), times[idx]
+                until = None if until is None else until[idx]
+        self._append(port, rows, times, until)
         return out
+
+    def _admit_until(
+        self, rows: pa.Table, times: np.ndarray
+    ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+        """Admitted left rows with their ``left_until`` bound; a null bound is dropped and
+        counted in ``null_rows``, one out of range in ``out_of_range_rows``."""
+        assert self._until_col is not None
+        until, ok = self._times(rows, 0, self._until_col)
+        keep = np.ones(rows.num_rows, bool)
+        column = rows.column(self._until_col)
+        if column.null_count:
+            keep = pc.is_valid(column).to_numpy(zero_copy_only=False)
+            self.null_rows += int(rows.num_rows - np.count_nonzero(keep))
+        if ok is not None:
+            self.out_of_range_rows += int(np.count_nonzero(keep & ~ok))
+            keep &= ok
+        if not keep.all():
+            idx = np.flatnonzero(keep)
+            rows, times, until = rows.take(pa.array(idx)), times[idx], until[idx]
+        if until.size:
+            self._span = max(self._span, int((until - times).max()))
+        return rows, times, until
 
     def on_watermark(self, watermark: int) -> list[pa.RecordBatch]:
         if self.watermark is not None and watermark <= self.watermark:
@@ -115,15 +163,17 @@ class IntervalJoin(TwoInputJoin):
         self.watermark = watermark
         wm = self._wm_units()
         for port in (0, 1):
-            last = self._trimmed_at[port]
-            if last is None or wm - last >= self._trim_step[port]:
+            last, step = self._trimmed_at[port], self._trim_step[port]
+            if port == 0 and self._until_col is not None:  # a quarter of the longest span
+                step = max(self._span // 4, TRIM_MIN_MS * self.per_ms)
+            if last is None or wm - last >= step:
                 self._trim_buffer(port)
         return []
 
     def _trim_buffer(self, port: int) -> None:
         """Drop the buffered rows of ``port`` that no future on-time row can match."""
         if self.watermark is not None:
-            self._keep(port, self._t[port] >= self._threshold(port))
+            self._keep(port, self._ends(port) >= self._threshold(port))
             self._trimmed_at[port] = self._wm_units()
 
     @property
@@ -131,7 +181,7 @@ class IntervalJoin(TwoInputJoin):
         """Rows buffered per port that a future on-time row can still match."""
         if self.watermark is None:
             return super().state_rows
-        live = (np.count_nonzero(self._t[p] >= self._threshold(p)) for p in (0, 1))
+        live = (np.count_nonzero(self._ends(p) >= self._threshold(p)) for p in (0, 1))
         return tuple(int(n) for n in live)  # type: ignore[return-value]
 
     def snapshot(self) -> dict[str, pa.Table]:
@@ -140,13 +190,24 @@ class IntervalJoin(TwoInputJoin):
         return super().snapshot()
 
     def _threshold(self, port: int) -> int:
-        """Rows of ``port`` with time below this can match no future on-time row."""
+        """Rows of ``port`` whose end (``_ends``) is below this can match no future on-time
+        row."""
         wm = self._wm_units()
-        return clamp(wm - self._upper) if port == 0 else clamp(wm + self._lower)
+        if port == 0:
+            return wm if self._until_col is not None else clamp(wm - self._upper)
+        return clamp(wm + self._lower)
+
+    def _ends(self, port: int) -> np.ndarray:
+        """What ``_threshold`` is compared with: the buffered rows' times, or for the left
+        with ``left_until`` their bounds."""
+        return self._u if port == 0 and self._until_col is not None else self._t[port]
 
     def restore(self, state: dict[str, pa.Table]) -> None:
         super().restore(state)
         self._trimmed_at = [None, None]
+        if self._until_col is not None:
+            self._u, self._u_store = self._times(self._rows[0], 0, self._until_col)[0], None
+            self._span = int((self._u - self._t[0]).max()) if self._u.size else 0
         for port in (0, 1):
             self._reindex(port)
 
@@ -175,9 +236,13 @@ class IntervalJoin(TwoInputJoin):
         self._kv[port] = keys if len(keys) > 1 else []
         self._index_of[port].reset(self._hash(keys))
 
-    def _append(self, port: int, rows: pa.Table, times: np.ndarray) -> None:
+    def _append(
+        self, port: int, rows: pa.Table, times: np.ndarray, until: np.ndarray | None = None
+    ) -> None:
         base = self._rows[port].num_rows
         super()._append(port, rows, times)
+        if until is not None and until.size:
+            self._u, self._u_store = grow(self._u, self._u_store, until)
         if not self._fast or rows.num_rows == 0:
             return
         keys = self._key_arrays(rows, port)
@@ -188,6 +253,8 @@ class IntervalJoin(TwoInputJoin):
     def _keep(self, port: int, keep: np.ndarray) -> None:
         if keep.all():
             return
+        if port == 0 and self._until_col is not None:
+            self._u = self._u[keep]
         if self._fast:
             self._index_of[port].keep(keep)
             self._kv[port] = [a[keep] for a in self._kv[port]]
@@ -211,7 +278,9 @@ class IntervalJoin(TwoInputJoin):
         cols += [pa.array(times, pa.int64()), pa.array(np.arange(len(times), dtype=np.int64))]
         return pa.Table.from_arrays(cols, names=[*self._key_names, f"{tag}t", f"{tag}i"])
 
-    def _match(self, rows: pa.Table, times: np.ndarray, port: int) -> list[pa.RecordBatch]:
+    def _match(
+        self, rows: pa.Table, times: np.ndarray, port: int, until: np.ndarray | None = None
+    ) -> list[pa.RecordBatch]:
         other = 1 - port
         buffered = self._rows[other]
         if buffered.num_rows == 0:
@@ -232,8 +301,10 @@ class IntervalJoin(TwoInputJoin):
             return []
         diff = old_t - new_t if port == 0 else new_t - old_t
         hit = (diff >= self._lower) & (diff <= self._upper)
+        if self._until_col is not None:  # the right row's time is within the left row's bound
+            hit &= (old_t <= until[new_i]) if port == 0 else (new_t <= self._u[old_i])
         if self.watermark is not None:  # a buffered row past its time, not trimmed yet
-            hit &= old_t >= self._threshold(other)
+            hit &= self._ends(other)[old_i] >= self._threshold(other)
         if not hit.any():
             return []
         mine = rows.take(pa.array(new_i[hit]))
@@ -241,9 +312,16 @@ class IntervalJoin(TwoInputJoin):
         return self._emit(mine, theirs) if port == 0 else self._emit(theirs, mine)
 
 
-def _trim(rows: pa.Table, times: np.ndarray, threshold: int) -> tuple[pa.Table, np.ndarray]:
-    keep = times >= threshold
-    if keep.all():
-        return rows, times
-    idx = np.flatnonzero(keep)
-    return rows.take(pa.array(idx)), times[idx]
+
+def _check_until(schema: pa.Schema, time: str, until: str | None) -> str | None:
+    """``until`` (a left column of the left time column's type), or None."""
+    if until is None:
+        return None
+    if schema.get_field_index(until) < 0:
+        raise ConfigError(f"left_until column {until!r} is not in left columns {schema.names}")
+    if schema.field(until).type != schema.field(time).type:
+        raise ConfigError(
+            f"left_until column {until!r} has type {schema.field(until).type}; it must have "
+            f"the type of the left time column {time!r}, {schema.field(time).type} (cast it)"
+        )
+    return until
