@@ -157,7 +157,7 @@ class RowsOver(Operator):
 
     def _evaluate(self, new: pa.Table) -> list[pa.RecordBatch]:
         order = [(c, "ascending") for c in [self.time, *self.order_by]]
-        new = new.take(pc.sort_indices(new, sort_keys=order, null_placement="at_end"))
+        new = new.take(pc.sort_indices(new, sort_keys=order))  # nulls last: the default
         hashes = self._hash([new.column(k) for k in self.key], new.num_rows)
         _, found = self._index.find(np.unique(hashes))
         found = np.unique(found[self._alive[found]]) if found.size else found

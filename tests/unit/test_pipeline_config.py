@@ -263,7 +263,7 @@ def test_pipeline_file_not_utf8_is_a_clean_error_naming_the_line(tmp_path: Path)
         (
             lambda r: r["query"]["steps"][0].update(op="sort"),
             "query.steps[0].op: Invalid value 'sort' (valid: 'filter', 'project', 'udf', "
-            "'window', 'group_by')",
+            "'window', 'group_by', 'over')",
         ),
     ],
 )

@@ -300,6 +300,79 @@ def test_plan_join_shape_errors_name_the_key(edit, message: str | None) -> None:
         assert build_error(raw).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("join", "message"),
+    [
+        ({"type": "inner", "lower_ms": 0, "upper_ms": 0}, None),  # the defaults: accepted
+        ({"type": "inner", "upper_ms": 5}, 'query.join: type = "inner" has no time bounds'),
+        ({"type": "inner", "tolerance_ms": 5}, 'query.join: type = "inner" has no time bounds'),
+        ({"type": "interval", "upper_ms": 0, "left_until": "date_time"}, None),
+        (
+            {"type": "interval", "upper_ms": 5, "left_until": "date_time"},
+            "query.join: upper_ms=5 and left_until='date_time': give one",
+        ),
+        (
+            {"type": "interval", "upper_ms": 0, "left_until": "id"},
+            "query.join: left_until column 'id' has type int64; it must have the type of "
+            "the left time column 'date_time', timestamp[ms]",
+        ),
+        (
+            {"type": "interval", "upper_ms": 0, "left_until": "nope"},
+            "query.join: left_until column 'nope' is not in left columns",
+        ),
+        (
+            {"type": "asof", "left_until": "date_time"},
+            'query.join: left_until is a bound of type = "interval"',
+        ),
+    ],
+)
+def test_plan_inner_join_and_left_until_bounds_checked(join: dict, message: str | None) -> None:
+    raw = raw_with(two_nexmark_sources)
+    raw["query"]["join"].update({"lower_ms": 0, **join})
+    if message is None:
+        assert build(raw, workers=2).inputs == ["persons", "auctions"]
+    else:
+        assert build_error(raw).startswith(message), build_error(raw)
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"key": "key", "rows": 3, "aggregates": ["avg(value) as a", "count"]}, None),
+        ({"key": "key", "rows": 0, "aggregates": ["count"]}, "rows"),
+        (
+            {"key": "key", "rows": 3, "aggregates": ["count_distinct(value)"]},
+            "query.steps[0] (over): count_distinct(value): an over step computes",
+        ),
+        (
+            {"key": "key", "rows": 3, "aggregates": ["sum(value * 2) as v2"]},
+            "query.steps[0] (over): sum(value * 2) as v2: 'value * 2' is not a column",
+        ),
+        (
+            {"key": "key", "rows": 3, "aggregates": ["max(nope)"]},
+            "query.steps[0] (over): max(nope): 'nope' is not a column",
+        ),
+        (
+            {"key": "key", "rows": 3, "aggregates": ["sum(key) as value"]},
+            "query.steps[0] (over): sum(key) as value: output column 'value' is already",
+        ),
+        (
+            {"key": "key", "rows": 3, "order_by": ["nope"], "aggregates": ["count"]},
+            "query.steps[0] (over): column 'nope' is not in the input",
+        ),
+    ],
+)
+def test_plan_over_step_errors_name_the_step_and_the_value(
+    over: dict, message: str | None
+) -> None:
+    raw = raw_with(lambda r: r["query"].update(steps=[{"op": "over", **over}]))
+    if message is None:
+        plan = build(raw, workers=2)
+        assert plan.final_schema.names == ["ts", "key", "value", "a", "count"]
+    else:
+        assert message in build_error(raw), build_error(raw)
+
+
 def test_plan_left_steps_without_join_refused() -> None:
     raw = raw_with(lambda r: r["query"].update(left_steps=[{"op": "filter", "where": "key > 0"}]))
     assert build_error(raw) == "query.left_steps/right_steps: only with [query.join]"
