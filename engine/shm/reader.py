@@ -17,6 +17,10 @@ remembered: ``r.schema`` is the stream's schema from then on.
 ``batch(frame)`` decodes with the schema of the latest SCHEMA frame polled, so
 decode a DATA frame before polling past a newer SCHEMA.
 
+Back-pressure: a writer waiting for room is woken once the ring is at most half
+full (or after its park timeout), so a full ring costs one wake-up per half
+ring, not one per frame.
+
 Non-guarantees: a frame's payload, and every batch decoded from it, is valid
 only until that frame is released; after that the producer may overwrite the
 bytes (copy what you keep). Holding unreleased frames for more than the ring's
@@ -148,7 +152,12 @@ class RingReader(_Side):
     def _store_tail(self, end: int) -> None:
         self._released = end
         self._q[layout.Q_TAIL] = end
-        self._signal_peer()
+        # A writer parks only when its frame does not fit. It is woken once at most half the
+        # ring is in use, not at every release: under backpressure it then writes many
+        # frames per wake-up instead of one (a futex wake on another CPU costs tens of µs).
+        # A reader that stops releasing above half lets it sleep until its park timeout.
+        if self._q[_Q_HEAD] - end <= self._cap >> 1:
+            self._signal_peer()
 
     def batch(self, frame: Frame) -> pa.RecordBatch:
         """Decode a DATA frame into a RecordBatch that points into the ring (no copy)."""

@@ -43,6 +43,7 @@ class Consumer:
     def __init__(self, inputs: InputSet, marks: Watermarks) -> None:
         self.inputs = inputs
         self.marks = marks
+        inputs.marks = marks.marks  # read the input holding the watermark back first
         self.aligner = Aligner(inputs)
 
     # -- events (subclasses override) -----------------------------------------------------

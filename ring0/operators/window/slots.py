@@ -5,6 +5,11 @@ windows, a ``(window_start, window_end)`` pair. Close mode keeps a list of parti
 tables per slot (merged every ``COMPACT_AFTER`` batches and on close: a hopping window
 merges its size/slide panes); update mode keeps one merged table per window and emits
 a changelog per batch.
+
+Input windows in close mode are the exception: they can be as many as the rows (one
+window per auction, from its opening to its expiry), so they share one slot, ``()``: a
+list of partial tables of every open window, merged every ``COMPACT_AFTER`` batches; a
+close merges the list once and emits every window whose end has passed, in one table.
 """
 
 from __future__ import annotations
@@ -37,8 +42,14 @@ class Slots:
         self.schema = op.partial_schema([pa.field(c, pa.int64()) for c in self.cols])
         self.dense = DensePanes.for_slots(op, self.schema)
         self.pane: int | None = None  # the one pane of the batch ``assign`` saw, if one
+        self.mixed = self.input and op.emit == "close"  # every window in the one slot ()
 
     def open_count(self) -> int:
+        if self.mixed:
+            parts = [p.select(self.cols) for p in self.slots.get((), [])]
+            if not parts:
+                return 0
+            return pa.concat_tables(parts).group_by(self.cols).aggregate([]).num_rows
         return len(set(self.slots) | {(p,) for p in (self.dense.panes if self.dense else ())})
 
     def _spill(self, pane: int) -> None:
@@ -107,6 +118,12 @@ class Slots:
                 return [], None
             table = left
         part = self.op.plan.partial(table, self.group)
+        if self.mixed:
+            parts = self.slots.setdefault((), [])
+            parts.append(part)
+            if len(parts) >= COMPACT_AFTER:
+                self.slots[()] = [self._merge(parts, self.group)]
+            return [], None
         if self.op.emit == "close":
             for slot, piece in split_by(part, self.cols):
                 self._spill(slot[0])  # (the arrays hold this pane's earlier rows)
@@ -156,6 +173,8 @@ class Slots:
 
     def _close(self, low: int, high: int) -> list[pa.RecordBatch]:
         """Emit (close mode) the windows whose end is in ``(low, high]``; free what they held."""
+        if self.mixed:
+            return self._close_input(high)
         if self.op.emit == "update" or self.input:
             ready = sorted((self._end_ms(s), s) for s in self.slots if self._end_ms(s) <= high)
             results = []
@@ -186,6 +205,23 @@ class Slots:
                 if self.dense is not None:
                     self.dense.unseedable.discard(p)
         return self.op.closed(results)
+
+    def _close_input(self, high: int) -> list[pa.RecordBatch]:
+        """Input windows, close mode: emit every window whose end is at most ``high``."""
+        parts = self.slots.get(())
+        if not parts:
+            return []
+        merged = self._merge(parts, self.group) if len(parts) > 1 else parts[0]
+        ends = pc.cast(merged.column("__e"), self.op.bound_types[1])
+        due = to_ms(ends)[0] <= high
+        rest = merged.filter(pa.array(~due)) if due.any() else merged
+        if rest.num_rows:
+            self.slots[()] = [rest]
+        else:
+            del self.slots[()]
+        if not due.any():
+            return []
+        return self.op.closed([self._results(merged.filter(pa.array(due)))])
 
     def _window_starts(self, panes: list[int], low: int, high: int) -> list[int]:
         """Starts of the windows with an end in ``(low, high]`` that hold one of ``panes``."""
@@ -226,6 +262,12 @@ class Slots:
         if table.num_rows == 0:
             return
         cols = [*self.cols, "__part"]
+        if self.mixed:  # one slot: its parts in order (the windows of each are mixed)
+            for lo, hi in runs([table.column("__part").to_numpy()]):
+                self.slots.setdefault((), []).append(
+                    table.slice(lo, hi - lo).drop_columns("__part")
+                )
+            return
         values = [table.column(c).to_numpy() for c in cols]
         for lo, hi in runs(values):
             slot = tuple(int(v[lo]) for v in values[:-1])

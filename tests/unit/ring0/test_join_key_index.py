@@ -1,4 +1,5 @@
-"""KeyIndex against a brute-force list of (hash, position): adds, trims, finds, tail merges."""
+"""KeyIndex against a brute-force list of (hash, position): adds, trims, finds (pending rows
+looked up in reverse or indexed), tail merges."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_key_index_finds_what_a_brute_force_buffer_holds(
             mask = rng.random(buffer.size) < 0.7
             index.keep(mask)
             buffer = buffer[mask]
-        probe = rng.integers(0, 45, size=25).astype(np.uint64)
+        # probes fewer and more than the rows pending: looked up in reverse, or indexed first
+        probe = rng.integers(0, 45, size=int(rng.integers(0, 120))).astype(np.uint64)
         want = Counter((i, j) for i, h in enumerate(probe.tolist())
                        for j in np.flatnonzero(buffer == h).tolist())  # fmt: skip
         assert pairs(index.find(probe)) == want, step
