@@ -1,4 +1,8 @@
-"""The 64-bit hash of string and binary values, by value only, vectorised (no Python per row).
+"""64-bit hashes of key values, by value only, vectorised (no Python per row).
+
+``column_hash(column)`` hashes one key column of any key type (``ring1.partition``
+documents the rule per type and routes rows by it; ``ring0`` operators index keys by
+it). Strings and binaries:
 
 ``bytes_hash(array)`` of a string/binary array (any layout: plain, large, view,
 fixed-size) gives one uint64 per value that depends only on the value's bytes:
@@ -13,6 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.errors import ConfigError
+from engine.typenames import KEY_TYPES, is_key_type
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _PRIME = np.uint64(0x100000001B3)  # FNV's 64-bit prime: the polynomial's base (Q)
@@ -124,3 +132,79 @@ def _qpow(n: int) -> np.ndarray:
             grown = np.cumprod(np.full(max(n, 2 * len(_QPOW)), _PRIME, np.uint64))
         _QPOW = np.concatenate([np.ones(1, np.uint64), grown[:-1]])
     return _QPOW
+
+
+_NULL = np.uint64(0x5BD1E9955BD1E995)
+
+
+def _int64(arr: pa.Array) -> np.ndarray:
+    """The values as int64 (nulls filled), for the integer-like types."""
+    t = arr.type
+    if pa.types.is_boolean(t):
+        arr = arr.cast(pa.int8())
+    elif pa.types.is_temporal(t):
+        arr = arr.view(pa.int64()) if t.bit_width == 64 else arr.view(pa.int32())
+    elif pa.types.is_unsigned_integer(t) and t.bit_width == 64:
+        return arr.fill_null(0).to_numpy(zero_copy_only=False).view(np.int64)
+    if arr.null_count:
+        arr = arr.fill_null(0)
+    return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _decimal_hash(arr: pa.Array) -> np.ndarray:
+    words = arr.type.byte_width // 8
+    raw = np.frombuffer(arr.buffers()[1], np.uint64)
+    raw = raw[arr.offset * words : (arr.offset + len(arr)) * words].reshape(-1, words)
+    h = np.zeros(len(arr), np.uint64)
+    with np.errstate(over="ignore"):
+        for w in range(words):
+            h = fmix((h ^ raw[:, w]) * GOLDEN)
+    return h
+
+
+def _float_hash(arr: pa.Array) -> np.ndarray:
+    v = arr.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False).copy()
+    v[v == 0.0] = 0.0  # -0.0 == 0.0
+    v[np.isnan(v)] = np.nan  # one NaN
+    return fmix(v.view(np.uint64).copy())
+
+
+def is_integer_like(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_temporal(t)
+        and not pa.types.is_interval(t)
+    )
+
+
+def column_hash(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The per-row uint64 hash of one key column (integer-like: the value itself)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    t = arr.type
+    if pa.types.is_dictionary(t) and is_integer_like(t.value_type):
+        return column_hash(arr.cast(t.value_type))
+    if pa.types.is_dictionary(t):
+        values = column_hash(arr.dictionary)
+        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp)
+        h = values[idx] if len(values) else np.zeros(len(arr), np.uint64)
+    elif is_integer_like(t):  # nulls as 0, as the integer path always did
+        return _int64(arr).view(np.uint64)
+    elif pa.types.is_floating(t):
+        h = _float_hash(arr)
+    elif pa.types.is_decimal(t):
+        h = _decimal_hash(arr)
+    elif pa.types.is_null(t):
+        h = np.full(len(arr), _NULL, np.uint64)
+    elif is_key_type(t):  # strings and binaries of every layout
+        h = bytes_hash(arr)
+    else:
+        raise ConfigError(f"a key column of type {t} cannot be hashed (keys are {KEY_TYPES})")
+    return _nulls(arr, h)
+
+
+def _nulls(arr: pa.Array, h: np.ndarray) -> np.ndarray:
+    if arr.null_count and not pa.types.is_null(arr.type):
+        h = h.copy() if not h.flags.writeable else h
+        h[np.asarray(pc.is_null(arr))] = _NULL
+    return h

@@ -9,7 +9,7 @@ one), ``string`` and ``large_string``, ``binary`` and its variants, plain and
 dictionary-encoded columns all hash alike. Null keys all meet in one worker
 (integer-like nulls hash as 0, others as one fixed value). Vectorised: no Python per row.
 
-The hash of one column, per type (``column_hash``):
+The hash of one column, per type (``engine.hashing.column_hash``):
 
 * integers of every width, booleans, timestamps, dates, times, durations: the
   value as an int64 — the same function the engine has always used for
@@ -17,7 +17,7 @@ The hash of one column, per type (``column_hash``):
   then the high 32 bits), so checkpoints taken before keep their layout;
 * floats: the float64 bit pattern, with -0.0 as 0.0 and one NaN;
 * decimals: the 64-bit words of the value, mixed;
-* strings and binaries (``engine.hashing``): a polynomial over the bytes, mod 2^64, computed with
+* strings and binaries: a polynomial over the bytes, mod 2^64, computed with
   prefix sums over the data buffer, then mixed with the length (murmur3's
   finaliser);
 * dictionary-encoded columns: the hash of each dictionary value, taken by index.
@@ -33,54 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.errors import ConfigError
-from engine.hashing import GOLDEN, bytes_hash, fmix
+from engine.hashing import GOLDEN, column_hash
 from engine.typenames import KEY_TYPES, is_key_type
-
-_NULL = np.uint64(0x5BD1E9955BD1E995)
-
-
-def _int64(arr: pa.Array) -> np.ndarray:
-    """The values as int64 (nulls filled), for the integer-like types."""
-    t = arr.type
-    if pa.types.is_boolean(t):
-        arr = arr.cast(pa.int8())
-    elif pa.types.is_temporal(t):
-        arr = arr.view(pa.int64()) if t.bit_width == 64 else arr.view(pa.int32())
-    elif pa.types.is_unsigned_integer(t) and t.bit_width == 64:
-        return arr.fill_null(0).to_numpy(zero_copy_only=False).view(np.int64)
-    if arr.null_count:
-        arr = arr.fill_null(0)
-    return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-
-def _decimal_hash(arr: pa.Array) -> np.ndarray:
-    words = arr.type.byte_width // 8
-    raw = np.frombuffer(arr.buffers()[1], np.uint64)
-    raw = raw[arr.offset * words : (arr.offset + len(arr)) * words].reshape(-1, words)
-    h = np.zeros(len(arr), np.uint64)
-    with np.errstate(over="ignore"):
-        for w in range(words):
-            h = fmix((h ^ raw[:, w]) * GOLDEN)
-    return h
-
-
-def _float_hash(arr: pa.Array) -> np.ndarray:
-    v = arr.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False).copy()
-    v[v == 0.0] = 0.0  # -0.0 == 0.0
-    v[np.isnan(v)] = np.nan  # one NaN
-    return fmix(v.view(np.uint64).copy())
-
-
-def is_integer_like(t: pa.DataType) -> bool:
-    return (
-        pa.types.is_integer(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_temporal(t)
-        and not pa.types.is_interval(t)
-    )
 
 
 def check_key_type(t: pa.DataType, where: str) -> None:
@@ -89,39 +45,6 @@ def check_key_type(t: pa.DataType, where: str) -> None:
         raise ConfigError(
             f"{where}: cannot partition by a column of type {t} (keys are {KEY_TYPES})"
         )
-
-
-def column_hash(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """The per-row uint64 hash of one key column (integer-like: the value itself)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    t = arr.type
-    if pa.types.is_dictionary(t) and is_integer_like(t.value_type):
-        return column_hash(arr.cast(t.value_type))
-    if pa.types.is_dictionary(t):
-        values = column_hash(arr.dictionary)
-        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp)
-        h = values[idx] if len(values) else np.zeros(len(arr), np.uint64)
-    elif is_integer_like(t):  # nulls as 0, as the integer path always did
-        return _int64(arr).view(np.uint64)
-    elif pa.types.is_floating(t):
-        h = _float_hash(arr)
-    elif pa.types.is_decimal(t):
-        h = _decimal_hash(arr)
-    elif pa.types.is_null(t):
-        h = np.full(len(arr), _NULL, np.uint64)
-    elif is_key_type(t):  # strings and binaries of every layout
-        h = bytes_hash(arr)
-    else:
-        check_key_type(t, "key column")
-        raise AssertionError(t)  # pragma: no cover (check_key_type raised)
-    return _nulls(arr, h)
-
-
-def _nulls(arr: pa.Array, h: np.ndarray) -> np.ndarray:
-    if arr.null_count and not pa.types.is_null(arr.type):
-        h = h.copy() if not h.flags.writeable else h
-        h[np.asarray(pc.is_null(arr))] = _NULL
-    return h
 
 
 def partition_ids(keys: np.ndarray | list[np.ndarray] | list[pa.Array], n: int) -> np.ndarray:

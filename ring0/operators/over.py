@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ConfigError, DataError, StateError
+from engine.hashing import column_hash
 from engine.timeunits import to_ms
 from ring0.operators.aggregate_spec import AggregateSpec
 from ring0.operators.base import Operator
@@ -56,7 +57,6 @@ from ring0.operators.grouping import group_by
 from ring0.operators.join.key_index import KeyIndex
 from ring0.operators.join.tables import take_rows
 from ring0.operators.keys import check_keys
-from ring1.partition import column_hash
 
 FUNCTIONS = ("count", "sum", "avg", "min", "max")
 _FORMAT = b"ringstream.over/1"

@@ -23,17 +23,20 @@ SQL = ("count(*) OVER w, count(x) OVER w, sum(x) OVER w, avg(x) OVER w, min(x) O
        "max(x) OVER w, sum(f) OVER w, min(f) OVER w")  # fmt: skip
 
 
-def schema(key_type: pa.DataType = pa.int64()) -> pa.Schema:
+INT64 = pa.int64()
+
+
+def schema(key_type: pa.DataType = INT64) -> pa.Schema:
     return pa.schema([("k", key_type), ("t", pa.timestamp("ms")), ("id", pa.int64()),
                       ("x", pa.int32()), ("f", pa.float64())])  # fmt: skip
 
 
-def make(rows: int, key_type: pa.DataType = pa.int64(), aggs: list[str] = AGGS) -> RowsOver:
+def make(rows: int, key_type: pa.DataType = INT64, aggs: list[str] = AGGS) -> RowsOver:
     specs = [parse_aggregate(a) for a in aggs]
     return RowsOver(["k"], "t", ["id"], rows, specs, schema(key_type))
 
 
-def batch(k: list, t: list, x: list, ids: list | None = None, key_type=pa.int64()) -> pa.RecordBatch:  # type: ignore[no-untyped-def]
+def batch(k: list, t: list, x: list, ids: list | None = None, key_type=INT64):  # type: ignore[no-untyped-def]
     ids = ids if ids is not None else list(range(len(t)))
     f = [None if v is None else v / 4 for v in x]
     return pa.record_batch([pa.array(k, key_type), pa.array(t, pa.timestamp("ms")), ids,
