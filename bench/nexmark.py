@@ -16,6 +16,13 @@ child done). Baseline: the same pipeline in one process pinned to one core
 no rings. Both run through ``bench.engine_runs``, with sink paths and
 checkpoints in fresh temporary directories.
 
+Placement on 2 CPUs: the 1-worker run keeps the sources on the single process's
+CPU and the worker on the other, so the worker's core is never a source's. The
+sinks go beside whichever of the two did less in a calibration run of the query
+(5 M events, sinks beside the worker; ``placement`` in the JSON): beside the
+worker for a generator-bound query (q2, q5), beside the sources for a join
+(q4, q6, q8), whose worker is the busiest process.
+
 Figures: ``events_per_s`` is source rows per second — the rows the query reads,
 which is what the engine counts; ``model_events_per_s`` is ``--events`` over
 the same time (the Nexmark convention: the generator's events of every kind).
@@ -60,7 +67,7 @@ def overrides(query: str, events: int) -> dict[str, str]:
 
 def run_variant(
     query: str, variant: str, events: int, topo: dict[int, list[int]],
-    connectors: list[int] | None = None,
+    connectors: list[int] | None = None, sinks_with_sources: bool = False,
 ) -> Figure:  # fmt: skip
     """One run: ``variant`` is a worker count ("1", "2") or ``BASELINE``."""
     env = overrides(query, events)
@@ -69,28 +76,38 @@ def run_variant(
     workers = topo[int(variant)]
     cpus = machine.available_cpus()
     if connectors is None and variant == "1" and len(cpus) == 2:
-        connectors = beside_worker(query, workers[0], cpus[-1])
+        connectors = two_cpu_connectors(query, workers[0], cpus[-1], sinks_with_sources)
     return engine_runs.run_engine(pipeline_path(query), workers, env, connectors=connectors)
 
 
-# Queries whose sink is about as busy as their sources: the final stage does work for every
-# closed auction (q4 a running average per category, q6 an over frame per seller and 2.4 M
-# output rows at 50 M events), about 1 CPU-s per 50 M events, so the sink shares the
-# sources' CPU, not the worker's (which the join keeps busy). The final stages of q5 and q7
-# merge a few rows per window: their sinks stay beside the worker.
-SINKS_WITH_SOURCES = frozenset({"q4", "q6"})
+CALIBRATION_EVENTS = 5_000_000
 
 
-def beside_worker(query: str, worker: int, sources: int) -> list[int]:
+def sinks_belong_with_sources(query: str, worker: int, sources: int) -> tuple[bool, dict]:  # type: ignore[type-arg]
+    """For the 1-worker run on 2 CPUs: should the sinks share the sources' CPU rather than
+    the worker's? Measured, not guessed: a calibration run (``CALIBRATION_EVENTS``, sinks
+    beside the worker) gives each stage's CPU seconds; the sinks go to the CPU whose
+    other stage used less (a join keeps the worker busiest, a generator the source)."""
+    env = overrides(query, CALIBRATION_EVENTS)
+    cpu = engine_runs.run_engine(
+        pipeline_path(query), [worker], env,
+        connectors=two_cpu_connectors(query, worker, sources, False),
+    )["cpu_s"]  # fmt: skip
+    return cpu.get("worker", 0.0) > cpu.get("source", 0.0), cpu
+
+
+def two_cpu_connectors(
+    query: str, worker: int, sources: int, sinks_with_sources: bool
+) -> list[int]:
     """Connector CPUs (sinks, then each source instance) for the 1-worker run on 2 CPUs:
-    the sinks on the worker's CPU (``SINKS_WITH_SOURCES``: on the sources'), every source
-    on ``sources``, so the worker's core is not shared with a source's (the issue's
-    condition). ``sources`` is the single process's CPU: in a query whose source does
-    nearly all the work (q2), the two then run on the same core."""
+    every source on ``sources``, so the worker's core is not shared with a source's (the
+    issue's condition), and the sinks beside the worker or (``sinks_with_sources``) the
+    sources. ``sources`` is the single process's CPU: in a query whose source does nearly
+    all the work (q2), the two then run on the same core."""
     from engine import pipeline as pipeline_mod
 
     p = pipeline_mod.load(pipeline_path(query), {})
-    sinks = sources if query in SINKS_WITH_SOURCES else worker
+    sinks = sources if sinks_with_sources else worker
     return [sinks] * len(p.sinks) + [sources] * sum(s.parallelism for s in p.sources)
 
 
@@ -116,10 +133,19 @@ def measure(
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     variants = [*(str(n) for n in topo), BASELINE]
     runs: dict[str, dict[str, list[Figure]]] = {q: {v: [] for v in variants} for q in queries}
+    cpus = machine.available_cpus()
+    placed: dict[str, dict[str, Any]] = {}
+    for q in queries:
+        if connectors is None and len(cpus) == 2:
+            with_sources, cpu = sinks_belong_with_sources(q, topo[1][0], cpus[-1])
+            placed[q] = {"sinks_with_sources": with_sources, "calibration_cpu_s": cpu}
+            where = "the sources" if with_sources else "the worker"
+            print(f"{q}: sinks beside {where} (calibration CPU-s {cpu})", file=sys.stderr)
     for r in range(repeat):
         for q in queries:
+            together = placed.get(q, {}).get("sinks_with_sources", False)
             for v in variants:
-                runs[q][v].append(run_variant(q, v, events, topo, connectors))
+                runs[q][v].append(run_variant(q, v, events, topo, connectors, together))
             latest = {v: round(runs[q][v][-1]["events_per_s"] / 1e6, 2) for v in variants}
             print(f"round {r + 1}/{repeat} {q} (M rows/s): {latest}", file=sys.stderr, flush=True)
     out: dict[str, dict[str, Any]] = {}
@@ -127,6 +153,7 @@ def measure(
         figs = {v: median(runs[q][v], events) for v in variants}
         base = figs.pop(BASELINE)
         out[q] = {
+            "placement": placed.get(q, {}),
             "engine": figs,
             "baseline_single_process": base,
             "ratios": {
@@ -190,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     pinning: dict[str, Any] = {f"{n} worker(s)": w for n, w in topo.items()}
     pinning["single process"] = machine.available_cpus()[-1]
     pinning["connectors (sinks, then sources)"] = connectors or (
-        "the 1-worker run: sinks beside the worker (of " + ", ".join(sorted(SINKS_WITH_SOURCES))
-        + ": beside the sources), sources on the single process's CPU; else the first CPU"
+        "the 1-worker run: sources on the single process's CPU, sinks beside the worker or "
+        "the sources, whichever used less CPU in a calibration run; else the first CPU"
         if len(machine.available_cpus()) == 2 else [machine.available_cpus()[0]]
     )
     load_before = os.getloadavg()

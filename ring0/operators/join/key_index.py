@@ -13,10 +13,11 @@ added since they were last indexed, unsorted.
   (bids between two batches of auctions) pays nothing to index them.
 * ``find`` with ``p`` probes looks ``pending`` up the other way round when it holds at
   least ``p`` rows: the probes are sorted and each pending hash is searched among them,
-  about ``pending x log p``. Once the rows pending have been looked up like that
-  ``SCANS`` times (a side probed often while it grows), or when fewer rows are pending
-  than probed, they are sorted into the tail, which is merged into main once it holds
-  more than ``sqrt(main rows x rows added)`` (at least ``TAIL_MIN``): a batch of ``b`` on
+  about ``pending x log p``. Once those look-ups have cost as much as indexing the
+  pending rows would (sorting them, ``pending x log pending``, and merging them into the
+  tail) — a side probed often while it grows — or when fewer rows are pending than
+  probed, they are sorted into the tail, which is merged into main once it holds more
+  than ``sqrt(main rows x rows added)`` (at least ``TAIL_MIN``): a batch of ``b`` on
   ``n`` indexed rows then moves about ``2 sqrt(n b)`` entries, not ``n``.
 * The sorted parts are searched by their distinct hashes (one ``searchsorted`` per probe
   into the distinct values, not two into every entry: a side where one key repeats, a hot
@@ -33,7 +34,6 @@ import math
 import numpy as np
 
 TAIL_MIN = 16_384
-SCANS = 4  # reverse look-ups of the pending rows (as many rows each time) before indexing
 
 _NO_HASHES = np.empty(0, np.uint64)
 _NO_POSITIONS = np.empty(0, np.int64)
@@ -85,7 +85,7 @@ class KeyIndex:
         self.main = self.tail = _Sorted()
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_rows = 0
-        self._scanned = 0  # rows looked up in reverse since the pending rows were indexed
+        self._scanned = 0.0  # cost of the reverse look-ups since the pending rows were indexed
 
     def __len__(self) -> int:
         return self.main.size + self.tail.size + self._pending_rows
@@ -94,7 +94,7 @@ class KeyIndex:
         """The index of a whole buffer (positions ``0 .. len(hashes) - 1``)."""
         order = np.argsort(hashes, kind="stable").astype(np.int64)
         self.main, self.tail = _Sorted(hashes[order], order), _Sorted()
-        self._pending, self._pending_rows, self._scanned = [], 0, 0
+        self._pending, self._pending_rows, self._scanned = [], 0, 0.0
 
     def add(self, hashes: np.ndarray, base: int) -> None:
         """Rows at positions ``base ..`` (after every position already indexed)."""
@@ -122,11 +122,13 @@ class KeyIndex:
     def find(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probe row, buffered position) of every pair with equal hashes."""
         found = []
-        if self._pending_rows:
-            if self._pending_rows < hashes.size or self._scanned >= SCANS * self._pending_rows:
+        pending = self._pending_rows
+        if pending:
+            index_cost = pending * math.log2(pending + 1) + self.tail.size
+            if pending < hashes.size or self._scanned >= index_cost:
                 self._index_pending()
             else:
-                self._scanned += self._pending_rows
+                self._scanned += pending * math.log2(hashes.size + 1)
                 found.append(self._reverse(hashes))
         for part in (self.main, self.tail):
             pairs = part.find(hashes)
@@ -165,7 +167,7 @@ class KeyIndex:
         added = hashes.size
         order = np.argsort(hashes, kind="stable")
         self.tail = self.tail.merged(hashes[order], positions[order])
-        self._pending, self._pending_rows, self._scanned = [], 0, 0
+        self._pending, self._pending_rows, self._scanned = [], 0, 0.0
         limit = max(TAIL_MIN, math.isqrt(self.main.size * max(added, 1)))
         if self.tail.size > limit:
             self.main = self.main.merged(self.tail.hashes, self.tail.positions)
