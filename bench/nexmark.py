@@ -18,10 +18,11 @@ checkpoints in fresh temporary directories.
 
 Placement on 2 CPUs: the 1-worker run keeps the sources on the single process's
 CPU and the worker on the other, so the worker's core is never a source's. The
-sinks go beside whichever of the two did less in a calibration run of the query
-(5 M events, sinks beside the worker; ``placement`` in the JSON): beside the
-worker for a generator-bound query (q2, q5), beside the sources for a join
-(q4, q6, q8), whose worker is the busiest process.
+sinks go to the side that keeps the busier CPU least busy, from each stage's CPU
+seconds in a calibration run of the query (5 M events, sinks beside the worker;
+``placement`` in the JSON): beside the worker when the sources are the heavy
+stage (q2's generator and filter), beside the sources for a join (q4, q6, q8),
+whose worker is the busiest process.
 
 Figures: ``events_per_s`` is source rows per second — the rows the query reads,
 which is what the engine counts; ``model_events_per_s`` is ``--events`` over
@@ -86,14 +87,16 @@ CALIBRATION_EVENTS = 5_000_000
 def sinks_belong_with_sources(query: str, worker: int, sources: int) -> tuple[bool, dict]:  # type: ignore[type-arg]
     """For the 1-worker run on 2 CPUs: should the sinks share the sources' CPU rather than
     the worker's? Measured, not guessed: a calibration run (``CALIBRATION_EVENTS``, sinks
-    beside the worker) gives each stage's CPU seconds; the sinks go to the CPU whose
-    other stage used less (a join keeps the worker busiest, a generator the source)."""
+    beside the worker) gives each stage's CPU seconds; the sinks go where the busier of
+    the two CPUs has less to do (a join keeps the worker busiest, a generator the
+    source)."""
     env = overrides(query, CALIBRATION_EVENTS)
     cpu = engine_runs.run_engine(
         pipeline_path(query), [worker], env,
         connectors=two_cpu_connectors(query, worker, sources, False),
     )["cpu_s"]  # fmt: skip
-    return cpu.get("worker", 0.0) > cpu.get("source", 0.0), cpu
+    w, src, sink = (cpu.get(k, 0.0) for k in ("worker", "source", "sink"))
+    return max(w, src + sink) < max(w + sink, src), cpu
 
 
 def two_cpu_connectors(
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     pinning["single process"] = machine.available_cpus()[-1]
     pinning["connectors (sinks, then sources)"] = connectors or (
         "the 1-worker run: sources on the single process's CPU, sinks beside the worker or "
-        "the sources, whichever used less CPU in a calibration run; else the first CPU"
+        "the sources, whichever keeps the busier CPU less busy in a calibration run; else "
+        "the first CPU"
         if len(machine.available_cpus()) == 2 else [machine.available_cpus()[0]]
     )
     load_before = os.getloadavg()

@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+from operator import itemgetter
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -89,6 +90,7 @@ from engine.typenames import parse_schema
 
 META_NAMES = ("_topic", "_partition", "_offset", "_timestamp", "_key", "_headers")
 HEADERS = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
+_SECOND = itemgetter(1)  # of Message.timestamp(): (type, ms)
 
 
 class KafkaSourceOptions(Options, frozen=True):
@@ -321,11 +323,13 @@ class KafkaSource(Source):
         if not good:
             return None
         n = len(good)
-        topics = list(map(Message.topic, good))
-        one_topic = topics.count(topics[0]) == n
-        parts = np.array(list(map(Message.partition, good)), np.int32)
-        offsets = np.array(list(map(Message.offset, good)), np.int64)
-        stamps = np.array([m.timestamp()[1] for m in good], np.int64)
+        o = self.options
+        one = len(o.topics) == 1 and o.pattern is None  # one topic named: each message is of it
+        topics = [o.topics[0]] * n if one else list(map(Message.topic, good))
+        one_topic = one or topics.count(topics[0]) == n
+        parts = np.fromiter(map(Message.partition, good), np.int32, count=n)
+        offsets = np.fromiter(map(Message.offset, good), np.int64, count=n)
+        stamps = np.fromiter(map(_SECOND, map(Message.timestamp, good)), np.int64, count=n)
         values = list(map(Message.value, good))
         body, bad = self.decoder.decode(values)
         meta = [pa.repeat(topics[0], n) if one_topic else pa.array(topics, pa.string()),
