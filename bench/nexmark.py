@@ -18,11 +18,9 @@ checkpoints in fresh temporary directories.
 
 Placement on 2 CPUs: the 1-worker run keeps the sources on the single process's
 CPU and the worker on the other, so the worker's core is never a source's. The
-sinks go to the side that keeps the busier CPU least busy, from each stage's CPU
-seconds in a calibration run of the query (5 M events, sinks beside the worker;
-``placement`` in the JSON): beside the worker when the sources are the heavy
-stage (q2's generator and filter), beside the sources for a join (q4, q6, q8),
-whose worker is the busiest process.
+sinks go beside the sources for a join (q3, q4, q6, q8: the join makes the worker
+the busiest process), beside the worker otherwise (the generator is the heavy
+stage); ``placement`` in the JSON says which.
 
 Figures: ``events_per_s`` is source rows per second — the rows the query reads,
 which is what the engine counts; ``model_events_per_s`` is ``--events`` over
@@ -81,22 +79,17 @@ def run_variant(
     return engine_runs.run_engine(pipeline_path(query), workers, env, connectors=connectors)
 
 
-CALIBRATION_EVENTS = 5_000_000
+def sinks_belong_with_sources(query: str) -> bool:
+    """For the 1-worker run on 2 CPUs: do the sinks share the sources' CPU rather than the
+    worker's? Yes for a join: its worker is the busiest process by far (q4 at 50 M events:
+    worker 6.3 CPU-s, sources 1.3, sink 0.9; q8: 1.2, 0.3, 0.55), so the sinks go beside
+    the sources. Otherwise the sources are the heavy stage (Nexmark generation; q2's
+    filter runs in them) and the sinks go beside the worker. A calibration run was tried
+    instead: at a few million events its CPU seconds are mostly start-up, and q5's
+    choice flipped between two runs."""
+    from engine import pipeline as pipeline_mod
 
-
-def sinks_belong_with_sources(query: str, worker: int, sources: int) -> tuple[bool, dict]:  # type: ignore[type-arg]
-    """For the 1-worker run on 2 CPUs: should the sinks share the sources' CPU rather than
-    the worker's? Measured, not guessed: a calibration run (``CALIBRATION_EVENTS``, sinks
-    beside the worker) gives each stage's CPU seconds; the sinks go where the busier of
-    the two CPUs has less to do (a join keeps the worker busiest, a generator the
-    source)."""
-    env = overrides(query, CALIBRATION_EVENTS)
-    cpu = engine_runs.run_engine(
-        pipeline_path(query), [worker], env,
-        connectors=two_cpu_connectors(query, worker, sources, False),
-    )["cpu_s"]  # fmt: skip
-    w, src, sink = (cpu.get(k, 0.0) for k in ("worker", "source", "sink"))
-    return max(w, src + sink) < max(w + sink, src), cpu
+    return pipeline_mod.load(pipeline_path(query), {}).query.join is not None
 
 
 def two_cpu_connectors(
@@ -140,10 +133,7 @@ def measure(
     placed: dict[str, dict[str, Any]] = {}
     for q in queries:
         if connectors is None and len(cpus) == 2:
-            with_sources, cpu = sinks_belong_with_sources(q, topo[1][0], cpus[-1])
-            placed[q] = {"sinks_with_sources": with_sources, "calibration_cpu_s": cpu}
-            where = "the sources" if with_sources else "the worker"
-            print(f"{q}: sinks beside {where} (calibration CPU-s {cpu})", file=sys.stderr)
+            placed[q] = {"sinks_with_sources": sinks_belong_with_sources(q)}
     for r in range(repeat):
         for q in queries:
             together = placed.get(q, {}).get("sinks_with_sources", False)
@@ -220,9 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     pinning: dict[str, Any] = {f"{n} worker(s)": w for n, w in topo.items()}
     pinning["single process"] = machine.available_cpus()[-1]
     pinning["connectors (sinks, then sources)"] = connectors or (
-        "the 1-worker run: sources on the single process's CPU, sinks beside the worker or "
-        "the sources, whichever keeps the busier CPU less busy in a calibration run; else "
-        "the first CPU"
+        "the 1-worker run: sources on the single process's CPU, sinks beside the sources for "
+        "a join, else beside the worker; else the first CPU"
         if len(machine.available_cpus()) == 2 else [machine.available_cpus()[0]]
     )
     load_before = os.getloadavg()

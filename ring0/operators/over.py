@@ -32,7 +32,8 @@ State: the waiting rows (those not yet behind the watermark), plus ``rows - 1`` 
 per key ever seen (a key is never forgotten: its next row still needs them). Cost: per
 watermark, the ready rows times ``rows`` (frames are evaluated as ``rows``-wide strides),
 plus the history of the keys they touch, found through a hash index (``KeyIndex``), never
-a pass over every key.
+a pass over every key. ``rows`` is at most ``MAX_ROWS`` (100,000): a frame that long is
+a window's job.
 
 Not guaranteed: the order among rows equal in key, time and ``order_by`` when they come
 from different workers (arrival order): name ``order_by`` columns that make each key's
@@ -62,6 +63,7 @@ FUNCTIONS = ("count", "sum", "avg", "min", "max")
 _FORMAT = b"ringstream.over/1"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _BLOCK = 1 << 22  # frame cells evaluated at once (rows x frame width)
+MAX_ROWS = 100_000  # a frame costs ``rows`` per row: longer ones belong in a window
 _META = pa.schema(
     [("watermark", pa.int64()), ("late_rows", pa.int64()), ("null_time_rows", pa.int64()),
      ("out_of_range_rows", pa.int64())]
@@ -88,8 +90,8 @@ class RowsOver(Operator):
         t = input_schema.field(time).type
         if not (pa.types.is_integer(t) or pa.types.is_timestamp(t)):
             raise ConfigError(f"time column {time!r} must be an integer (ms) or a timestamp: {t}")
-        if not isinstance(rows, int) or rows < 1:
-            raise ConfigError(f"rows={rows!r} must be an integer >= 1")
+        if not isinstance(rows, int) or not 1 <= rows <= MAX_ROWS:
+            raise ConfigError(f"rows={rows!r} must be an integer from 1 to {MAX_ROWS:,}")
         self.rows, self.input_schema, self.aggs = rows, input_schema, list(aggregates)
         self.values = _check_aggregates(self.aggs, input_schema)  # input columns, in order
         fields = [_output_field(a, input_schema) for a in self.aggs]

@@ -119,7 +119,8 @@ def test_over_one_row_frame_and_a_global_key() -> None:
         (["sum(t)"], 2, "it must be a number"),
         (["count as x"], 2, "output column 'x' is already a column"),
         ([], 2, "needs at least one"),
-        (["count"], 0, "rows=0 must be an integer >= 1"),
+        (["count"], 0, "rows=0 must be an integer from 1 to 100,000"),
+        (["count"], 100_001, "rows=100001 must be an integer from 1 to 100,000"),
     ],
 )
 def test_over_bad_config_raises_config_error(aggs: list[str], rows: int, message: str) -> None:
