@@ -61,6 +61,12 @@ def partitioning(plan: Plan, graph: WorkerGraph) -> dict[str, list[str] | None]:
         if k is None:
             continue
         if part is None:
+            if not k and getattr(op, "needs_every_row", False):
+                raise ConfigError(
+                    f"query.steps[{i}]: an over step without a key orders every row in one "
+                    "sequence; each worker would see only its share: put it in "
+                    "[[query.final]] (the sink process sees every worker's rows)"
+                )
             if not k:  # a global aggregate: batches round-robin
                 return {name: None}
             _check_partition_key(plan, name, k, f"query.steps[{i}]", ops[graph.skip[0] : i])

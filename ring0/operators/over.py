@@ -73,6 +73,8 @@ _META = pa.schema(
 class RowsOver(Operator):
     """Per row: aggregates over it and the ``rows - 1`` rows of its key before it."""
 
+    needs_every_row = True  # without a key, one sequence: no partial results to merge
+
     def __init__(
         self,
         key: Sequence[str],

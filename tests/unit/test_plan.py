@@ -373,6 +373,14 @@ def test_plan_over_step_errors_name_the_step_and_the_value(
         assert message in build_error(raw), build_error(raw)
 
 
+def test_plan_over_step_without_key_in_the_workers_points_to_query_final() -> None:
+    over = {"op": "over", "rows": 3, "aggregates": ["avg(value) as a"]}
+    raw = raw_with(lambda r: r["query"].update(steps=[over]))
+    assert "an over step without a key" in build_error(raw, workers=2)
+    raw = raw_with(lambda r: r["query"].update(steps=[], final=[{**over, "time": "ts"}]))
+    assert build(raw, workers=2).final_schema.names == ["ts", "key", "value", "a"]
+
+
 def test_plan_left_steps_without_join_refused() -> None:
     raw = raw_with(lambda r: r["query"].update(left_steps=[{"op": "filter", "where": "key > 0"}]))
     assert build_error(raw) == "query.left_steps/right_steps: only with [query.join]"
