@@ -21,7 +21,8 @@ Inputs ahead fill their rings and their sources wait (as the one process of
 ``engine.local`` reads the lowest source first). The rule lapses for an input
 that has sent nothing for ``QUIET_S`` (an empty partition, an idle or slow
 source): the others are then read round-robin until it sends again, so a silent
-input never stalls the rest. Ties (every mark equal, as without event time) are
+input never stalls the rest. Ties (every mark equal, as without event time) and
+an input with no watermark yet (its rows may have no event time at all) are
 read round-robin.
 
 ``pause(i)`` stops reading input ``i`` (barrier alignment: its frames after
@@ -42,6 +43,7 @@ from engine.shm.reader import Frame, RingReader
 
 _EOS = int(FrameKind.EOS)
 QUIET_S = 0.05  # an input silent this long no longer holds the others back (alignment)
+_NO_MARK = -(2**63)  # ``engine.stream.watermarks.NONE``: no watermark yet
 EOS_END = 0  # EOS value: the stream's data ended
 EOS_STOPPED = 1  # EOS value: the stream stopped; a later run resumes it from the checkpoint
 
@@ -131,7 +133,7 @@ class InputSet:
                 best, low, tie = i, m, False
             elif m == low:
                 tie = True
-        if best is None or tie or time.monotonic() - self._last[best] > QUIET_S:
+        if best is None or tie or low == _NO_MARK or time.monotonic() - self._last[best] > QUIET_S:
             return None
         return best
 
