@@ -15,6 +15,8 @@ give: callers mask them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -201,6 +203,21 @@ def column_hash(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     else:
         raise ConfigError(f"a key column of type {t} cannot be hashed (keys are {KEY_TYPES})")
     return _nulls(arr, h)
+
+
+def key_hash(columns: Sequence[np.ndarray | pa.Array | pa.ChunkedArray], rows: int) -> np.ndarray:
+    """The uint64 hash of each row's key: the columns' ``column_hash`` combined in order
+    (``(h ^ v) * GOLDEN``), so ``(a, b)`` and ``(b, a)`` differ; ``rows`` zeros for no
+    column. A numpy column holds integers (the historical entry point)."""
+    h = np.zeros(rows, np.uint64)
+    with np.errstate(over="ignore"):
+        for col in columns:
+            if isinstance(col, np.ndarray):
+                v = col.astype(np.int64, copy=False).view(np.uint64)
+            else:
+                v = column_hash(col)
+            h = (h ^ v) * GOLDEN
+    return h
 
 
 def _nulls(arr: pa.Array, h: np.ndarray) -> np.ndarray:

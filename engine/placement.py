@@ -61,7 +61,7 @@ def partitioning(plan: Plan, graph: WorkerGraph) -> dict[str, list[str] | None]:
         if k is None:
             continue
         if part is None:
-            if not k and getattr(op, "needs_every_row", False):
+            if not k and op.needs_every_row:
                 raise ConfigError(
                     f"query.steps[{i}]: an over step without a key orders every row in one "
                     "sequence; each worker would see only its share: put it in "

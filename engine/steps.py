@@ -60,24 +60,16 @@ def build_step(step: Step, schema: pa.Schema, default_time: str | None, where: s
         if isinstance(step, OverStep):
             from ring0.operators.over import RowsOver
 
-            if (step.time or default_time) is None:
-                raise ConfigError(
-                    "time: no event-time column (set time here or event_time on the source)"
-                )
-            return RowsOver(keys_of(step.key), step.time or default_time, step.order_by,
+            return RowsOver(keys_of(step.key), _time(step.time or default_time), step.order_by,
                             step.rows, aggs, schema)  # fmt: skip
         assert isinstance(step, WindowStep)
         from ring0.operators.window import WindowAggregate, WindowSpec
 
         w = step.window
         time = step.time or ("window_end" if w.type == "input" else default_time)
-        if time is None:
-            raise ConfigError(
-                "time: no event-time column (set time here or event_time on the source)"
-            )
         return WindowAggregate(
             keys_of(step.key),
-            time,
+            _time(time),
             WindowSpec(w.type, size_ms=w.size_ms, slide_ms=w.slide_ms, gap_ms=w.gap_ms),
             aggs,
             schema,
@@ -87,6 +79,13 @@ def build_step(step: Step, schema: pa.Schema, default_time: str | None, where: s
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _time(column: str | None) -> str:
+    """A step's event-time column: its own ``time``, else the default it was given."""
+    if column is None:
+        raise ConfigError("time: no event-time column (set time here or event_time on the source)")
+    return column
 
 
 def build_chain(

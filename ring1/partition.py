@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.errors import ConfigError
-from engine.hashing import GOLDEN, column_hash
+from engine.hashing import key_hash
 from engine.typenames import KEY_TYPES, is_key_type
 
 
@@ -50,16 +50,7 @@ def check_key_type(t: pa.DataType, where: str) -> None:
 def partition_ids(keys: np.ndarray | list[np.ndarray] | list[pa.Array], n: int) -> np.ndarray:
     """Worker index (uint16) per row from one or several key columns (numpy or Arrow)."""
     cols = keys if isinstance(keys, list) else [keys]
-    with np.errstate(over="ignore"):
-        h = None
-        for col in cols:
-            if isinstance(col, np.ndarray):  # integers, as numpy (the historical entry point)
-                v = col.astype(np.int64, copy=False).view(np.uint64)
-            else:
-                v = column_hash(col)
-            h = v * GOLDEN if h is None else (h ^ v) * GOLDEN  # (0 ^ v) == v: one pass less
-        assert h is not None
-        h >>= np.uint64(32)
+    h = key_hash(cols, len(cols[0])) >> np.uint64(32)
     return (h % np.uint64(n)).astype(np.uint16)
 
 

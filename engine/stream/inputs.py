@@ -40,10 +40,10 @@ import time
 from engine.errors import ProtocolError
 from engine.shm import FrameKind, Ring
 from engine.shm.reader import Frame, RingReader
+from engine.stream.watermarks import NONE
 
 _EOS = int(FrameKind.EOS)
 QUIET_S = 0.05  # an input silent this long no longer holds the others back (alignment)
-_NO_MARK = -(2**63)  # ``engine.stream.watermarks.NONE``: no watermark yet
 EOS_END = 0  # EOS value: the stream's data ended
 EOS_STOPPED = 1  # EOS value: the stream stopped; a later run resumes it from the checkpoint
 
@@ -133,7 +133,7 @@ class InputSet:
                 best, low, tie = i, m, False
             elif m == low:
                 tie = True
-        if best is None or tie or low == _NO_MARK or time.monotonic() - self._last[best] > QUIET_S:
+        if best is None or tie or low == NONE or time.monotonic() - self._last[best] > QUIET_S:
             return None
         return best
 

@@ -25,6 +25,11 @@ operator with these calls, from one thread, in any interleaving, after
   into a one-row table or the schema metadata. A stateless operator returns
   ``{}``.
 
+A keyed operator has a ``key`` attribute (its grouping columns; ``[]``: global).
+A global one normally runs in every worker as partial results merged by a
+``[[query.final]]`` step; one with ``needs_every_row`` (the over step) must see every
+row in one sequence, so the plan refuses it in the workers without a key.
+
 Every output batch has exactly ``output_schema``. Counters of rows dropped,
 each shown in the run's summary: ``late_rows`` (behind watermark + allowed
 lateness), ``null_time_rows`` (a null event time), ``null_rows`` (a join: a
@@ -48,6 +53,7 @@ class Operator:
     """Base class: defaults for a stateless one-input operator (see the module docstring)."""
 
     inputs: int = 1
+    needs_every_row: bool = False  # keyless, it cannot run as partials merged in a final stage
     late_rows: int = 0  # rows dropped: behind the watermark
     null_time_rows: int = 0  # rows dropped: a null event time
     null_rows: int = 0  # rows dropped by a join: a null time or a null key

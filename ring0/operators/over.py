@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ConfigError, DataError, StateError
-from engine.hashing import column_hash
+from engine.hashing import key_hash
 from engine.timeunits import to_ms
 from ring0.operators.aggregate_spec import AggregateSpec
 from ring0.operators.base import Operator
@@ -61,7 +61,6 @@ from ring0.operators.keys import check_keys
 
 FUNCTIONS = ("count", "sum", "avg", "min", "max")
 _FORMAT = b"ringstream.over/1"
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _BLOCK = 1 << 22  # frame cells evaluated at once (rows x frame width)
 MAX_ROWS = 100_000  # a frame costs ``rows`` per row: longer ones belong in a window
 _META = pa.schema(
@@ -73,7 +72,7 @@ _META = pa.schema(
 class RowsOver(Operator):
     """Per row: aggregates over it and the ``rows - 1`` rows of its key before it."""
 
-    needs_every_row = True  # without a key, one sequence: no partial results to merge
+    needs_every_row = True
 
     def __init__(
         self,
@@ -162,7 +161,7 @@ class RowsOver(Operator):
     def _evaluate(self, new: pa.Table) -> list[pa.RecordBatch]:
         order = [(c, "ascending") for c in [self.time, *self.order_by]]
         new = new.take(pc.sort_indices(new, sort_keys=order))  # nulls last: the default
-        hashes = self._hash([new.column(k) for k in self.key], new.num_rows)
+        hashes = key_hash([new.column(k) for k in self.key], new.num_rows)
         _, found = self._index.find(np.unique(hashes))
         found = np.unique(found[self._alive[found]]) if found.size else found
         old = take_rows(self._history, found)  # in history order: oldest first per key
@@ -227,13 +226,6 @@ class RowsOver(Operator):
         cols = [table.column(c) for c in [*self.key, *self.values]]
         return pa.Table.from_arrays(cols, schema=self._history_schema)
 
-    def _hash(self, columns: list, n: int) -> np.ndarray:  # type: ignore[type-arg]
-        h = np.zeros(n, np.uint64)
-        with np.errstate(over="ignore"):
-            for col in columns:
-                h = (h ^ column_hash(col)) * _GOLDEN
-        return h
-
     def _groups(self, both: pa.Table) -> np.ndarray:
         if not self.key:
             return np.zeros(both.num_rows, np.int64)
@@ -249,8 +241,8 @@ class RowsOver(Operator):
         base = self._history.num_rows
         self._history = pa.concat_tables([self._history, kept])
         self._alive = np.concatenate([self._alive, np.ones(kept.num_rows, bool)])
-        self._index.add(self._hash([kept.column(i) for i in range(len(self.key))],
-                                   kept.num_rows), base)  # fmt: skip
+        keys = [kept.column(i) for i in range(len(self.key))]
+        self._index.add(key_hash(keys, kept.num_rows), base)
         dead = self._alive.size - int(np.count_nonzero(self._alive))
         if dead > max(65_536, self._alive.size // 2) or self._history.num_columns and len(
             self._history.column(0).chunks
@@ -299,7 +291,7 @@ class RowsOver(Operator):
         self._history = state["history"].combine_chunks()
         self._alive = np.ones(self._history.num_rows, bool)
         keys = [self._history.column(i) for i in range(len(self.key))]
-        self._index.reset(self._hash(keys, self._history.num_rows))
+        self._index.reset(key_hash(keys, self._history.num_rows))
 
 
 def _frames(values: np.ndarray, seg_start: np.ndarray, rows: int, fn: str, fill) -> np.ndarray:  # type: ignore[no-untyped-def]

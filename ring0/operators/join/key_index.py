@@ -70,12 +70,8 @@ class _Sorted:
         at = np.searchsorted(values, probes)
         np.minimum(at, values.size - 1, out=at)
         count = np.where(values[at] == probes, counts[at], 0)
-        total = int(count.sum())
-        if total == 0:
-            return None
-        probe = np.repeat(np.arange(probes.size, dtype=np.int64), count)
-        start = np.repeat(first[at] - (np.cumsum(count) - count), count)
-        return probe, self.positions[start + np.arange(total, dtype=np.int64)]
+        pairs = _runs(first[at], count)
+        return None if pairs is None else (pairs[0], self.positions[pairs[1]])
 
 
 class KeyIndex:
@@ -130,10 +126,7 @@ class KeyIndex:
             else:
                 self._scanned += pending * math.log2(hashes.size + 1)
                 found.append(self._reverse(hashes))
-        for part in (self.main, self.tail):
-            pairs = part.find(hashes)
-            if pairs is not None:
-                found.append(pairs)
+        found += [part.find(hashes) for part in (self.main, self.tail)]
         found = [f for f in found if f is not None]
         if not found:
             return _NO_POSITIONS, _NO_POSITIONS
@@ -152,14 +145,10 @@ class KeyIndex:
         """Pairs with the pending rows, found by searching each of them among the probes."""
         hashes, positions = self._pending_arrays()
         order = np.argsort(probes, kind="stable")
-        lo = np.searchsorted(probes[order], hashes, side="left")
-        count = np.searchsorted(probes[order], hashes, side="right") - lo
-        total = int(count.sum())
-        if total == 0:
-            return None
-        start = np.repeat(lo - (np.cumsum(count) - count), count)
-        probe = order[start + np.arange(total, dtype=np.int64)].astype(np.int64)
-        return probe, np.repeat(positions, count)
+        ordered = probes[order]
+        lo = np.searchsorted(ordered, hashes, side="left")
+        pairs = _runs(lo, np.searchsorted(ordered, hashes, side="right") - lo)
+        return None if pairs is None else (order[pairs[1]].astype(np.int64), positions[pairs[0]])
 
     def _index_pending(self) -> None:
         """Sort the pending rows into the tail (and the tail into main when it is long)."""
@@ -172,3 +161,14 @@ class KeyIndex:
         if self.tail.size > limit:
             self.main = self.main.merged(self.tail.hashes, self.tail.positions)
             self.tail = _Sorted()
+
+
+def _runs(start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Run ``i`` is ``count[i]`` consecutive indices from ``start[i]``: (the run of each
+    index, the indices), all runs in order; None when every run is empty."""
+    total = int(count.sum())
+    if total == 0:
+        return None
+    owner = np.repeat(np.arange(count.size, dtype=np.int64), count)
+    offset = np.repeat(start - (np.cumsum(count) - count), count)
+    return owner, offset + np.arange(total, dtype=np.int64)
