@@ -129,16 +129,12 @@ def measure(
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     variants = [*(str(n) for n in topo), BASELINE]
     runs: dict[str, dict[str, list[Figure]]] = {q: {v: [] for v in variants} for q in queries}
-    cpus = machine.available_cpus()
-    placed: dict[str, dict[str, Any]] = {}
-    for q in queries:
-        if connectors is None and len(cpus) == 2:
-            placed[q] = {"sinks_with_sources": sinks_belong_with_sources(q)}
+    two_cpus = connectors is None and len(machine.available_cpus()) == 2
+    with_sources = {q: two_cpus and sinks_belong_with_sources(q) for q in queries}
     for r in range(repeat):
         for q in queries:
-            together = placed.get(q, {}).get("sinks_with_sources", False)
             for v in variants:
-                runs[q][v].append(run_variant(q, v, events, topo, connectors, together))
+                runs[q][v].append(run_variant(q, v, events, topo, connectors, with_sources[q]))
             latest = {v: round(runs[q][v][-1]["events_per_s"] / 1e6, 2) for v in variants}
             print(f"round {r + 1}/{repeat} {q} (M rows/s): {latest}", file=sys.stderr, flush=True)
     out: dict[str, dict[str, Any]] = {}
@@ -146,7 +142,7 @@ def measure(
         figs = {v: median(runs[q][v], events) for v in variants}
         base = figs.pop(BASELINE)
         out[q] = {
-            "placement": placed.get(q, {}),
+            "placement": {"sinks_with_sources": with_sources[q]},
             "engine": figs,
             "baseline_single_process": base,
             "ratios": {

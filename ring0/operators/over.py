@@ -55,6 +55,7 @@ from engine.timeunits import to_ms
 from ring0.operators.aggregate_spec import AggregateSpec
 from ring0.operators.base import Operator
 from ring0.operators.grouping import group_by
+from ring0.operators.join.common import grow
 from ring0.operators.join.key_index import KeyIndex
 from ring0.operators.join.tables import take_rows
 from ring0.operators.keys import check_keys
@@ -105,7 +106,8 @@ class RowsOver(Operator):
         self.late_rows = self.null_time_rows = self.out_of_range_rows = 0
         self._waiting: list[tuple[pa.Table, np.ndarray]] = []
         self._history = self._history_schema.empty_table()
-        self._alive = np.empty(0, bool)
+        self._alive = np.empty(0, bool)  # per history row: still its key's (grows in place)
+        self._alive_store: np.ndarray | None = None
         self._index = KeyIndex()
 
     @property
@@ -173,7 +175,8 @@ class RowsOver(Operator):
         lengths = np.diff(np.r_[starts, gid_s.size])
         seg_start = np.repeat(starts, lengths)
         seg_end = np.repeat(starts + lengths, lengths)
-        results = [self._aggregate(a, both, sorted_at, seg_start) for a in self.aggs]
+        frames: dict[str, _Frames] = {}
+        results = [self._aggregate(a, both, sorted_at, seg_start, frames) for a in self.aggs]
         is_new = sorted_at >= old.num_rows
         out_rows = sorted_at[is_new] - old.num_rows
         mask = pa.array(is_new)
@@ -183,39 +186,30 @@ class RowsOver(Operator):
         return out.to_batches()
 
     def _aggregate(
-        self, spec: AggregateSpec, both: pa.Table, at: np.ndarray, seg_start: np.ndarray
-    ) -> pa.Array:
+        self, spec: AggregateSpec, both: pa.Table, at: np.ndarray, seg_start: np.ndarray,
+        columns: dict[str, _Frames],
+    ) -> pa.Array:  # fmt: skip
         if spec.column is None:  # count(*): the frame's length
             pos = np.arange(at.size)
             return pa.array(pos - np.maximum(seg_start, pos - self.rows + 1) + 1, pa.int64())
-        column = both.column(self._value_names()[self.values.index(spec.column)])
-        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)[at]
-        is_int = pa.types.is_integer(column.type)
-        raw = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)[at]
-        raw = raw.astype(np.int64 if is_int else np.float64)
-        count = _frames(valid.astype(np.int64), seg_start, self.rows, "sum", 0)
+        f = columns.get(spec.column)
+        if f is None:  # the aggregates of one column share its frames
+            name = self._value_names()[self.values.index(spec.column)]
+            f = columns[spec.column] = _Frames(both.column(name), at, seg_start, self.rows)
+        count = f.get("count")
         if spec.fn == "count":
             return pa.array(count, pa.int64())
+        empty = count == 0
         if spec.fn in ("sum", "avg"):
-            total = _frames(np.where(valid, raw, 0), seg_start, self.rows, "sum", 0)
-            if is_int:
-                approx = _frames(np.where(valid, raw, 0).astype(np.float64), seg_start,
-                                 self.rows, "sum", 0.0)  # fmt: skip
-                if np.any(np.abs(approx) >= 2.0**63):
-                    raise DataError(f"{spec.text}: a sum over {self.rows} rows is past int64")
+            total = f.get("sum")
+            if f.overflows():
+                raise DataError(f"{spec.text}: a sum over {self.rows} rows is past int64")
             if spec.fn == "avg":
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    return pa.array(total / np.maximum(count, 1), pa.float64(), mask=count == 0)
-            return pa.array(total, self._out.field(spec.name).type, mask=count == 0)
-        if is_int:
-            info = np.iinfo(np.int64)
-            fill = info.max if spec.fn == "min" else info.min
-        else:
-            fill = np.inf if spec.fn == "min" else -np.inf
-        best = _frames(np.where(valid, raw, fill), seg_start, self.rows, spec.fn, fill)
-        return pa.array(best, pa.float64() if not is_int else pa.int64(), mask=count == 0).cast(
-            self._out.field(spec.name).type
-        )
+                    return pa.array(total / np.maximum(count, 1), pa.float64(), mask=empty)
+            return pa.array(total, self._out.field(spec.name).type, mask=empty)
+        best = pa.array(f.get(spec.fn), pa.int64() if f.is_int else pa.float64(), mask=empty)
+        return best.cast(self._out.field(spec.name).type)
 
     # -- history: each key's last rows - 1 values --------------------------------------------
 
@@ -240,7 +234,8 @@ class RowsOver(Operator):
         kept = both.take(pa.array(np.sort(tail))) if self.rows > 1 else both.slice(0, 0)
         base = self._history.num_rows
         self._history = pa.concat_tables([self._history, kept])
-        self._alive = np.concatenate([self._alive, np.ones(kept.num_rows, bool)])
+        more = np.ones(kept.num_rows, bool)
+        self._alive, self._alive_store = grow(self._alive, self._alive_store, more)
         keys = [kept.column(i) for i in range(len(self.key))]
         self._index.add(key_hash(keys, kept.num_rows), base)
         dead = self._alive.size - int(np.count_nonzero(self._alive))
@@ -292,6 +287,47 @@ class RowsOver(Operator):
         self._alive = np.ones(self._history.num_rows, bool)
         keys = [self._history.column(i) for i in range(len(self.key))]
         self._index.reset(key_hash(keys, self._history.num_rows))
+
+
+class _Frames:
+    """One value column in frame order, and its per-frame count, sum, min and max, each
+    computed once however many aggregates ask for it."""
+
+    def __init__(
+        self, column: pa.ChunkedArray, at: np.ndarray, seg_start: np.ndarray, rows: int
+    ) -> None:
+        self.valid = pc.is_valid(column).to_numpy(zero_copy_only=False)[at]
+        self.is_int = pa.types.is_integer(column.type)
+        raw = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)[at]
+        self.raw = raw.astype(np.int64 if self.is_int else np.float64)
+        self.seg_start, self.rows = seg_start, rows
+        self._done: dict[str, np.ndarray] = {}
+
+    def get(self, fn: str) -> np.ndarray:
+        if fn not in self._done:
+            if fn == "count":
+                values, fill, how = self.valid.astype(np.int64), 0, "sum"
+            else:
+                if fn == "sum":
+                    fill = 0
+                elif self.is_int:
+                    fill = np.iinfo(np.int64).max if fn == "min" else np.iinfo(np.int64).min
+                else:
+                    fill = np.inf if fn == "min" else -np.inf
+                values, how = np.where(self.valid, self.raw, fill), fn
+            self._done[fn] = _frames(values, self.seg_start, self.rows, how, fill)
+        return self._done[fn]
+
+    def overflows(self) -> bool:
+        """Whether an integer frame sum went past int64 (it wraps): checked in float only
+        when ``rows`` times the largest magnitude could reach it."""
+        if not self.is_int or self.raw.size == 0:
+            return False
+        magnitudes = np.abs(self.raw.astype(np.float64))
+        if float(magnitudes.max()) * self.rows < 2.0**62:
+            return False
+        wide = np.where(self.valid, self.raw.astype(np.float64), 0.0)
+        return bool(np.any(np.abs(_frames(wide, self.seg_start, self.rows, "sum", 0.0)) >= 2.0**63))
 
 
 def _frames(values: np.ndarray, seg_start: np.ndarray, rows: int, fn: str, fill) -> np.ndarray:  # type: ignore[no-untyped-def]

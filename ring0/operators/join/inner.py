@@ -2,8 +2,8 @@
 
 The streaming form of SQL's ``a JOIN b ON a.k = b.k`` over two append-only inputs
 (Nexmark q3: persons and the auctions they sell). It is the interval join
-(``interval``) with the bounds at minus and plus infinity, so it shares its matching,
-its key index and its contract, with these differences:
+(``interval``) without its time filter and its trims, so it shares its matching, its
+key index and its contract, with these differences:
 
 * **Every pair is emitted once**, by the ``process`` call that brings the second of its
   two rows, however far apart in event time the two rows are.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ring0.operators.join.common import INT64_MAX, INT64_MIN
 from ring0.operators.join.interval import IntervalJoin
 
 
@@ -45,7 +44,4 @@ class InnerJoin(IntervalJoin):
     ) -> None:
         sides = (left_schema, right_schema, left_key, right_key, left_time, right_time)
         super().__init__(*sides, 0, 0, left_prefix=left_prefix, right_prefix=right_prefix)
-        # bounds at the ends of the time axis: every time difference is inside them, no
-        # threshold ever trims a row, and the trim step is never reached
-        self._lower, self._upper = INT64_MIN, INT64_MAX
-        self._trim_step = [INT64_MAX, INT64_MAX]
+        self._timed = False  # every pair with equal keys: no time filter, no trim

@@ -97,11 +97,11 @@ class IntervalJoin(TwoInputJoin):
         self._until_col = _check_until(left_schema, left_time, left_until)
         self._u = np.empty(0, np.int64)  # with left_until: each left row's bound (units)
         self._u_store: np.ndarray | None = None
-        self._span = 0  # with left_until: the longest until - time seen (units)
         # a left row lives ``upper`` past the watermark, a right row ``-lower``: each side is
         # trimmed after a quarter of its own span
         spans = (max(upper_ms, 0), max(-lower_ms, 0))
         self._trim_step = [max(span // 4, TRIM_MIN_MS) * self.per_ms for span in spans]
+        self._timed = True  # False (the inner join): no time filter, nothing ever trimmed
         self._trimmed_at: list[int | None] = [None, None]  # watermark (units) of the last trim
         self._key_names = [f"k{i}" for i in range(len(self._keys[0]))]
         self._fast = all(pa.types.is_integer(left_schema.field(k).type) for k in left_key)
@@ -126,7 +126,7 @@ class IntervalJoin(TwoInputJoin):
         if rows.num_rows == 0:
             return []
         out = self._match(rows, times, port, until)
-        if self.watermark is not None:  # a row no future row can match is not kept
+        if self.watermark is not None and self._timed:  # a row no future row can match
             keep = (times if until is None else until) >= self._threshold(port)
             if not keep.all():
                 idx = np.flatnonzero(keep)
@@ -153,9 +153,14 @@ class IntervalJoin(TwoInputJoin):
         if not keep.all():
             idx = np.flatnonzero(keep)
             rows, times, until = rows.take(pa.array(idx)), times[idx], until[idx]
-        if until.size:
-            self._span = max(self._span, int((until - times).max()))
+        self._longest_span(until - times)
         return rows, times, until
+
+    def _longest_span(self, spans: np.ndarray) -> None:
+        """With ``left_until``: the left side is trimmed every quarter of its longest span."""
+        if spans.size:
+            step = max(int(spans.max()) // 4, TRIM_MIN_MS * self.per_ms)
+            self._trim_step[0] = max(self._trim_step[0], step)
 
     def on_watermark(self, watermark: int) -> list[pa.RecordBatch]:
         if self.watermark is not None and watermark <= self.watermark:
@@ -163,23 +168,21 @@ class IntervalJoin(TwoInputJoin):
         self.watermark = watermark
         wm = self._wm_units()
         for port in (0, 1):
-            last, step = self._trimmed_at[port], self._trim_step[port]
-            if port == 0 and self._until_col is not None:  # a quarter of the longest span
-                step = max(self._span // 4, TRIM_MIN_MS * self.per_ms)
-            if last is None or wm - last >= step:
+            last = self._trimmed_at[port]
+            if last is None or wm - last >= self._trim_step[port]:
                 self._trim_buffer(port)
         return []
 
     def _trim_buffer(self, port: int) -> None:
         """Drop the buffered rows of ``port`` that no future on-time row can match."""
-        if self.watermark is not None:
+        if self.watermark is not None and self._timed:
             self._keep(port, self._ends(port) >= self._threshold(port))
             self._trimmed_at[port] = self._wm_units()
 
     @property
     def state_rows(self) -> tuple[int, int]:
         """Rows buffered per port that a future on-time row can still match."""
-        if self.watermark is None:
+        if self.watermark is None or not self._timed:
             return super().state_rows
         live = (np.count_nonzero(self._ends(p) >= self._threshold(p)) for p in (0, 1))
         return tuple(int(n) for n in live)  # type: ignore[return-value]
@@ -207,7 +210,7 @@ class IntervalJoin(TwoInputJoin):
         self._trimmed_at = [None, None]
         if self._until_col is not None:
             self._u, self._u_store = self._times(self._rows[0], 0, self._until_col)[0], None
-            self._span = int((self._u - self._t[0]).max()) if self._u.size else 0
+            self._longest_span(self._u - self._t[0])
         for port in (0, 1):
             self._reindex(port)
 
@@ -278,6 +281,19 @@ class IntervalJoin(TwoInputJoin):
         cols += [pa.array(times, pa.int64()), pa.array(np.arange(len(times), dtype=np.int64))]
         return pa.Table.from_arrays(cols, names=[*self._key_names, f"{tag}t", f"{tag}i"])
 
+    def _in_time(
+        self, new_t: np.ndarray, old_t: np.ndarray, new_i: np.ndarray, old_i: np.ndarray,
+        port: int, until: np.ndarray | None,
+    ) -> np.ndarray:  # fmt: skip
+        """Which candidate pairs (new row, buffered row of the other side) meet the bounds."""
+        diff = old_t - new_t if port == 0 else new_t - old_t
+        hit = (diff >= self._lower) & (diff <= self._upper)
+        if self._until_col is not None:  # the right row's time is within the left row's bound
+            hit &= (old_t <= until[new_i]) if port == 0 else (new_t <= self._u[old_i])
+        if self.watermark is not None:  # a buffered row past its time, not trimmed yet
+            hit &= self._ends(1 - port)[old_i] >= self._threshold(1 - port)
+        return hit
+
     def _match(
         self, rows: pa.Table, times: np.ndarray, port: int, until: np.ndarray | None = None
     ) -> list[pa.RecordBatch]:
@@ -287,7 +303,8 @@ class IntervalJoin(TwoInputJoin):
             return []
         if self._fast:
             new_i, old_i = self._candidates(rows, port)
-            new_t, old_t = times[new_i], self._t[other][old_i]
+            if self._timed:
+                new_t, old_t = times[new_i], self._t[other][old_i]
         else:
             pairs = self._index(rows, times, port, "n").join(
                 self._index(buffered, self._t[other], other, "b"),
@@ -299,18 +316,14 @@ class IntervalJoin(TwoInputJoin):
             new_i, old_i = pairs.column("ni").to_numpy(), pairs.column("bi").to_numpy()
         if new_i.size == 0:
             return []
-        diff = old_t - new_t if port == 0 else new_t - old_t
-        hit = (diff >= self._lower) & (diff <= self._upper)
-        if self._until_col is not None:  # the right row's time is within the left row's bound
-            hit &= (old_t <= until[new_i]) if port == 0 else (new_t <= self._u[old_i])
-        if self.watermark is not None:  # a buffered row past its time, not trimmed yet
-            hit &= self._ends(other)[old_i] >= self._threshold(other)
-        if not hit.any():
-            return []
-        mine = rows.take(pa.array(new_i[hit]))
-        theirs = take_rows(buffered, old_i[hit])
+        if self._timed:
+            hit = self._in_time(new_t, old_t, new_i, old_i, port, until)
+            if not hit.any():
+                return []
+            new_i, old_i = new_i[hit], old_i[hit]
+        mine = rows.take(pa.array(new_i))
+        theirs = take_rows(buffered, old_i)
         return self._emit(mine, theirs) if port == 0 else self._emit(theirs, mine)
-
 
 
 def _check_until(schema: pa.Schema, time: str, until: str | None) -> str | None:
