@@ -217,6 +217,9 @@ class QueryConfig(_Strict, kw_only=True):
     left_steps: list[Step] = msgspec.field(default_factory=list)
     right_steps: list[Step] = msgspec.field(default_factory=list)
     final: list[Step] = msgspec.field(default_factory=list)
+    # where the stateless steps before the first keyed one run (engine.plan): "sources" saves
+    # the rings the rows they drop; "workers" takes their CPU off a source-bound pipeline
+    stateless_in: Literal["sources", "workers"] = "sources"
 
 
 class CheckpointConfig(_Strict, kw_only=True):
@@ -262,10 +265,14 @@ class Pipeline(_Strict, kw_only=True):
         return self.checkpoint.interval_ms > 0
 
     def hash(self) -> str:
-        """A digest of everything that shapes state and output (not checkpoint tuning)."""
+        """A digest of everything that shapes state and output (not checkpoint tuning, nor
+        where the stateless steps run: they keep no state, and a checkpoint holds no row in
+        flight, so a run may resume with ``query.stateless_in`` changed)."""
         import hashlib
 
-        shape = msgspec.json.encode([self.sources, self.query, self.sinks])
+        query = msgspec.structs.asdict(self.query)
+        del query["stateless_in"]
+        shape = msgspec.json.encode([self.sources, query, self.sinks])
         return hashlib.sha256(shape).hexdigest()[:16]
 
 

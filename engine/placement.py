@@ -8,7 +8,8 @@ stream, or None — checked against what the source
 sends to the workers (its columns after its own steps) and against every
 later keyed step, which must group by a superset of it.
 ``stateless_prefix(steps)``: how many leading steps are stateless (filter,
-project, udf) and so run in the source processes. ``placement(plan)``: one
+project, udf) and so run in the source processes (unless ``query.stateless_in``
+is "workers"). ``placement(plan)``: one
 phrase per group of steps saying where it runs (``validate`` prints it).
 """
 
@@ -109,9 +110,14 @@ def _check_partition_key(
     schema = plan.ring_schema(source)
     for col in key:
         if schema.get_field_index(col) < 0:
+            hint = (
+                "; query.stateless_in = \"workers\" keeps the steps that compute it out of "
+                "the source: set \"sources\""
+                if plan.pipeline.query.stateless_in == "workers" else ""
+            )  # fmt: skip
             raise ConfigError(
                 f"{where}: key column {col!r} is not among the columns source {source!r} "
-                f"sends to the workers ({schema.names})"
+                f"sends to the workers ({schema.names}){hint}"
             )
         for op in before:
             from ring0.operators.project import Project

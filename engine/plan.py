@@ -21,7 +21,9 @@ Decisions written down here:
   (``source_steps``), so a computed key can partition and filtered rows never
   cross a ring; the workers keep the same operators (same indices, same
   snapshots) and start each input's chain after them. ``describe()`` (printed
-  by ``validate``) says where each step runs.
+  by ``validate``) says where each step runs. ``query.stateless_in =
+  "workers"`` keeps them in the workers instead (for a pipeline whose sources
+  are its busiest processes); a partition key must then be a source column.
 * A restart must rebuild exactly the same operators: the pipeline hash (in
   every manifest) covers sources, query and sinks.
 """
@@ -119,7 +121,8 @@ class Plan:
                 raise ConfigError("query.join: joins exactly two different sources")
         plan = cls(pipeline, workers, schemas, inputs, {}, pa.schema([]), pa.schema([]))
         plan.replayable = replay
-        plan.source_steps = {name: stateless_prefix(plan.steps_of(port))
+        in_sources = q.stateless_in == "sources"
+        plan.source_steps = {name: stateless_prefix(plan.steps_of(port)) if in_sources else 0
                              for port, name in enumerate(inputs)}  # fmt: skip
         graph = plan.worker_graph()
         for port, name in enumerate(inputs):  # what each source sends: its steps' output

@@ -421,17 +421,13 @@ def run_with_random_kills(job: Job, kills: int) -> str:
     return why
 
 
-@pytest.mark.slow
-def test_exactly_once_stateless_pipeline_random_child_kills_every_row_once(
-    tmp_path: Path, ref: pa.Table
-) -> None:
-    """A filter only: the sources write rows straight into the sink's rings (``engine.wiring``:
-    direct) while the workers pass barriers on and report epochs; kill -9 children at random
-    (workers among them): every selected event exactly once."""
-    assert ref.num_rows  # the windowed run: its duration scales kill_delay
-    job = make_job(tmp_path, parallelism=2, steps='[[query.steps]]\nop = "filter"\n'
-                   'where = "key % 7 = 0"')  # fmt: skip
-    why = run_with_random_kills(job, kills=3)
+def filter_steps(stateless_in: str) -> str:
+    return (f'[query]\nstateless_in = "{stateless_in}"\n\n'
+            '[[query.steps]]\nop = "filter"\nwhere = "key % 7 = 0"')  # fmt: skip
+
+
+def assert_filtered_once(job: Job, why: str) -> None:
+    """The committed output holds every event of ``filter_steps`` exactly once."""
     events = pa.table(generate(SEED, 0, EVENTS, KEYS, EVENTS_PER_SECOND))
     want = events.filter(pa.array(events["key"].to_numpy() % 7 == 0))
     got = read_committed(job.out).select(want.column_names)
@@ -441,6 +437,42 @@ def test_exactly_once_stateless_pipeline_random_child_kills_every_row_once(
         f"{why}: {sum((need - have).values())} rows lost, "
         f"{sum((have - need).values())} extra or duplicated"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stateless_in", ["sources", "workers"])
+def test_exactly_once_stateless_pipeline_random_child_kills_every_row_once(
+    tmp_path: Path, ref: pa.Table, stateless_in: str
+) -> None:
+    """A filter only. In the sources, they write rows straight into the sink's rings
+    (``engine.wiring``: direct) while the workers pass barriers on and report epochs; in
+    the workers, rows go round-robin by batch through them. Kill -9 children at random
+    (workers among them): every selected event exactly once."""
+    assert ref.num_rows  # the windowed run: its duration scales kill_delay
+    job = make_job(tmp_path, parallelism=2, steps=filter_steps(stateless_in))
+    assert_filtered_once(job, run_with_random_kills(job, kills=3))
+
+
+@pytest.mark.slow
+def test_exactly_once_resumes_with_the_stateless_steps_moved(
+    tmp_path: Path, ref: pa.Table
+) -> None:
+    """Drained by SIGTERM with the filter in the sources, run again with it in the workers
+    (``stateless_in`` is outside the pipeline hash): the rerun resumes from the
+    checkpoint, and every selected event is committed once."""
+    job = make_job(tmp_path, parallelism=2, steps=filter_steps("sources"))
+    with EngineRun(job) as run:
+        assert run.wait_attempt(1) is not None, run.stderr
+        time.sleep(0.25 * _REFERENCE["files"][2])
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait() == 0, run.stderr
+    drained = read_committed(job.out).num_rows
+    assert drained, "the drain committed nothing: the move is not tested"
+    make_job(tmp_path, parallelism=2, steps=filter_steps("workers"))
+    again = engine(*job.args())
+    assert again.returncode == 0, again.stderr
+    assert "recovering from epoch" in again.stdout + again.stderr, again.stdout + again.stderr
+    assert_filtered_once(job, f"drained after {drained} rows, resumed in the workers")
 
 
 @pytest.mark.slow

@@ -643,3 +643,40 @@ def test_plan_with_no_ring0_work_sends_rows_from_the_sources_straight_to_the_sin
         assert w.worker_outputs(p, 0) == ([], []) and len(w.to_worker[("events", 0)]) == 2
     finally:
         w.close()
+
+
+def test_plan_stateless_steps_in_the_workers_when_asked() -> None:
+    """``query.stateless_in = "workers"``: no step runs in a source, so a stateless query
+    is no longer direct (the workers run its steps); a keyed one partitions by a column
+    of the source, and a key its steps compute is refused, naming the option."""
+    filt = {"op": "filter", "where": "key > 2"}
+
+    def workers(*steps_: dict[str, Any]) -> Callable[[dict[str, Any]], object]:
+        return lambda r: r["query"].update(steps=list(steps_), stateless_in="workers")
+
+    plan = build(raw_with(workers(filt)), workers=2)
+    assert plan.source_steps == {"events": 0} and not plan.direct
+    assert plan.ring_schema("events") == plan.source_schemas["events"]
+    assert plan.partition_keys == {"events": None}  # round-robin by batch
+    assert "query.steps[0..0] in the workers" in plan.describe()
+    assert "in source" not in plan.describe()
+
+    plan = build(raw_with(workers(filt, WINDOW)), workers=2)
+    assert plan.source_steps == {"events": 0} and plan.partition_keys == {"events": ["key"]}
+
+    computed = {"op": "project", "columns": ["ts", "value", "key % 3 as k"]}
+    text = build_error(raw_with(workers(computed, {**WINDOW, "key": "k"})), workers=2)
+    assert "key column 'k' is not among the columns source 'events' sends" in text
+    assert 'stateless_in = "workers"' in text
+
+
+def test_pipeline_hash_ignores_where_stateless_steps_run() -> None:
+    """They keep no state and a checkpoint holds no row in flight: a run may resume with
+    ``stateless_in`` changed, so the hash (checked on recovery) does not cover it."""
+    a = pipeline.parse(raw_with(), "p.toml")
+    b = pipeline.parse(raw_with(lambda r: r["query"].update(stateless_in="workers")), "p.toml")
+    c = pipeline.parse(raw_with(lambda r: r["query"].update(steps=[])), "p.toml")
+    assert a.hash() == b.hash() != c.hash()
+    assert b.query.stateless_in == "workers" and a.query.stateless_in == "sources"
+    with pytest.raises(ConfigError, match="stateless_in"):
+        pipeline.parse(raw_with(lambda r: r["query"].update(stateless_in="sinks")), "p.toml")
