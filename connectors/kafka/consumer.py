@@ -11,12 +11,15 @@ partition's last offset in a list of messages.
 ``ConsumerThread(consumer, where, group, queue_batches)`` runs ``consume`` in a
 thread and hands lists of messages to ``queue`` (bounded: a full queue stops the
 reading, which is backpressure). The client's calls wait for each other, so every
-other call goes through this thread too: ``request_commit(offsets)`` (from the
-source's thread: the commit runs between two ``consume`` calls, and the caller waits
-for it), the high watermarks for the lag and the pending partitions (``high``,
-refreshed every second from the fetch answers; never from a ListOffsets request, which
-Tansu answers with the last batch's first offset plus one, far below the log's end: a
-partition would look read to its end while most of it was unread), and
+other call goes through this thread too: ``request_commit(offsets, then)`` (from the
+source's thread: the commit runs between two ``consume`` calls, or while a full queue
+waits, then ``then()``; the caller does not wait: a commit the source waited for
+stalled it up to 20 ms an epoch while the queue was full; ``close`` makes the commits
+still queued before it closes the consumer), the high watermarks for the lag and the
+pending partitions (``high``, refreshed every second from the fetch answers; never
+from a ListOffsets request, which Tansu answers with the last batch's first offset
+plus one, far below the log's end: a partition would look read to its end while most
+of it was unread), and
 ``hold(keys, released, timeout_s)``, which a rebalance callback (running in this
 thread) calls to wait for ``released`` while still serving commits. A failure of
 ``consume`` is kept in ``failure`` for the source to raise.
@@ -140,7 +143,8 @@ class ConsumerThread:
         self.consumer, self.where, self.group = consumer, where, group
         self.owned = owned
         self.queue: queue.Queue[list[Any]] = queue.Queue(maxsize=queue_batches)
-        self.commits: queue.Queue[tuple[dict[str, int], threading.Event]] = queue.Queue()
+        self.commits: queue.Queue[tuple[dict[str, int], Callable[[], None] | None]] = (
+            queue.Queue())  # fmt: skip
         self.high: dict[str, int] = {}
         self.failure: BaseException | None = None
         self.stop = threading.Event()
@@ -149,27 +153,27 @@ class ConsumerThread:
     def start(self) -> None:
         self.thread.start()
 
-    def request_commit(self, offsets: dict[str, int]) -> None:
-        """Commit ``offsets`` to the group from this thread, and wait for it."""
-        if not self.thread.is_alive():
+    def request_commit(self, offsets: dict[str, int], then: Callable[[], None] | None = None
+                       ) -> None:  # fmt: skip
+        """Have this thread commit ``offsets`` to the group, then call ``then``; no wait."""
+        if not self.thread.is_alive():  # (closed, or failed: the source raises at its poll)
             self.commit(offsets)
+            if then is not None:
+                then()
             return
-        done = threading.Event()
-        self.commits.put((offsets, done))
-        if not done.wait(30):
-            raise TransientError(f"{self.where}: committing offsets to group {self.group!r} "
-                                 "took over 30 s")  # fmt: skip
+        self.commits.put((offsets, then))
 
     def serve_commits(self) -> None:
         while True:
             try:
-                offsets, done = self.commits.get_nowait()
+                offsets, then = self.commits.get_nowait()
             except queue.Empty:
                 return
             try:
                 self.commit(offsets)
             finally:
-                done.set()
+                if then is not None:
+                    then()
 
     def commit(self, offsets: dict[str, int]) -> None:
         from confluent_kafka import KafkaException, TopicPartition
@@ -225,6 +229,9 @@ class ConsumerThread:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(10)
+        if not self.thread.is_alive():  # the last epochs' offsets, to the group
+            with contextlib.suppress(Exception):
+                self.serve_commits()
         with contextlib.suppress(Exception):
             self.consumer.close()
 

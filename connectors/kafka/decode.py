@@ -9,7 +9,11 @@ tombstone) into a batch of value columns plus the records it could not read:
   engine's type names, or inferred from the first objects the source reads);
   a value that does not parse or does not fit (a field of the wrong type, a
   field the schema lacks) is a bad record naming it. The whole list is parsed
-  by Arrow in one call; only when that fails are records tried one at a time.
+  in one call: by msgspec when every column is a nullable int64, float64, string
+  or bool (``connectors.json_structs``: about 300 ns per 100-byte record where
+  Arrow's reader takes 430), else or when that fails by Arrow's reader; only
+  when both fail are records tried one at a time, and a record either reads is
+  kept (a field given twice: its last value).
 * ``"package.module:function"``: your function takes the list of values and
   returns a ``pyarrow.RecordBatch`` with one row per value (the same schema
   every time), or raises for the batch.
@@ -29,6 +33,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from connectors.files.records import json_text_batch
+from connectors.json_structs import NotRead, StructRows
 from engine.errors import ConfigError
 
 
@@ -37,6 +42,7 @@ class Decoder:
         self.fmt, self.where = fmt, where
         self.schema = schema
         self.custom: Callable[[list[bytes | None]], pa.RecordBatch] | None = None
+        self.fast: tuple[pa.Schema, StructRows | None] | None = None  # (for the schema)
         if fmt == "raw":
             self.schema = pa.schema([("value", pa.binary())])
         elif fmt == "text":
@@ -111,11 +117,12 @@ class Decoder:
         good, bad = [], []
         for i, v in enumerate(values):
             try:
-                self._parse([v])
-                good.append(v)
+                good.append(self._parse([v]))
             except (pa.ArrowException, ValueError) as exc:
                 bad.append((i, _why(v, exc)))
-        return self._parse(good), bad
+        if not good:
+            return self._parse([]), bad
+        return pa.Table.from_batches(good).combine_chunks().to_batches()[0], bad
 
     def _parse(self, values: list[bytes | None]) -> pa.RecordBatch:
         """The values as JSON lines, joined once and read by Arrow without a copy."""
@@ -129,6 +136,13 @@ class Decoder:
         breaks = np.count_nonzero(np.frombuffer(data, np.uint8) == 10)  # (bytes.count: 5x slower)
         if breaks != len(lines) - 1 or b"\r" in data:  # pretty-printed: one line each
             data = b"\n".join(v.replace(b"\n", b" ").replace(b"\r", b" ") for v in lines)
+        if self.fast is None or self.fast[0] is not self.schema:  # (declared or inferred)
+            self.fast = (self.schema, StructRows.for_schema(self.schema))
+        if self.fast[1] is not None:
+            try:
+                return self.fast[1].batch(data, len(lines))
+            except NotRead:
+                pass
         return json_text_batch(data, len(lines), self.schema)
 
 

@@ -58,10 +58,8 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from operator import itemgetter
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import pyarrow as pa
 from msgspec import Meta
 
@@ -73,6 +71,7 @@ from connectors.base import (
     SourceBatch,
     SourceCheckpoint,
 )
+from connectors.kafka.columns import HEADERS, STAMP, MessageColumns
 from connectors.kafka.consumer import (
     ConsumerThread,
     last_offsets,
@@ -89,8 +88,6 @@ from engine.errors import CheckpointError, ConfigError, ConnectorError, Transien
 from engine.typenames import parse_schema
 
 META_NAMES = ("_topic", "_partition", "_offset", "_timestamp", "_key", "_headers")
-HEADERS = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
-_SECOND = itemgetter(1)  # of Message.timestamp(): (type, ms)
 
 
 class KafkaSourceOptions(Options, frozen=True):
@@ -149,6 +146,8 @@ class KafkaSource(Source):
         self.restored: dict[str, int] = {}
         self.owned: set[str] = set()
         self.pending: list[Any] = []
+        self.columns = MessageColumns(o.topics if o.pattern is None else None, o.key_format,
+                                      o.headers)  # fmt: skip
         self.lock = threading.Lock()
         self.revoking: set[str] = set()
         self.revoke_mark: int | None = None
@@ -170,7 +169,7 @@ class KafkaSource(Source):
             pa.field("_topic", pa.string()),
             pa.field("_partition", pa.int32()),
             pa.field("_offset", pa.int64()),
-            pa.field("_timestamp", pa.timestamp("ms", "UTC")),
+            pa.field("_timestamp", STAMP),
             pa.field("_key", pa.string() if o.key_format == "text" else pa.binary()),
         ]
         if o.headers:
@@ -208,9 +207,8 @@ class KafkaSource(Source):
             return
         index, offsets = got
         assert self.reader is not None
-        self.reader.request_commit(offsets)
-        if self.revoke_mark is not None and index > self.revoke_mark:
-            self.released.set()
+        release = self.revoke_mark is not None and index > self.revoke_mark
+        self.reader.request_commit(offsets, self.released.set if release else None)
 
     # -- start: assign or subscribe, then the consumer thread ---------------------------------
     def _start(self) -> None:
@@ -312,8 +310,8 @@ class KafkaSource(Source):
         from confluent_kafka import Message
 
         good = msgs
-        errors = list(map(Message.error, msgs))
-        if errors.count(None) != len(errors):
+        if any(map(Message.error, msgs)):  # (a KafkaError is true; no error is None)
+            errors = list(map(Message.error, msgs))
             for err in errors:
                 if err is not None:
                     self._error(err)
@@ -322,36 +320,18 @@ class KafkaSource(Source):
             good = [m for m in good if _key(m.topic(), m.partition()) not in skip]
         if not good:
             return None
-        n = len(good)
-        o = self.options
-        one = len(o.topics) == 1 and o.pattern is None  # one topic named: each message is of it
-        topics = [o.topics[0]] * n if one else list(map(Message.topic, good))
-        one_topic = one or topics.count(topics[0]) == n
-        parts = np.fromiter(map(Message.partition, good), np.int32, count=n)
-        offsets = np.fromiter(map(Message.offset, good), np.int64, count=n)
-        stamps = np.fromiter(map(_SECOND, map(Message.timestamp, good)), np.int64, count=n)
-        values = list(map(Message.value, good))
-        body, bad = self.decoder.decode(values)
-        meta = [pa.repeat(topics[0], n) if one_topic else pa.array(topics, pa.string()),
-                pa.array(parts), pa.array(offsets), pa.array(stamps, pa.timestamp("ms", "UTC")),
-                pa.array(list(map(Message.key, good)), pa.binary())]  # fmt: skip
-        if self.options.key_format == "text":
-            meta[4] = meta[4].cast(pa.string())
-        if self.options.headers:
-            meta.append(pa.array([[{"key": k, "value": v} for k, v in (m.headers() or [])]
-                                  for m in good], HEADERS))  # fmt: skip
-        if bad:
-            keep = np.ones(n, dtype=bool)
-            keep[[i for i, _ in bad]] = False
-            meta = [c.filter(pa.array(keep)) for c in meta]
+        r = self.columns.read(good)
+        body, bad = self.decoder.decode(r.values)
+        meta = r.without([i for i, _ in bad]) if bad else r.meta
         batch = pa.RecordBatch.from_arrays([*body.columns, *meta], schema=self._schema)
-        last = last_offsets(topics, one_topic, parts, offsets)
+        last = last_offsets(r.topics, r.one_topic, r.parts, r.offsets)
         with self.lock:
             for (topic, part), offset in last.items():
                 self.positions[_key(topic, part)] = offset + 1
-        records = [BadRecord(f"{topics[i]}/{parts[i]}", why, line=int(offsets[i]), raw=values[i])
-                   for i, why in bad]  # fmt: skip
-        return SourceBatch(batch, partition=int(parts[-1]), offset=int(offsets[-1]), bad=records)
+        records = [BadRecord(f"{r.topics[i]}/{r.parts[i]}", why, line=int(r.offsets[i]),
+                             raw=r.values[i]) for i, why in bad]  # fmt: skip
+        return SourceBatch(batch, partition=int(r.parts[-1]), offset=int(r.offsets[-1]),
+                           bad=records)  # fmt: skip
 
     def _error(self, err: Any) -> None:
         from confluent_kafka import KafkaError

@@ -120,10 +120,36 @@ def test_offsets_reach_the_group_only_when_the_epoch_commits(broker: str) -> Non
         return watcher.committed([TopicPartition(name, 0)], timeout=10)[0].offset
 
     assert committed() < 0
-    src.notify_committed(3)
+    src.notify_committed(3)  # the consumer's thread commits them (the source does not wait)
+    deadline = time.monotonic() + 10
+    while committed() != 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert committed() == 100
+    src.position_recorded(4, src.checkpoint())
+    src.notify_committed(4)
+    src.close()  # commits still queued are made before the consumer closes
     assert committed() == 100
     watcher.close()
-    src.close()
+
+
+def test_offsets_queued_when_the_source_closes_still_reach_the_group(broker: str) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    name = topic(broker, "close_commits", 1)
+    produce(broker, name, events(50))
+    src = KafkaSource()
+    src.open(ConnectorConfig("k", {"bootstrap": broker, "topics": [name], "format": "raw",
+                                   "group": "g_close"}))  # fmt: skip
+    rows, _ = drain(src, 50)
+    assert rows.num_rows == 50
+    src.position_recorded(1, src.checkpoint())
+    src.notify_committed(1)
+    src.close()  # at once: the commit may still be queued
+    watcher = Consumer({"bootstrap.servers": broker, "group.id": "g_close"})
+    try:
+        assert watcher.committed([TopicPartition(name, 0)], timeout=10)[0].offset == 50
+    finally:
+        watcher.close()
 
 
 # --- engine runs -----------------------------------------------------------------------------
