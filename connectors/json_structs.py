@@ -12,8 +12,10 @@ and ``bool``, each nullable (a missing field or ``null`` is a null). Then
 of ``schema``, or raises ``NotRead`` for the whole batch. It refuses what Arrow's
 reader refuses for these types — a field the schema lacks, a value of another type
 (``1.0`` for an integer, ``true`` for a number), an integer beyond int64, a number
-beyond a double, text that is not UTF-8, a line that is not one object — so a
-caller falls back to Arrow's reader, which names each bad record.
+beyond a double, a line that is not one object — and text that is not UTF-8, which
+Arrow's reader keeps (a caller must check) — so a caller falls back to Arrow's
+reader, which names each bad record. A line may hold two objects (so may Arrow's):
+the caller makes sure each record opens a line and the count agrees.
 
 Not the same as Arrow's reader: a field given twice in one object is read as its
 last value (as JavaScript and Python read it), where Arrow refuses the object; and
@@ -61,8 +63,8 @@ class StructRows:
 
     @classmethod
     def for_schema(cls, schema: pa.Schema) -> StructRows | None:
-        if not len(schema) or any(f.type not in _TYPES for f in schema):
-            return None
+        if not len(schema) or any(f.type not in _TYPES or not f.nullable for f in schema):
+            return None  # (a required field: Arrow's reader refuses an object without it)
         if len(set(schema.names)) != len(schema.names):
             return None  # (Arrow's reader decides what a twice-named column means)
         return cls(schema)
@@ -70,7 +72,7 @@ class StructRows:
     def batch(self, data: bytes, rows: int) -> pa.RecordBatch:
         try:
             objs = self.decoder.decode_lines(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as exc:
             raise NotRead(str(exc)) from None
         if len(objs) != rows:  # (an empty line is skipped; the caller counts records)
             raise NotRead(f"{rows} records gave {len(objs)} objects")
@@ -78,7 +80,7 @@ class StructRows:
             arrays = [_column(list(map(get, objs)), typ, dtype)
                       for get, typ, dtype in self.columns]  # fmt: skip
         except (OverflowError, ValueError, UnicodeError, pa.ArrowException) as exc:
-            raise NotRead(str(exc)) from None  # an integer beyond int64, a lone surrogate
+            raise NotRead(str(exc)) from None  # an integer beyond int64
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 

@@ -96,7 +96,8 @@ def _stateless_partition(plan: Plan, source: str, ops: list[Operator]) -> list[s
             raise ConfigError(f"sources.{source}.partition_by: name at least one column")
         _check_partition_key(plan, source, given, f"sources.{source}.partition_by", ops)
         return list(given)
-    if plan.ring_schema(source).get_field_index("_change") >= 0:
+    out = ops[-1].output_schema if ops else plan.ring_schema(source)  # (what the workers emit)
+    if out.get_field_index("_change") >= 0:
         return []
     return None
 
@@ -121,12 +122,16 @@ def _check_partition_key(
             )
         for op in before:
             from ring0.operators.project import Project
+            from ring0.operators.udf import UserFunction
 
             expr = op.exprs.get(col) if isinstance(op, Project) else None
-            if expr is not None and expr.column_ref != col:
+            rewritten = isinstance(op, UserFunction) and col in op.output_schema.names
+            if (expr is not None and expr.column_ref != col) or rewritten:
+                how = "may be rewritten by a udf" if rewritten else "is redefined by a step"
                 raise ConfigError(
-                    f"{where}: key column {col!r} is redefined by a step the workers run "
-                    "before it; rows are partitioned by the column the source sends"
+                    f"{where}: key column {col!r} {how} the workers run before it; rows are "
+                    "partitioned by the column the source sends (query.stateless_in = "
+                    '"sources" runs the stateless steps before the split)'
                 )
         check_key_type(schema.field(col).type, f"{where}: key column {col!r}")
 

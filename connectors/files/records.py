@@ -315,6 +315,8 @@ def json_text_batch(data: bytes, rows: int, schema: pa.Schema) -> pa.RecordBatch
     if table.num_rows != rows:
         raise ValueError(f"{rows} records gave {table.num_rows} rows")
     (batch,) = table.combine_chunks().to_batches()
+    if any(pa.types.is_string(f.type) for f in parse):
+        batch.validate(full=True)  # Arrow's reader keeps strings that are not UTF-8
     columns = batch.columns
     for i in as_text:
         columns[i] = columns[i].cast(schema.field(i).type)

@@ -20,7 +20,7 @@ pending partitions (``high``, refreshed every second from the fetch answers; nev
 from a ListOffsets request, which Tansu answers with the last batch's first offset
 plus one, far below the log's end: a partition would look read to its end while most
 of it was unread), and
-``hold(keys, released, timeout_s)``, which a rebalance callback (running in this
+``hold(released, timeout_s)``, which a rebalance callback (running in this
 thread) calls to wait for ``released`` while still serving commits. A failure of
 ``consume`` is kept in ``failure`` for the source to raise.
 """
@@ -157,6 +157,7 @@ class ConsumerThread:
                        ) -> None:  # fmt: skip
         """Have this thread commit ``offsets`` to the group, then call ``then``; no wait."""
         if not self.thread.is_alive():  # (closed, or failed: the source raises at its poll)
+            self.serve_commits()  # older ones first: a group's offsets never go back
             self.commit(offsets)
             if then is not None:
                 then()
@@ -209,7 +210,7 @@ class ConsumerThread:
                     try:
                         self.queue.put(msgs, timeout=0.02)
                         break
-                    except queue.Full:  # the source waits on a commit while its queue is full
+                    except queue.Full:  # commits still go out while the queue is full
                         self.serve_commits()
         except BaseException as exc:  # handed to the next poll
             self.failure = exc

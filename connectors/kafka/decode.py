@@ -11,9 +11,12 @@ tombstone) into a batch of value columns plus the records it could not read:
   field the schema lacks) is a bad record naming it. The whole list is parsed
   in one call: by msgspec when every column is a nullable int64, float64, string
   or bool (``connectors.json_structs``: about 300 ns per 100-byte record where
-  Arrow's reader takes 430), else or when that fails by Arrow's reader; only
-  when both fail are records tried one at a time, and a record either reads is
-  kept (a field given twice: its last value).
+  Arrow's reader takes 430), else or when that fails by Arrow's reader. Records
+  are tried one at a time when both fail, when a record does not open its line
+  with ``{`` (so that an empty record and one holding two objects cannot make
+  the count come out right with the rows shifted), or when Arrow's strings are
+  not UTF-8 (it does not check); a record either reader takes is kept (a field
+  given twice: its last value).
 * ``"package.module:function"``: your function takes the list of values and
   returns a ``pyarrow.RecordBatch`` with one row per value (the same schema
   every time), or raises for the batch.
@@ -133,9 +136,14 @@ class Decoder:
             )
         lines = [b"{}" if v is None else v for v in values] if None in values else values
         data = b"\n".join(lines)
-        breaks = np.count_nonzero(np.frombuffer(data, np.uint8) == 10)  # (bytes.count: 5x slower)
-        if breaks != len(lines) - 1 or b"\r" in data:  # pretty-printed: one line each
+        newline = np.frombuffer(data, np.uint8) == 10
+        if np.count_nonzero(newline) != len(lines) - 1 or b"\r" in data:  # (bytes.count: 5x
             data = b"\n".join(v.replace(b"\n", b" ").replace(b"\r", b" ") for v in lines)
+            newline = np.frombuffer(data, np.uint8) == 10  # slower) pretty-printed: one line each
+        if len(lines) > 1:  # a line that does not open with "{" (an empty or blank record)
+            opens = np.frombuffer(data, np.uint8) == 123  # beside one of two objects would
+            if not opens[0] or (newline[:-1] & ~opens[1:]).any():  # pass the count, the rows
+                raise ValueError("a record is not one object on a line")  # shifted: one by one
         if self.fast is None or self.fast[0] is not self.schema:  # (declared or inferred)
             self.fast = (self.schema, StructRows.for_schema(self.schema))
         if self.fast[1] is not None:
@@ -162,6 +170,8 @@ def _utf8(v: bytes) -> bool:
 
 
 def _why(value: Any, exc: Exception) -> str:
+    if isinstance(value, bytes) and not _utf8(value):
+        return "not UTF-8"
     try:
         json.loads(value)
     except (ValueError, TypeError):

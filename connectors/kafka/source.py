@@ -152,6 +152,7 @@ class KafkaSource(Source):
         self.revoking: set[str] = set()
         self.revoke_mark: int | None = None
         self.released = threading.Event()
+        self.revocations = 0  # _on_revoke calls: which hold a release ends
         self.checkpoints = 0  # checkpoint() calls: an epoch's index
         self.recorded = PendingPositions()  # epoch -> (checkpoint index, offsets)
         self.want_checkpoint = False
@@ -207,8 +208,18 @@ class KafkaSource(Source):
             return
         index, offsets = got
         assert self.reader is not None
-        release = self.revoke_mark is not None and index > self.revoke_mark
-        self.reader.request_commit(offsets, self.released.set if release else None)
+        with self.lock:
+            release = self.revoke_mark is not None and index > self.revoke_mark
+            revocation = self.revocations
+        self.reader.request_commit(offsets, (lambda: self._release(revocation)) if release
+                                   else None)  # fmt: skip
+
+    def _release(self, revocation: int) -> None:
+        """After the commit (in the consumer's thread): end the hold of ``revocation``, not
+        of a later one, which no committed epoch covers yet."""
+        with self.lock:
+            if revocation == self.revocations:
+                self.released.set()
 
     # -- start: assign or subscribe, then the consumer thread ---------------------------------
     def _start(self) -> None:
@@ -258,6 +269,7 @@ class KafkaSource(Source):
         keys = {_key(tp.topic, tp.partition) for tp in parts}
         with self.lock:
             self.revoking, self.want_checkpoint = keys, True
+            self.revocations += 1
             self.released.clear()
         if self.reader.stop.is_set():  # closing: the group keeps the last committed epoch's
             pass

@@ -670,6 +670,40 @@ def test_plan_stateless_steps_in_the_workers_when_asked() -> None:
     assert 'stateless_in = "workers"' in text
 
 
+def lowered_keys(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A udf that rewrites the key column (a test's user function)."""
+    import pyarrow.compute as pc
+
+    return batch.set_column(1, "key", pc.bit_wise_and(batch.column("key"), 3))
+
+
+def with_change(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A udf that makes its input a changelog (a test's user function)."""
+    return batch.append_column("_change", pa.array(["+"] * batch.num_rows))
+
+
+def test_stateless_steps_in_the_workers_never_split_by_a_key_a_udf_may_rewrite() -> None:
+    """In the workers, a udf runs after the split: a key column it outputs may no longer
+    be the one the rows were split by, so it is refused; in the sources it runs first."""
+    udf = {"op": "udf", "function": f"{__name__}:lowered_keys"}
+    edit = lambda r: r["query"].update(steps=[udf, WINDOW], stateless_in="workers")  # noqa: E731
+    text = build_error(raw_with(edit), 2)
+    assert "key column 'key' may be rewritten by a udf the workers run before it" in text
+    assert 'stateless_in = "sources"' in text
+    plan = build(raw_with(lambda r: r["query"].update(steps=[udf, WINDOW])), workers=2)
+    assert plan.source_steps == {"events": 1} and plan.partition_keys == {"events": ["key"]}
+
+
+def test_a_changelog_made_in_the_workers_goes_to_one_worker_in_order() -> None:
+    """A stateless query whose output is a changelog keeps every row on one worker (a
+    key's retraction and insertion stay in order) wherever its steps run."""
+    udf = {"op": "udf", "function": f"{__name__}:with_change"}
+    for where in ("sources", "workers"):
+        plan = build(raw_with(lambda r, w=where: r["query"].update(steps=[udf], stateless_in=w)),
+                     workers=2)  # fmt: skip
+        assert plan.partition_keys == {"events": []}, where
+
+
 def test_pipeline_hash_ignores_where_stateless_steps_run() -> None:
     """They keep no state and a checkpoint holds no row in flight: a run may resume with
     ``stateless_in`` changed, so the hash (checked on recovery) does not cover it."""

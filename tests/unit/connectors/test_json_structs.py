@@ -88,3 +88,23 @@ def test_a_field_given_twice_is_its_last_value_whatever_its_neighbours() -> None
 ])  # fmt: skip
 def test_other_types_keep_arrows_reader(schema: pa.Schema) -> None:
     assert StructRows.for_schema(schema) is None
+
+
+@pytest.mark.parametrize("decoder", [fast, arrow_only])
+def test_an_empty_record_and_one_of_two_objects_never_shift_the_rows(decoder) -> None:  # type: ignore[no-untyped-def]
+    """Three records, three objects: the count agrees, but the empty record has none and
+    the second two; each is read alone, so the rows stay beside their own offsets."""
+    batch, bad = decoder().decode([b'{"id": 1}', b"", b'{"id": 2} {"id": 3}', b' ', b'{"id": 4}'])
+    assert batch.column("id").to_pylist() == [1, 4]
+    assert [i for i, _ in bad] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("decoder", [fast, arrow_only])
+def test_text_that_is_not_utf8_is_a_bad_record(decoder) -> None:  # type: ignore[no-untyped-def]
+    batch, bad = decoder().decode([b'{"s": "ok"}', b'{"s": "\xff\xfe"}'])
+    assert batch.column("s").to_pylist() == ["ok"] and bad == [(1, "not UTF-8")]
+    batch.validate(full=True)
+
+
+def test_a_required_field_keeps_arrows_reader() -> None:
+    assert StructRows.for_schema(pa.schema([pa.field("id", pa.int64(), nullable=False)])) is None
