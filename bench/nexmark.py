@@ -83,8 +83,8 @@ def sinks_belong_with_sources(query: str) -> bool:
     """For the 1-worker run on 2 CPUs: do the sinks share the sources' CPU rather than the
     worker's? Yes for a join: its worker is the busiest process by far (q4 at 50 M events:
     worker 6.3 CPU-s, sources 1.3, sink 0.9; q8: 1.2, 0.3, 0.55), so the sinks go beside
-    the sources. Otherwise the sources are the heavy stage (Nexmark generation; q2's
-    filter runs in them) and the sinks go beside the worker. A calibration run was tried
+    the sources. Otherwise the sources are the heavy stage (Nexmark generation) and the
+    sinks go beside the worker. A calibration run was tried
     instead: at a few million events its CPU seconds are mostly start-up, and q5's
     choice flipped between two runs."""
     from engine import pipeline as pipeline_mod
@@ -99,7 +99,7 @@ def two_cpu_connectors(
     every source on ``sources``, so the worker's core is not shared with a source's (the
     issue's condition), and the sinks beside the worker or (``sinks_with_sources``) the
     sources. ``sources`` is the single process's CPU: in a query whose source does nearly
-    all the work (q2), the two then run on the same core."""
+    all the work (q0's generator), the two then run on the same core."""
     from engine import pipeline as pipeline_mod
 
     p = pipeline_mod.load(pipeline_path(query), {})
