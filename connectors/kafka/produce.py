@@ -68,7 +68,9 @@ class Early:
         if self.held + records.nbytes > self.cap:
             self.stop(epoch)
             return
-        self.backlog.setdefault(epoch, []).append(records)
+        # a copy: the records may share buffers with the written batch (a key column cast
+        # to binary is a view), ring memory that is written over once write_batch returns
+        self.backlog.setdefault(epoch, []).append(pa.concat_batches([records]))
         self.held += records.nbytes
 
     def take(self, epoch: int) -> list[pa.RecordBatch]:

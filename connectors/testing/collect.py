@@ -58,6 +58,7 @@ class CollectingSink(Sink):
                 self._file_epochs = set(read_committed(self.path))
 
     def write_batch(self, batch: pa.RecordBatch) -> WriteResult:
+        batch = pa.concat_batches([batch])  # a copy: the batch is a view of ring memory
         self.written.append(batch)
         self._open.append(batch)
         return WriteResult(batch.num_rows, batch.nbytes)

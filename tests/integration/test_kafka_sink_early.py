@@ -22,7 +22,7 @@ import pytest
 
 from engine.errors import TransientError
 from tests.integration.test_kafka_sink import rows, sink, values
-from tests.kafka import create_topic, start_broker, stop_broker
+from tests.kafka import create_topic, read_topic, start_broker, stop_broker
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,9 @@ def test_each_epoch_goes_early_into_its_own_transaction_once_the_last_committed(
 
 def test_a_pipeline_with_early_sending_writes_every_row_once(tmp_path, broker: str) -> None:  # type: ignore[no-untyped-def]
     """``python -m engine run``: Parquet -> Kafka sink (``aborted = "hidden"``), exactly-once,
-    epochs every 50 ms: the epochs overlap (one pre-committed while the last commits)."""
+    epochs every 50 ms: the epochs overlap (one pre-committed while the last commits), so
+    an epoch's records wait in memory while the ring they came from is written
+    over (a 256 KB ring): every record keeps the key of its own row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -99,10 +101,16 @@ topic = "{t}"
 key = "user"
 aborted = "hidden"
 """)
-    done = engine("run", str(pipeline))
+    topology = tmp_path / "topology.toml"
+    topology.write_text("[topology]\ncoordinator = 0\nconnectors = [0]\nworkers = [0]\n"
+                        "[rings]\ncapacity = 262144\n")  # fmt: skip
+    done = engine("run", str(pipeline), "--topology", str(topology))
     assert done.returncode == 0, done.stderr[-3000:]
-    got = ids(broker, t)
+    records = read_topic(broker, t)
+    got = Counter(json.loads(r["value"])["id"] for r in records)
     assert set(got) == set(range(n)) and max(got.values()) == 1
+    wrong = [r for r in records if r["key"] != json.loads(r["value"])["user"].encode()]
+    assert not wrong, f"{len(wrong)} records with another row's key, e.g. {wrong[:2]}"
 
 
 def test_a_rollback_aborts_the_early_transaction_and_the_next_epoch_starts_clean(

@@ -90,3 +90,44 @@ def test_a_transaction_begun_by_a_write_sends_what_the_epoch_held_first() -> Non
     assert e.write(p, 2, records([b"c"]), blocked=False)  # (its commit sent nothing)
     assert p.calls == [("begin", None), ("produce", b"a"), ("produce", b"b"), ("produce", b"c")]
     assert (e.epoch, e.sent, e.backlog, e.held) == (2, 3, {}, 0)
+
+
+def test_records_held_for_a_later_epoch_are_a_copy_of_ring_memory() -> None:
+    """A key column cast to binary is a view of the written batch, whose ring memory is
+    written over once ``write_batch`` returns: what waits in the backlog owns its bytes."""
+    import numpy as np
+
+    from connectors.kafka.encode import RECORDS
+
+
+    ring = np.frombuffer(bytearray(b"key-akey-b"), np.uint8)  # stands in for a ring frame
+    keys = pa.Array.from_buffers(pa.binary(), 2, [None, pa.py_buffer(np.array([0, 5, 10],
+                                 np.int32)), pa.py_buffer(ring)])  # fmt: skip
+    n = 2
+    records = pa.RecordBatch.from_arrays(
+        [pa.array([b"{}", b"{}"]), keys, pa.array([0, 1], pa.int32()),
+         pa.array([None, None], RECORDS.field(3).type), pa.nulls(n, RECORDS.field(4).type)],
+        schema=RECORDS,
+    )  # fmt: skip
+    early = Early("t", 60.0)
+    early.hold(2, records)
+    ring[:] = ord("x")  # the frame is released and written over
+    (held,) = early.take(2)
+    assert held.column(1).to_pylist() == [b"key-a", b"key-b"]
+
+
+def test_the_collect_sink_keeps_a_copy_of_each_batch() -> None:
+    import numpy as np
+
+    from connectors.base import ConnectorConfig
+    from connectors.testing.collect import CollectingSink
+
+    memory = np.arange(4, dtype=np.int64)
+    batch = pa.record_batch([pa.Array.from_buffers(pa.int64(), 4, [None, pa.py_buffer(memory)])],
+                            names=["x"])  # fmt: skip
+    s = CollectingSink()
+    s.open(ConnectorConfig("c", {}))
+    s.begin_epoch(1)
+    s.write_batch(batch)
+    memory[:] = -1
+    assert s.written[0].column("x").to_pylist() == [0, 1, 2, 3]
