@@ -68,10 +68,8 @@ Sink — call order, from one thread of the sink process::
 * Not guaranteed: ``close`` after a crash; ``commit_epoch`` promptly (a
   crash between the manifest and the commit defers it to the next start).
 
-* ``write_batch(b)``: ``b`` is a view of ring memory, released (and soon
-  written over) when the call returns. A sink that keeps rows past the call
-  copies them (``pa.concat_batches([b])`` copies; a slice, a cast or
-  ``combine_chunks`` may not).
+* ``write_batch(b)``: ``b`` is ring memory, written over once the call returns:
+  a sink keeping rows copies them (``engine.shm.arrow_codec.copy_out``).
 * ``write_batch`` is not retried: a write that raised may have done part of
   its work, so the run restarts from the last checkpoint instead (the epoch is
   rolled back and replayed). ``commit_epoch`` and ``rollback_epoch`` are

@@ -74,6 +74,7 @@ from engine.attach.endpoint import Attached, Attachments, Endpoint, Peer, log
 from engine.attach.protocol import DEFAULT_DIR, schema_to_text, socket_path
 from engine.errors import ConfigError, ConnectorError, RingError
 from engine.shm import FrameKind, Ring
+from engine.shm.arrow_codec import copy_out
 from engine.shm.reader import Frame, RingReader
 from engine.shm.segment import check_capacity
 from engine.typenames import parse_schema
@@ -194,7 +195,7 @@ class PushSource(Source, Attached):
         self._rr += 1
         batch = None
         if rows:
-            copied = pa.concat_batches(views)  # one copy out of the rings
+            copied = copy_out(*views)  # one copy out of the rings
             batch = pa.RecordBatch.from_arrays(copied.columns, schema=self._schema)
         del views
         for c in list(clients):

@@ -44,6 +44,7 @@ import pyarrow as pa
 from connectors.kafka.staging import MAX_MESSAGE
 from engine import faults
 from engine.errors import ConnectorError, TransientError
+from engine.shm.arrow_codec import copy_out
 
 
 class Early:
@@ -70,7 +71,7 @@ class Early:
             return
         # a copy: the records may share buffers with the written batch (a key column cast
         # to binary is a view), ring memory that is written over once write_batch returns
-        self.backlog.setdefault(epoch, []).append(pa.concat_batches([records]))
+        self.backlog.setdefault(epoch, []).append(copy_out(records))
         self.held += records.nbytes
 
     def take(self, epoch: int) -> list[pa.RecordBatch]:

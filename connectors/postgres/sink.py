@@ -64,6 +64,7 @@ from connectors.base import ConnectorConfig, Sink, SinkCapabilities, WriteResult
 from connectors.options import Options, parse_options
 from connectors.postgres.types import column_sql, quote_table
 from engine.errors import ConfigError, ConnectorError, TransientError
+from engine.shm.arrow_codec import copy_out
 
 MARKERS = "ringstream_commits"
 
@@ -194,7 +195,7 @@ class PostgresSink(Sink):
             return WriteResult(0, 0)
         rows = batch if self.options.mode == "append" else self._staged(batch)
         # a copy: the batch is a view of ring memory, released when this call returns
-        self.buffer.append(pa.concat_batches([rows]))
+        self.buffer.append(copy_out(rows))
         self.buffered += rows.nbytes
         if self.buffered >= self.options.flush_bytes:
             self.flush()

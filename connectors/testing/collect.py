@@ -28,6 +28,7 @@ from connectors.base import (
 )
 from connectors.options import Options
 from engine.errors import ConnectorError
+from engine.shm.arrow_codec import copy_out
 
 
 class CollectOptions(Options, frozen=True):
@@ -58,7 +59,7 @@ class CollectingSink(Sink):
                 self._file_epochs = set(read_committed(self.path))
 
     def write_batch(self, batch: pa.RecordBatch) -> WriteResult:
-        batch = pa.concat_batches([batch])  # a copy: the batch is a view of ring memory
+        batch = copy_out(batch)  # a copy: the batch is a view of ring memory
         self.written.append(batch)
         self._open.append(batch)
         return WriteResult(batch.num_rows, batch.nbytes)

@@ -10,6 +10,7 @@ import pyarrow as pa
 from engine.attach.session import Session
 from engine.errors import PeerClosedError, PeerDiedError
 from engine.shm import FrameKind, Ring
+from engine.shm.arrow_codec import copy_out
 from engine.shm.reader import RingReader
 
 _EOS, _DATA = int(FrameKind.EOS), int(FrameKind.DATA)
@@ -80,7 +81,7 @@ class Subscription(Session):
                 raise StopIteration
             if frame.kind == _DATA:
                 view = reader.batch(frame)
-                batch = pa.concat_batches([view])  # a copy: the ring's bytes are reused
+                batch = copy_out(view)  # a copy: the ring's bytes are reused
                 del view
                 reader.release(frame)
                 self.rows_received += batch.num_rows

@@ -12,8 +12,11 @@ exactly one record-batch message. The schema travels once, in a SCHEMA frame
 Reading: ``pa.ipc.read_record_batch`` over a ``pa.py_buffer`` of the frame's
 payload builds a RecordBatch whose buffers point into the segment (no copy,
 ~2 µs). The batch is valid until the reader releases its frame: after that the
-producer may overwrite the bytes. Copy it (``pa.concat_batches([b])`` or
-``b.take``...) to keep it longer.
+producer may overwrite the bytes. ``copy_out(b, ...)`` copies batches into
+memory of their own, to keep them longer. (``pa.concat_batches`` alone is not
+enough: it copies only the 16-byte views of a ``string_view``/``binary_view``
+column, whose characters stay in the frame; slices, ``select``, a string to
+binary cast and ``Table.combine_chunks`` of one chunk copy nothing.)
 
 Not supported: dictionary-encoded columns (a stream would interleave
 dictionary messages with batches); a schema with one is refused.
@@ -142,3 +145,28 @@ def decode_schema(payload: memoryview) -> pa.Schema:
 def decode_batch(payload: memoryview, schema: pa.Schema) -> pa.RecordBatch:
     """A RecordBatch whose buffers point into ``payload`` (no copy)."""
     return pa.ipc.read_record_batch(pa.py_buffer(payload), schema)
+
+
+_VIEWS = (pa.string_view(), pa.binary_view())
+
+
+def copy_out(*batches: pa.RecordBatch) -> pa.RecordBatch:
+    """``batches`` (one schema) as one batch sharing no buffer with them: what outlives
+    the ring frames they are views of. A view column (string_view, binary_view, at any
+    depth) is copied by value; every other column by ``pa.concat_batches``."""
+    copied = pa.concat_batches(list(batches))
+    if not any(_has_view(f.type) for f in copied.schema):
+        return copied
+    columns = [_own(c) if _has_view(c.type) else c for c in copied.columns]
+    return pa.RecordBatch.from_arrays(columns, schema=copied.schema)
+
+
+def _has_view(t: pa.DataType) -> bool:
+    return t in _VIEWS or any(_has_view(t.field(i).type) for i in range(t.num_fields))
+
+
+def _own(column: pa.Array) -> pa.Array:
+    if column.type in _VIEWS:  # through the plain type: new character data, new views
+        plain = pa.string() if column.type == pa.string_view() else pa.binary()
+        return column.cast(plain).cast(column.type)
+    return pa.array(column.to_pylist(), column.type)  # nested: rare enough to go by value

@@ -10,7 +10,8 @@ operator with these calls, from one thread, in any interleaving, after
   produces *now* (a filter returns its rows at once; a window on close returns
   ``[]`` and buffers partials). The batch may live in ring memory that is
   released right after the call: an operator that keeps rows must copy them
-  (``pa.concat_tables``, ``take``, a group-by result: all copy).
+  (``take``, ``filter``, a group-by result: all copy; ``pa.concat_tables``, a
+  slice, ``select`` do not).
 * ``on_watermark(watermark) -> list[RecordBatch]`` — event time (ms) has
   reached ``watermark`` on every input; the operator emits what this closes
   (windows whose end <= watermark) and frees that state. Never called with a
