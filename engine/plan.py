@@ -132,6 +132,13 @@ class Plan:
         plan.output_schema = graph.output_schema
         plan.late_schemas = graph.late_schemas()
         plan.final_schema = plan.final_chain().output_schema
+        for i, step in enumerate(q.final):  # (the sinks run it: no late stream leaves them)
+            if getattr(step, "late_output", None) is not None:
+                raise ConfigError(
+                    f"query.final[{i}].late_output: late rows of a final step have no "
+                    "stream to a sink; move the window into query.steps, or leave "
+                    "late_output out (its late rows are then counted, not kept)"
+                )
         plan.partition_keys = partitioning(plan, graph)
         q = pipeline.query
         plan.direct = (  # every step runs in the source; nothing for a worker to do with rows

@@ -146,9 +146,9 @@ class Progress:
             output_rows=sum(rows.get(k, 0) for k in main),
             elapsed_s=elapsed,
             output=outputs(pipeline),
-            late_rows=self.sum("worker", "late_rows"),
-            null_time_rows=self.sum("worker", "null_time_rows"),
-            out_of_range_rows=self.sum("worker", "out_of_range_rows"),
+            late_rows=self.dropped("late_rows"),
+            null_time_rows=self.dropped("null_time_rows"),
+            out_of_range_rows=self.dropped("out_of_range_rows"),
             dead_letter_rows=self.sum("source", "dead_letter_rows"),
             sink_rows=rows,
             last_epoch=committed,
@@ -160,6 +160,10 @@ class Progress:
 
     def sum(self, role: str, name: str) -> int:
         return sum(self.counters.get(s, name) for s in self.slots.get(role, []))
+
+    def dropped(self, name: str) -> int:
+        """Rows the operators dropped: the workers', and the final stage's in the sinks."""
+        return self.sum("worker", name) + self.sum("sink", name)
 
     def watermark(self) -> int | None:
         marks = [self.counters.get(s, "watermark") for s in self.slots.get("worker", [])]

@@ -109,12 +109,26 @@ class SinkRunner(Consumer):
 
     # -- events ---------------------------------------------------------------------------
     def on_data(self, input: int, batch: pa.RecordBatch) -> None:
-        self._write(self.final.process(batch, 0) if self.final is not None else [batch])
+        if self.final is None:
+            self._write([batch])
+            return
+        self._write(self.final.process(batch, 0))
+        self._publish_drops()
 
     def on_watermark(self, watermark: int) -> None:
         if self.final is not None:
             self._write(self.final.on_watermark(watermark))
+            self._publish_drops()
         self.counters.set(self.slot, "watermark", watermark)
+
+    def _publish_drops(self) -> None:
+        """The final stage's dropped rows (late, null or out-of-range time), counted as a
+        worker counts its own: the run's summary and metrics add them up."""
+        assert self.final is not None
+        c, slot, g = self.counters, self.slot, self.final
+        c.set(slot, "late_rows", g.late_rows)
+        c.set(slot, "null_time_rows", g.null_time_rows)
+        c.set(slot, "out_of_range_rows", g.out_of_range_rows)
 
     def on_barrier(self, epoch: int) -> None:
         self._pre_commit(epoch)
@@ -132,6 +146,7 @@ class SinkRunner(Consumer):
     def finish(self) -> None:
         if self.final is not None and not (self.stopped and self.store is not None):
             self._write(self.final.finish())
+            self._publish_drops()
         self._pre_commit(self.epoch)  # the last epoch: everything after the last barrier
         self._handle_control(block_for=self.epoch)
         self.inputs.close()

@@ -281,3 +281,48 @@ def test_run_coordinator_killed_children_follow_and_next_run_sweeps(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert owned.isdisjoint(segment.list_segments())
+
+
+def test_rows_the_final_stage_drops_are_counted_in_the_summary(tmp_path: Path) -> None:
+    """A final window (in the sink process) drops the rows with a null event time: the
+    run's summary counts them as it counts a worker's, and with the rows it counted they
+    make up every event; a late_output there (no stream leaves a sink) is refused."""
+    import json
+
+    out = tmp_path / "out"
+    p = tmp_path / "p.toml"
+    text = f"""
+[pipeline]
+name = "final_drops"
+[checkpoint]
+interval_ms = 0
+[[sources]]
+name = "e"
+type = "generator"
+events = 10000
+keys = 10
+event_time = "ts"
+[[query.steps]]
+op = "project"
+columns = ["ts", "key", "case when key % 2 = 0 then ts else null end as t2"]
+[[query.final]]
+op = "window"
+window = {{ type = "tumbling", size_ms = 100 }}
+aggregates = ["count"]
+time = "t2"
+[[sinks]]
+name = "out"
+type = "files"
+path = "{out}"
+format = "parquet"
+"""
+    p.write_text(text)
+    done = engine("run", str(p), "--log-format", "json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    counted = sum(read_committed(out).column("count").to_pylist())
+    assert summary["null_time_rows"] > 0 and counted > 0
+    assert summary["null_time_rows"] + counted == 10000, summary
+    p.write_text(text.replace('time = "t2"', 'time = "t2"\nlate_output = "late"'))
+    refused = engine("validate", str(p))
+    assert refused.returncode == 2 and "query.final[0].late_output" in refused.stderr
