@@ -103,16 +103,22 @@ def test_json_declared_inferred_and_bad_records_named(broker: str) -> None:
                                                  "format": "raw"}))  # fmt: skip
 
 
+def read_all(broker: str, label: str, n: int) -> tuple[KafkaSource, str]:
+    """A source in group ``g_<label>`` that has returned all ``n`` records of a new topic."""
+    name = topic(broker, label, 1)
+    produce(broker, name, events(n))
+    src = KafkaSource()
+    src.open(ConnectorConfig("k", {"bootstrap": broker, "topics": [name], "format": "raw",
+                                   "group": f"g_{label}"}))  # fmt: skip
+    rows, _ = drain(src, n)
+    assert rows.num_rows == n
+    return src, name
+
+
 def test_offsets_reach_the_group_only_when_the_epoch_commits(broker: str) -> None:
     from confluent_kafka import Consumer, TopicPartition
 
-    name = topic(broker, "commits", 1)
-    produce(broker, name, events(100))
-    src = KafkaSource()
-    src.open(ConnectorConfig("k", {"bootstrap": broker, "topics": [name], "format": "raw",
-                                   "group": "g_commits"}))  # fmt: skip
-    rows, _ = drain(src, 100)
-    assert rows.num_rows == 100
+    src, name = read_all(broker, "commits", 100)
     src.position_recorded(3, src.checkpoint())
     watcher = Consumer({"bootstrap.servers": broker, "group.id": "g_commits"})
 
@@ -135,13 +141,7 @@ def test_offsets_reach_the_group_only_when_the_epoch_commits(broker: str) -> Non
 def test_offsets_queued_when_the_source_closes_still_reach_the_group(broker: str) -> None:
     from confluent_kafka import Consumer, TopicPartition
 
-    name = topic(broker, "close_commits", 1)
-    produce(broker, name, events(50))
-    src = KafkaSource()
-    src.open(ConnectorConfig("k", {"bootstrap": broker, "topics": [name], "format": "raw",
-                                   "group": "g_close"}))  # fmt: skip
-    rows, _ = drain(src, 50)
-    assert rows.num_rows == 50
+    src, name = read_all(broker, "close", 50)
     src.position_recorded(1, src.checkpoint())
     src.notify_committed(1)
     src.close()  # at once: the commit may still be queued
