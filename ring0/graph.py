@@ -31,6 +31,8 @@ import pyarrow as pa
 from engine.errors import StateError
 from ring0.operators.base import Operator
 
+DROPPED = ("late_rows", "null_time_rows", "out_of_range_rows")  # counters of dropped rows
+
 Batches = list[pa.RecordBatch]
 
 class Chain:
@@ -230,6 +232,11 @@ class WorkerGraph:
     @property
     def out_of_range_rows(self) -> int:
         return self._count("out_of_range_rows")
+
+    def dropped(self) -> dict[str, int]:
+        """The three counts of dropped rows, by their counter names (a worker publishes
+        its graph's, a sink its final stage's)."""
+        return {name: self._count(name) for name in DROPPED}
 
     def snapshot(self) -> dict[str, pa.Table]:
         out: dict[str, pa.Table] = {}

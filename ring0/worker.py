@@ -126,10 +126,8 @@ class Worker(Consumer):
             self._emit(batches, self.streams.get(name, []))
 
     def _publish_drops(self) -> None:
-        c, slot, g = self.counters, self.slot, self.graph
-        c.set(slot, "late_rows", g.late_rows)
-        c.set(slot, "null_time_rows", g.null_time_rows)
-        c.set(slot, "out_of_range_rows", g.out_of_range_rows)
+        for name, n in self.graph.dropped().items():
+            self.counters.set(self.slot, name, n)
 
     def _checkpoint(self, epoch: int, barrier: bool = True) -> None:
         """Epoch step 3: state file, then the barrier downstream, then the report."""

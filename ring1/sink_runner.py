@@ -109,11 +109,7 @@ class SinkRunner(Consumer):
 
     # -- events ---------------------------------------------------------------------------
     def on_data(self, input: int, batch: pa.RecordBatch) -> None:
-        if self.final is None:
-            self._write([batch])
-            return
-        self._write(self.final.process(batch, 0))
-        self._publish_drops()
+        self._write(self.final.process(batch, 0) if self.final is not None else [batch])
 
     def on_watermark(self, watermark: int) -> None:
         if self.final is not None:
@@ -122,13 +118,11 @@ class SinkRunner(Consumer):
         self.counters.set(self.slot, "watermark", watermark)
 
     def _publish_drops(self) -> None:
-        """The final stage's dropped rows (late, null or out-of-range time), counted as a
-        worker counts its own: the run's summary and metrics add them up."""
+        """The final stage's dropped rows, published as a worker publishes its own (at each
+        watermark and at the end): the run's summary and metrics add them up."""
         assert self.final is not None
-        c, slot, g = self.counters, self.slot, self.final
-        c.set(slot, "late_rows", g.late_rows)
-        c.set(slot, "null_time_rows", g.null_time_rows)
-        c.set(slot, "out_of_range_rows", g.out_of_range_rows)
+        for name, n in self.final.dropped().items():
+            self.counters.set(self.slot, name, n)
 
     def on_barrier(self, epoch: int) -> None:
         self._pre_commit(epoch)
@@ -146,6 +140,7 @@ class SinkRunner(Consumer):
     def finish(self) -> None:
         if self.final is not None and not (self.stopped and self.store is not None):
             self._write(self.final.finish())
+        if self.final is not None:
             self._publish_drops()
         self._pre_commit(self.epoch)  # the last epoch: everything after the last barrier
         self._handle_control(block_for=self.epoch)

@@ -156,13 +156,9 @@ class ConsumerThread:
     def request_commit(self, offsets: dict[str, int], then: Callable[[], None] | None = None
                        ) -> None:  # fmt: skip
         """Have this thread commit ``offsets`` to the group, then call ``then``; no wait."""
+        self.commits.put((offsets, then))  # in order after any still queued
         if not self.thread.is_alive():  # (closed, or failed: the source raises at its poll)
-            self.serve_commits()  # older ones first: a group's offsets never go back
-            self.commit(offsets)
-            if then is not None:
-                then()
-            return
-        self.commits.put((offsets, then))
+            self.serve_commits()
 
     def serve_commits(self) -> None:
         while True:
